@@ -1,0 +1,141 @@
+// Every error this library raises: one class per failure, each with a stable `name`
+// and a `code`, so callers can tell what happened without parsing messages.
+
+/** Base class of every error raised by snakemq. */
+export class SnakeMQError extends Error {
+  static override readonly name: string = 'SnakeMQError'
+  override name = 'SnakeMQError'
+  /** A stable, machine-readable code, e.g. `ERR_FRAME_TOO_LARGE`. */
+  readonly code: string = 'ERR_SNAKEMQ'
+}
+
+/** A length header announced a packet larger than the configured maximum. */
+export class PacketTooLargeError extends SnakeMQError {
+  static override readonly name = 'PacketTooLargeError'
+  override name = 'PacketTooLargeError'
+  override readonly code = 'ERR_PACKET_TOO_LARGE'
+  constructor (readonly length: number, readonly limit: number) {
+    super(`packet of ${length} bytes exceeds the limit of ${limit} bytes`)
+  }
+}
+
+/** The byte stream ended in the middle of a packet. */
+export class TruncatedPacketError extends SnakeMQError {
+  static override readonly name = 'TruncatedPacketError'
+  override name = 'TruncatedPacketError'
+  override readonly code = 'ERR_TRUNCATED_PACKET'
+}
+
+/** A frame that does not follow the protocol (too short, bad identity, wrong order, ...). */
+export class ProtocolError extends SnakeMQError {
+  static override readonly name = 'ProtocolError'
+  override name = 'ProtocolError'
+  override readonly code = 'ERR_PROTOCOL'
+}
+
+/** The remote speaks a protocol version other than 1. */
+export class IncompatibleProtocolError extends SnakeMQError {
+  static override readonly name = 'IncompatibleProtocolError'
+  override name = 'IncompatibleProtocolError'
+  override readonly code = 'ERR_INCOMPATIBLE_PROTOCOL'
+  constructor (readonly remoteVersion: number | null, message?: string) {
+    super(message ?? (remoteVersion === null ? 'the remote refused our protocol version' : `the remote speaks protocol version ${remoteVersion}, not 1`))
+  }
+}
+
+/** A second connection identified itself with an identity that is already connected. */
+export class DuplicateIdentityError extends SnakeMQError {
+  static override readonly name = 'DuplicateIdentityError'
+  override name = 'DuplicateIdentityError'
+  override readonly code = 'ERR_DUPLICATE_IDENTITY'
+  constructor (readonly identity: string) {
+    super(`a peer named ${JSON.stringify(identity)} is already connected`)
+  }
+}
+
+/** The handshake (PROTOCOL_VERSION and IDENTIFICATION) did not complete in time. */
+export class HandshakeTimeoutError extends SnakeMQError {
+  static override readonly name = 'HandshakeTimeoutError'
+  override name = 'HandshakeTimeoutError'
+  override readonly code = 'ERR_HANDSHAKE_TIMEOUT'
+}
+
+/** Keepalive: the remote stayed silent after a PING. */
+export class KeepaliveTimeoutError extends SnakeMQError {
+  static override readonly name = 'KeepaliveTimeoutError'
+  override name = 'KeepaliveTimeoutError'
+  override readonly code = 'ERR_KEEPALIVE_TIMEOUT'
+}
+
+/** A message was dropped before delivery (its TTL ran out, or it could not be sent now). */
+export class MessageDroppedError extends SnakeMQError {
+  static override readonly name = 'MessageDroppedError'
+  override name = 'MessageDroppedError'
+  override readonly code = 'ERR_MESSAGE_DROPPED'
+  constructor (readonly to: string, readonly uuid: string, readonly reason: DropReason) {
+    super(`message ${uuid} to ${JSON.stringify(to)} was dropped: ${reason}`)
+  }
+}
+
+/** Why a message was dropped. */
+export type DropReason = 'expired' | 'not-connected' | 'closed'
+
+/** The per-peer queue is full and the caller asked not to wait. */
+export class QueueFullError extends SnakeMQError {
+  static override readonly name = 'QueueFullError'
+  override name = 'QueueFullError'
+  override readonly code = 'ERR_QUEUE_FULL'
+}
+
+/** The object (Link, Messaging, store, ...) was closed. */
+export class ClosedError extends SnakeMQError {
+  static override readonly name = 'ClosedError'
+  override name = 'ClosedError'
+  override readonly code = 'ERR_CLOSED'
+}
+
+/** An operation was aborted by its AbortSignal or its timeout. */
+export class AbortError extends SnakeMQError {
+  static override readonly name = 'AbortError'
+  override name = 'AbortError'
+  override readonly code = 'ERR_ABORTED'
+}
+
+/** A caller passed a bad argument or option; the message names it. */
+export class InvalidArgumentError extends SnakeMQError {
+  static override readonly name = 'InvalidArgumentError'
+  override name = 'InvalidArgumentError'
+  override readonly code = 'ERR_INVALID_ARGUMENT'
+}
+
+/** The queue store failed (locked by another process, write failed, closed). */
+export class StoreError extends SnakeMQError {
+  static override readonly name: string = 'StoreError'
+  override name = 'StoreError'
+  override readonly code: string = 'ERR_STORE'
+}
+
+/** The store directory is already opened by another process (or another LevelStore). */
+export class StoreLockedError extends StoreError {
+  static override readonly name = 'StoreLockedError'
+  override name = 'StoreLockedError'
+  override readonly code = 'ERR_STORE_LOCKED'
+  constructor (readonly directory: string, options?: ErrorOptions) {
+    super(`the queue store ${directory} is in use by another process`, options)
+  }
+}
+
+/** A second consumer tried to iterate a single-consumer iterable. */
+export class AlreadyIteratingError extends SnakeMQError {
+  static override readonly name = 'AlreadyIteratingError'
+  override name = 'AlreadyIteratingError'
+  override readonly code = 'ERR_ALREADY_ITERATING'
+}
+
+/** Turns an AbortSignal's reason into the AbortError this library rejects with. */
+export function abortError (signal: AbortSignal): AbortError {
+  const reason: unknown = signal.reason
+  if (reason instanceof AbortError) return reason
+  const timedOut = reason instanceof DOMException && reason.name === 'TimeoutError'
+  return new AbortError(timedOut ? 'the operation timed out' : 'the operation was aborted', { cause: reason })
+}

@@ -1,0 +1,138 @@
+// Public types of the messaging layer: options, messages, events.
+import type { Connection } from '../link/connection.ts'
+import type { QueueStore } from '../store/types.ts'
+import type { DropReason } from '../errors.ts'
+import type { Logger } from '../logging.ts'
+
+export interface KeepaliveOptions {
+  /** Milliseconds of silence from the remote after which a PING is sent. */
+  interval: number
+  /** Milliseconds to wait for any packet after that PING before the connection is closed. */
+  wait: number
+}
+
+export interface QueueLimits {
+  /** Most messages queued for one peer (not yet delivered). Default 100,000. */
+  messages?: number
+  /** Most bytes of message data queued for one peer. Default 64 MiB. */
+  bytes?: number
+}
+
+export interface MessagingOptions {
+  /** This peer's identity, sent to every remote in IDENTIFICATION. 1 to 50 characters (snakeMQ's limit). */
+  identity: string
+  /** Where persistent messages are kept. Default: none (persistent messages live in memory only). */
+  store?: QueueStore
+  /** Keepalive; off by default, as in snakeMQ. */
+  keepalive?: KeepaliveOptions
+  /** Milliseconds a new connection has to complete PROTOCOL_VERSION and IDENTIFICATION. Default 5,000. */
+  handshakeTimeout?: number
+  /** Largest packet accepted from a remote, in bytes. Default 64 MiB. */
+  maxPacketSize?: number
+  /** Per-peer outgoing queue limits. */
+  queueLimits?: QueueLimits
+  /**
+   * Most messages sent to a peer of this library and not yet acknowledged. Bounds
+   * what a reconnect resends. Default 8,192.
+   */
+  maxUnacked?: number
+  /**
+   * Received messages held for consumers that have not taken them yet, across all
+   * consumers; past this the sockets are no longer read. Default 1,024.
+   */
+  receiveBuffer?: number
+  /** How many recent message UUIDs per peer are remembered to drop duplicates. Default 65,536. */
+  dedupWindow?: number
+  /**
+   * Turn off the acknowledged-delivery extension and behave exactly like snakeMQ
+   * 1.6 (a message counts as delivered once written to the socket). Default false.
+   */
+  plainSnakeMQ?: boolean
+  /** Where log lines go; default the `debug` namespace `snakemq:messaging`. */
+  logger?: Logger
+}
+
+export interface SendOptions {
+  /**
+   * Seconds the message may wait for its peer while that peer is disconnected.
+   * `undefined`, `null` or a negative number: no expiry (0xFFFFFFFF on the wire).
+   * 0: sent only if the peer is connected now, dropped otherwise. Fractions are
+   * kept locally; whole seconds go on the wire, as in snakeMQ.
+   */
+  ttl?: number | null
+  /** Keep the message in the store until it is delivered. Default false. */
+  persistent?: boolean
+  /**
+   * What the returned promise waits for:
+   * - `'queued'` (default): the message is in the peer's queue (and, if persistent,
+   *   written to the store);
+   * - `'delivered'`: the peer acknowledged it (a plain snakeMQ peer: it was written
+   *   to the socket). Rejects with MessageDroppedError if it is dropped instead.
+   */
+  wait?: 'queued' | 'delivered'
+  /** When the peer's queue is full: `'wait'` (default) for room, or `'reject'` with QueueFullError. */
+  whenFull?: 'wait' | 'reject'
+  /** Aborts the wait (for room, for the store, or for delivery). A message already queued stays queued. */
+  signal?: AbortSignal
+}
+
+export interface SendResult {
+  /** The message's UUID, 32 hex digits. */
+  uuid: string
+}
+
+/** A message received from a peer. */
+export interface Message {
+  /** The sender's identity. */
+  readonly from: string
+  /** The message data. */
+  readonly data: Uint8Array
+  /** The message UUID, 32 hex digits. */
+  readonly uuid: string
+  /** The TTL the sender put on the wire, in seconds; null for no expiry. */
+  readonly ttl: number | null
+  /** The wire flags. */
+  readonly flags: number
+  /** True if the sender marked it persistent. */
+  readonly persistent: boolean
+  /**
+   * Acknowledges the message to its sender (only needed with `ack: 'manual'`;
+   * idempotent). Until then a peer of this library will redeliver it after a reconnect.
+   */
+  ack (): void
+}
+
+export interface MessagesOptions {
+  /** Only messages whose data starts with these bytes (a string is taken as UTF-8). */
+  prefix?: Uint8Array | string
+  /** Only messages for which this returns true. Combined with `prefix` if both are given. */
+  filter?: (msg: Message) => boolean
+  /**
+   * When a message counts as received (and is acknowledged to its sender):
+   * `'auto'` (default) once the consumer asks for the next message or leaves the
+   * loop; `'manual'` when `msg.ack()` is called.
+   */
+  ack?: 'auto' | 'manual'
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal
+}
+
+export interface PeerEvent {
+  /** The remote's identity. */
+  ident: string
+  /** The connection it is on. */
+  connection: Connection
+}
+
+export interface MessagingEvents {
+  /** A remote completed the handshake. */
+  connect: [PeerEvent]
+  /** An identified remote's connection ended; `error` says why, if it was an error. */
+  disconnect: [PeerEvent & { error?: Error }]
+  /** A message was delivered (acknowledged, or written for a plain snakeMQ peer). */
+  delivered: [{ to: string, uuid: string }]
+  /** A message was dropped without being delivered. */
+  drop: [{ to: string, uuid: string, reason: DropReason }]
+  /** A connection was closed because of an error (bad input, timeout, ...). Only emitted if listened to; otherwise logged. */
+  error: [{ error: Error, connection?: Connection, ident?: string }]
+}

@@ -1,0 +1,175 @@
+// Packet framing: a 4-byte big-endian length, then that many bytes of payload
+// (PROTOCOL.md, "Packets"). Both directions work on batches: one socket chunk in,
+// an array of every packet it completed out, so the cost per packet is a few
+// synchronous operations rather than a promise per packet per stage.
+import { Uint8ArrayList } from 'uint8arraylist'
+import { PacketTooLargeError, TruncatedPacketError } from '../errors.ts'
+
+/** Default largest packet payload accepted: 64 MiB. */
+export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+
+/** Packets with payloads of at least this many bytes are written without being copied. */
+const COPY_LIMIT = 16 * 1024
+
+/** A length encoder for `it-length-prefixed`'s `encode` (`lengthEncoder` option): 4 bytes, big-endian. */
+export function uint32BEEncode (value: number): Uint8ArrayList {
+  const buf = Buffer.allocUnsafe(4)
+  buf.writeUInt32BE(value, 0)
+  return new Uint8ArrayList(buf)
+}
+uint32BEEncode.bytes = 4
+
+/** A length decoder for `it-length-prefixed`'s `decode` (`lengthDecoder` option): 4 bytes, big-endian. */
+export function uint32BEDecode (data: Uint8ArrayList | Uint8Array): number {
+  if (data.byteLength < 4) throw new RangeError('need 4 bytes for the length')
+  if (data instanceof Uint8Array) return new DataView(data.buffer, data.byteOffset, 4).getUint32(0, false)
+  return data.getUint32(0, false)
+}
+uint32BEDecode.bytes = 4
+
+export interface PacketDecoderOptions {
+  /** Largest payload accepted, in bytes; a larger length header throws before any payload is buffered. Default 64 MiB. */
+  maxPacketSize?: number
+}
+
+/**
+ * A synchronous, stateful packet decoder. Feed it chunks as they arrive; each
+ * call returns the packets completed so far. Payloads that lie inside one chunk
+ * are views into it (no copy); only packets spread over chunks are copied.
+ */
+export class PacketDecoder {
+  private readonly maxPacketSize: number
+  private readonly pending = new Uint8ArrayList()
+  /** Length of the packet being assembled, or -1 while reading its header. */
+  private need = -1
+
+  constructor (options: PacketDecoderOptions = {}) {
+    this.maxPacketSize = options.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE
+  }
+
+  /** Bytes received but not yet part of a whole packet. */
+  get buffered (): number { return this.pending.byteLength }
+
+  /** Returns every packet completed by `chunk`; throws PacketTooLargeError on a header over the limit. */
+  push (chunk: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
+    let offset = 0
+    if (this.need >= 0 || this.pending.byteLength > 0) {
+      // Finish the packet begun in earlier chunks.
+      if (this.need < 0) {
+        const missing = 4 - this.pending.byteLength
+        if (chunk.length < missing) { this.pending.append(chunk); return out }
+        this.pending.append(chunk.subarray(0, missing))
+        offset = missing
+        this.readHeader()
+      }
+      const missing = this.need - this.pending.byteLength
+      if (chunk.length - offset < missing) { this.pending.append(chunk.subarray(offset)); return out }
+      if (this.pending.byteLength === 0) {
+        out.push(chunk.subarray(offset, offset + missing))
+      } else {
+        this.pending.append(chunk.subarray(offset, offset + missing))
+        out.push(this.pending.subarray())
+        this.pending.consume(this.pending.byteLength)
+      }
+      offset += missing
+      this.need = -1
+    }
+    // Whole packets inside this chunk are sliced out with no copy.
+    if (chunk.length - offset >= 4) {
+      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+      while (chunk.length - offset >= 4) {
+        const len = view.getUint32(offset, false)
+        if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
+        if (chunk.length - offset - 4 < len) break
+        out.push(chunk.subarray(offset + 4, offset + 4 + len))
+        offset += 4 + len
+      }
+    }
+    if (offset < chunk.length) {
+      this.pending.append(chunk.subarray(offset))
+      if (this.pending.byteLength >= 4) this.readHeader()
+    }
+    return out
+  }
+
+  /** Throws TruncatedPacketError when bytes of an unfinished packet are left. */
+  end (): void {
+    if (this.need >= 0 || this.pending.byteLength > 0) {
+      throw new TruncatedPacketError(`the stream ended inside a packet (${this.pending.byteLength} bytes left over)`)
+    }
+  }
+
+  /** Takes the 4-byte header off `pending`; the limit is checked before any payload is kept. */
+  private readHeader (): void {
+    const len = this.pending.getUint32(0, false)
+    if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
+    this.pending.consume(4)
+    this.need = len
+  }
+}
+
+/**
+ * Transform: byte chunks in, batches of packet payloads out (one batch per chunk
+ * that completed at least one packet). Throws PacketTooLargeError, or
+ * TruncatedPacketError if the source ends inside a packet.
+ */
+export function decodePackets (options: PacketDecoderOptions = {}) {
+  return async function * (source: AsyncIterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<Uint8Array[]> {
+    const decoder = new PacketDecoder(options)
+    for await (const chunk of source) {
+      let batch: Uint8Array[]
+      if (chunk instanceof Uint8Array) {
+        batch = decoder.push(chunk)
+      } else {
+        batch = []
+        for (const part of chunk) decoder.push(part, batch)
+      }
+      if (batch.length > 0) yield batch
+    }
+    decoder.end()
+  }
+}
+
+/** A packet payload to send: bytes, or a list of byte chunks written back to back. */
+export type PacketPayload = Uint8Array | Uint8ArrayList
+
+/**
+ * Encodes a batch of payloads as packets. Small packets are copied into one
+ * buffer; large payloads are passed through as their own chunks (no copy), so the
+ * result is a list of chunks to write in order.
+ */
+export function encodePacketBatch (batch: readonly PacketPayload[]): Uint8Array[] {
+  let copied = 0
+  for (const p of batch) copied += p.byteLength >= COPY_LIMIT ? 4 : 4 + p.byteLength
+  const buf = Buffer.allocUnsafe(copied)
+  const chunks: Uint8Array[] = []
+  let pos = 0
+  let start = 0
+  for (const p of batch) {
+    const len = p.byteLength
+    buf.writeUInt32BE(len, pos)
+    pos += 4
+    if (len >= COPY_LIMIT) {
+      chunks.push(buf.subarray(start, pos))
+      start = pos
+      if (p instanceof Uint8Array) chunks.push(p)
+      else for (const part of p) chunks.push(part)
+    } else if (p instanceof Uint8Array) {
+      buf.set(p, pos)
+      pos += len
+    } else {
+      for (const part of p) { buf.set(part, pos); pos += part.length }
+    }
+  }
+  if (pos > start) chunks.push(buf.subarray(start, pos))
+  return chunks
+}
+
+/** Transform: batches of payloads in, batches of byte chunks out, ready for a connection's sink. */
+export function encodePackets () {
+  return async function * (source: AsyncIterable<readonly PacketPayload[]>): AsyncGenerator<Uint8Array[]> {
+    for await (const batch of source) {
+      if (batch.length > 0) yield encodePacketBatch(batch)
+    }
+  }
+}
