@@ -41,8 +41,8 @@ export interface IncompatibleProtocolFrame { type: typeof FrameType.Incompatible
 export interface IdentificationFrame { type: typeof FrameType.Identification, identity: string }
 export interface MessageFrame {
   type: typeof FrameType.Message
-  /** 16 bytes. */
-  uuid: Uint8Array
+  /** 16 bytes, or (when encoding) the same as 32 hex digits. */
+  uuid: Uint8Array | string
   /** Whole seconds, 0..0xFFFFFFFF; 0xFFFFFFFF means no expiry. */
   ttl: number
   flags: number
@@ -124,9 +124,13 @@ export function encodeFrame (frame: Frame): PacketPayload {
 }
 
 function writeMessageHeader (buf: Buffer, frame: MessageFrame): void {
-  if (frame.uuid.length !== UUID_BYTES) throw new ProtocolError('a message UUID must be 16 bytes')
   buf[0] = FrameType.Message
-  buf.set(frame.uuid, 1)
+  if (typeof frame.uuid === 'string') {
+    if (buf.write(frame.uuid, 1, UUID_BYTES, 'hex') !== UUID_BYTES) throw new ProtocolError('a message UUID must be 32 hex digits')
+  } else {
+    if (frame.uuid.length !== UUID_BYTES) throw new ProtocolError('a message UUID must be 16 bytes')
+    buf.set(frame.uuid, 1)
+  }
   buf.writeUInt32BE(frame.ttl >>> 0, 17)
   buf.writeUInt32BE(frame.flags >>> 0, 21)
 }

@@ -1,0 +1,22 @@
+// The public surface of snakemq.
+export { Link, Listener, Connector } from './link/link.ts'
+export type { LinkOptions, LinkEvents, ListenOptions, ConnectOptions, ReconnectOptions } from './link/link.ts'
+export { Connection } from './link/connection.ts'
+export type { Duplex, SinkChunk } from './link/connection.ts'
+export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
+export type {
+  Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent
+} from './messaging/types.ts'
+export {
+  PacketDecoder, decodePackets, encodePackets, encodePacketBatch, uint32BEDecode, uint32BEEncode, DEFAULT_MAX_PACKET_SIZE
+} from './transforms/framing.ts'
+export type { PacketDecoderOptions, PacketPayload } from './transforms/framing.ts'
+export {
+  FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT,
+  FEATURE_ACK, EXTENSIONS_VERSION
+} from './transforms/frames.ts'
+export type { Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, AckFrame, ExtensionsFrame } from './transforms/frames.ts'
+export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef } from './store/types.ts'
+export { debugLogger, silentLogger } from './logging.ts'
+export type { Logger, LogFields, LogComponent } from './logging.ts'
+export * from './errors.ts'

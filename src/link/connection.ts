@@ -1,0 +1,140 @@
+// One live connection as a duplex of byte chunks: `source` yields what the remote
+// sent, `sink` writes what an async iterable yields. Backpressure both ways: the
+// socket is read only as fast as `source` is consumed, and `sink` waits for the
+// socket to drain before it pulls more.
+import type { Socket } from 'node:net'
+import type { PeerCertificate, TLSSocket } from 'node:tls'
+import { AlreadyIteratingError, ClosedError } from '../errors.ts'
+
+/** What a connection's sink accepts: single chunks or batches of chunks written back to back. */
+export type SinkChunk = Uint8Array | readonly Uint8Array[]
+
+/** A duplex of byte chunks, as the transforms compose them. */
+export interface Duplex<TSource, TSink = TSource> {
+  source: AsyncIterable<TSource>
+  sink: (source: AsyncIterable<TSink>) => Promise<void>
+}
+
+let nextId = 1
+
+export class Connection implements Duplex<Uint8Array, SinkChunk> {
+  /** A short id for logs, unique in this process: `c1`, `c2`, ... */
+  readonly id: string
+  /** Whether a connector of ours opened it (`'outbound'`) or a listener accepted it (`'inbound'`). */
+  readonly direction: 'inbound' | 'outbound'
+  readonly remoteAddress: string
+  readonly remotePort: number
+  /** The promise settles when the socket is fully closed; it never rejects. */
+  readonly closed: Promise<void>
+  /** Set once the connection is closed: why, if it was an error. */
+  error: Error | undefined
+  /** Arbitrary per-connection data for the layers above (e.g. the identity messaging learnt). */
+  readonly meta = new Map<string, unknown>()
+
+  private readonly socket: Socket
+  private sourceTaken = false
+  private isClosed = false
+  private readonly closeWaiters = new Set<() => void>()
+
+  constructor (socket: Socket, direction: 'inbound' | 'outbound') {
+    this.id = `c${nextId++}`
+    this.socket = socket
+    this.direction = direction
+    this.remoteAddress = socket.remoteAddress ?? ''
+    this.remotePort = socket.remotePort ?? 0
+    socket.setNoDelay(true)
+    this.closed = new Promise((resolve) => {
+      socket.once('close', () => {
+        this.isClosed = true
+        for (const w of this.closeWaiters) w()
+        this.closeWaiters.clear()
+        resolve()
+      })
+    })
+    // Always listened to: a socket error must close this connection, never the process.
+    socket.on('error', (err) => { this.error ??= err })
+  }
+
+  /** True for a TLS connection. */
+  get encrypted (): boolean { return 'encrypted' in this.socket && this.socket.encrypted === true }
+
+  /**
+   * The remote's certificate on a TLS connection (snakeMQ's `getpeercert()`), or
+   * null when there is none (plain TCP, or the remote sent no certificate).
+   */
+  get peerCertificate (): PeerCertificate | null {
+    if (!this.encrypted) return null
+    const cert = (this.socket as TLSSocket).getPeerCertificate(false)
+    return cert !== null && Object.keys(cert).length > 0 ? cert : null
+  }
+
+  /** True once the socket has closed. */
+  get isOpen (): boolean { return !this.isClosed && !this.socket.destroyed }
+
+  /** The bytes the remote sends, chunk by chunk. Single consumer. */
+  get source (): AsyncIterable<Uint8Array> {
+    if (this.sourceTaken) throw new AlreadyIteratingError(`connection ${this.id}: its source is already being read`)
+    this.sourceTaken = true
+    return this.readSocket()
+  }
+
+  private async * readSocket (): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of this.socket) yield chunk as Buffer
+    } catch (err) {
+      // A connection we closed ourselves ends its source quietly.
+      if (this.isClosing) return
+      this.error ??= err as Error
+      throw err
+    }
+  }
+
+  private isClosing = false
+
+  /** Writes everything `source` yields, waiting for the socket to drain when its buffer is full. */
+  readonly sink = async (source: AsyncIterable<SinkChunk>): Promise<void> => {
+    const socket = this.socket
+    for await (const chunk of source) {
+      if (!this.isOpen) throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
+      let ok: boolean
+      if (chunk instanceof Uint8Array) {
+        ok = socket.write(chunk)
+      } else if (chunk.length === 1) {
+        ok = socket.write(chunk[0]!)
+      } else {
+        socket.cork()
+        ok = true
+        for (const c of chunk) ok = socket.write(c)
+        socket.uncork()
+      }
+      if (!ok && socket.writableNeedDrain) await this.drained()
+    }
+  }
+
+  /** Resolves when the socket can take more, or when it closes. */
+  private async drained (): Promise<void> {
+    if (!this.isOpen) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => { this.socket.off('drain', done); this.closeWaiters.delete(done); resolve() }
+      this.socket.on('drain', done)
+      this.closeWaiters.add(done)
+    })
+  }
+
+  /** Flushes what was written, then ends the connection (FIN); destroys it if the remote does not close within `timeout` ms. */
+  async end (timeout = 2000): Promise<void> {
+    if (!this.isOpen) return
+    this.isClosing = true
+    this.socket.end()
+    const timer = setTimeout(() => { this.socket.destroy() }, timeout)
+    await this.closed
+    clearTimeout(timer)
+  }
+
+  /** Closes at once, dropping unsent bytes. `error` is recorded as the reason. */
+  close (error?: Error): void {
+    if (error !== undefined) this.error ??= error
+    this.isClosing = true
+    this.socket.destroy()
+  }
+}

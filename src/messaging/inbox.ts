@@ -1,0 +1,262 @@
+// The receive side: received messages wait here until a consumer takes them.
+// Consumers (each `messages()` call) may filter by data prefix or predicate:
+// a message goes to every filtered consumer that wants it, or, if none does,
+// to every consumer without a filter, so RPC and the application share one
+// Messaging without taking each other's messages. A message counts as received,
+// and is acknowledged to its sender, once every consumer it went to is done with it.
+import { AbortError, AlreadyIteratingError } from '../errors.ts'
+import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
+import type { Message, MessagesOptions } from './types.ts'
+import type { Logger } from '../logging.ts'
+
+/** Counts the consumers still holding a message; the last one acknowledges it. */
+interface AckTracker { refs: number, done: boolean, shared: boolean }
+
+export class InboundMessage implements Message {
+  /** @internal */
+  tracker: AckTracker = { refs: 1, done: false, shared: false }
+  private acked = false
+
+  constructor (
+    readonly from: string,
+    readonly data: Uint8Array,
+    readonly uuid: string,
+    private readonly wireTtl: number,
+    readonly flags: number,
+    private readonly inbox: Inbox
+  ) {}
+
+  get ttl (): number | null { return this.wireTtl === TTL_INFINITE ? null : this.wireTtl }
+  get persistent (): boolean { return (this.flags & FLAG_PERSISTENT) !== 0 }
+
+  ack (): void {
+    if (this.acked) return
+    this.acked = true
+    this.inbox.release(this)
+  }
+
+  /** @internal A copy for a second consumer, sharing the acknowledgement. */
+  share (): InboundMessage {
+    const m = new InboundMessage(this.from, this.data, this.uuid, this.wireTtl, this.flags, this.inbox)
+    m.tracker = this.tracker
+    return m
+  }
+
+  toJSON (): object {
+    return { from: this.from, uuid: this.uuid, ttl: this.ttl, flags: this.flags, length: this.data.byteLength }
+  }
+}
+
+function toPrefix (p: Uint8Array | string | undefined): Uint8Array | null {
+  if (p === undefined) return null
+  return typeof p === 'string' ? Buffer.from(p, 'utf8') : p
+}
+
+function startsWith (data: Uint8Array, prefix: Uint8Array): boolean {
+  if (data.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (data[i] !== prefix[i]) return false
+  return true
+}
+
+/** One `messages()` iteration. */
+export class Consumer implements AsyncIterableIterator<Message> {
+  private buffer: InboundMessage[] = []
+  private head = 0
+  private waiting: ((r: IteratorResult<Message>) => void) | null = null
+  private last: InboundMessage | null = null
+  private ended = false
+  private readonly prefix: Uint8Array | null
+  private readonly filter: ((m: Message) => boolean) | null
+  readonly manual: boolean
+  private readonly onAbort: (() => void) | null = null
+  private iterating = false
+
+  constructor (private readonly inbox: Inbox, private readonly options: MessagesOptions) {
+    this.prefix = toPrefix(options.prefix)
+    this.filter = options.filter ?? null
+    this.manual = options.ack === 'manual'
+    const signal = options.signal
+    if (signal !== undefined) {
+      this.onAbort = () => { this.end() }
+      signal.addEventListener('abort', this.onAbort, { once: true })
+    }
+  }
+
+  get filtered (): boolean { return this.prefix !== null || this.filter !== null }
+  get size (): number { return this.buffer.length - this.head }
+  get isEnded (): boolean { return this.ended }
+
+  matches (m: InboundMessage): boolean {
+    if (this.prefix !== null && !startsWith(m.data, this.prefix)) return false
+    if (this.filter === null) return true
+    try {
+      return this.filter(m)
+    } catch (err) {
+      this.inbox.log.warn('a messages() filter threw; the message is not routed to it', { error: err as Error })
+      return false
+    }
+  }
+
+  /** @internal Hands a message to this consumer. */
+  push (m: InboundMessage): void {
+    const w = this.waiting
+    if (w !== null) {
+      this.waiting = null
+      this.take(m)
+      w({ value: m, done: false })
+      return
+    }
+    this.buffer.push(m)
+    this.inbox.buffered++
+  }
+
+  private take (m: InboundMessage): void {
+    if (!this.manual) this.last = m
+  }
+
+  next (): Promise<IteratorResult<Message>> {
+    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    if (this.head < this.buffer.length) {
+      const m = this.buffer[this.head++]!
+      if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
+      this.inbox.taken()
+      this.take(m)
+      return Promise.resolve({ value: m, done: false })
+    }
+    if (this.ended) {
+      return this.options.signal?.aborted === true && this.iterating
+        ? Promise.reject(new AbortError('messages() was aborted', { cause: this.options.signal.reason }))
+        : Promise.resolve({ value: undefined, done: true })
+    }
+    if (this.waiting !== null) return Promise.reject(new AlreadyIteratingError('next() called again before the previous call settled'))
+    return new Promise((resolve) => { this.waiting = resolve })
+  }
+
+  /** Leaving the loop: the last message taken counts as received; the ones not taken go back to the inbox. */
+  async return (): Promise<IteratorResult<Message>> {
+    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    this.end()
+    return { value: undefined, done: true }
+  }
+
+  /** @internal Ends the iteration; messages not taken are routed again. */
+  end (): void {
+    if (this.ended) return
+    this.ended = true
+    if (this.onAbort !== null) this.options.signal?.removeEventListener('abort', this.onAbort)
+    const left = this.buffer.slice(this.head)
+    this.inbox.buffered -= left.length
+    this.buffer = []
+    this.head = 0
+    this.inbox.remove(this, left)
+    const w = this.waiting
+    this.waiting = null
+    w?.({ value: undefined, done: true })
+  }
+
+  [Symbol.asyncIterator] (): this {
+    if (this.iterating) throw new AlreadyIteratingError('this messages() iterator is already being iterated; call messages() again for another consumer')
+    this.iterating = true
+    return this
+  }
+}
+
+export class Inbox {
+  private consumers: Consumer[] = []
+  private unrouted: InboundMessage[] = []
+  /** Messages waiting in consumers' buffers or unrouted. */
+  buffered = 0
+  private roomWaiters: Array<() => void> = []
+  private closed = false
+
+  constructor (
+    private readonly limit: number,
+    /** Called once a message is fully received: acknowledge it to its sender. */
+    private readonly onReceived: (m: InboundMessage) => void,
+    readonly log: Logger
+  ) {}
+
+  get full (): boolean { return this.buffered >= this.limit }
+
+  /** Resolves when there is room again (or the inbox is closed). */
+  async room (): Promise<void> {
+    if (!this.full || this.closed) return
+    await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
+  }
+
+  consumer (options: MessagesOptions): Consumer {
+    const c = new Consumer(this, options)
+    if (this.closed || options.signal?.aborted === true) { c.end(); return c }
+    this.consumers.push(c)
+    if (this.unrouted.length > 0) {
+      const pending = this.unrouted
+      this.unrouted = []
+      this.buffered -= pending.length
+      for (const m of pending) this.dispatch(m)
+    }
+    return c
+  }
+
+  dispatch (m: InboundMessage): void {
+    const cs = this.consumers
+    // The common case, one consumer without a filter, allocates nothing.
+    if (cs.length === 1 && !cs[0]!.filtered) { cs[0]!.push(m); return }
+    let targets: Consumer[] = []
+    for (const c of cs) if (c.filtered && c.matches(m)) targets.push(c)
+    if (targets.length === 0) targets = cs.filter((c) => !c.filtered)
+    if (targets.length === 0) {
+      this.unrouted.push(m)
+      this.buffered++
+      return
+    }
+    m.tracker.refs = targets.length
+    m.tracker.shared = targets.length > 1
+    targets[0]!.push(m)
+    for (let i = 1; i < targets.length; i++) targets[i]!.push(m.share())
+  }
+
+  /** A consumer took a message from its buffer. */
+  taken (): void {
+    this.buffered--
+    this.wakeRoom()
+  }
+
+  private wakeRoom (): void {
+    if (this.roomWaiters.length > 0 && !this.full) {
+      const ws = this.roomWaiters
+      this.roomWaiters = []
+      for (const w of ws) w()
+    }
+  }
+
+  /** One consumer is done with a message. */
+  release (m: InboundMessage): void {
+    const t = m.tracker
+    if (t.done) return
+    if (--t.refs > 0) return
+    t.done = true
+    this.onReceived(m)
+  }
+
+  /** A consumer left; what it had not taken is routed again. */
+  remove (c: Consumer, left: InboundMessage[]): void {
+    const i = this.consumers.indexOf(c)
+    if (i >= 0) this.consumers.splice(i, 1)
+    for (const m of left) {
+      // A copy other consumers also got: this consumer simply lets go of it.
+      if (m.tracker.shared) this.release(m)
+      else if (!this.closed) this.dispatch(m)
+    }
+    this.wakeRoom()
+  }
+
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    for (const c of [...this.consumers]) c.end()
+    this.unrouted = []
+    this.buffered = 0
+    for (const w of this.roomWaiters) w()
+    this.roomWaiters = []
+  }
+}

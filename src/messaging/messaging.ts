@@ -1,0 +1,522 @@
+// Messaging: identities, per-peer outgoing queues with TTL, acknowledged
+// delivery with redelivery and duplicate filtering, persistence through a
+// QueueStore, and received messages as async iterables. It sits on a Link and
+// sees connections only as duplexes of bytes.
+import type { Link } from '../link/link.ts'
+import type { Connection } from '../link/connection.ts'
+import { TypedEmitter } from '../events.ts'
+import {
+  ClosedError, DuplicateIdentityError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
+  abortError, type DropReason
+} from '../errors.ts'
+import { FLAG_PERSISTENT, TTL_INFINITE, type MessageFrame } from '../transforms/frames.ts'
+import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
+import { debugLogger, type Logger } from '../logging.ts'
+import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
+import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.ts'
+import { Inbox, InboundMessage } from './inbox.ts'
+import { Session, type SessionHost } from './session.ts'
+import { newUuid, uuidHex } from './uuid.ts'
+import type {
+  KeepaliveOptions, Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult
+} from './types.ts'
+
+/** snakeMQ cuts identities to 50 characters; we refuse longer ones instead of cutting them. */
+export const MAX_IDENTITY_LENGTH = 50
+/** How often the TTL clocks of connected peers are saved, so a crash costs at most this much TTL accounting. */
+const CLOCK_SAVE_INTERVAL = 10_000
+
+export const messagingDefaults = {
+  handshakeTimeout: 5000,
+  maxPacketSize: DEFAULT_MAX_PACKET_SIZE,
+  queueMessages: 100_000,
+  queueBytes: 64 * 1024 * 1024,
+  maxUnacked: 8192,
+  receiveBuffer: 1024,
+  dedupWindow: 65_536
+} as const
+
+function positiveInt (value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value <= 0) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`)
+  return value
+}
+
+/** Checks the options; throws InvalidArgumentError naming the bad one. */
+function verifyOptions (o: MessagingOptions): void {
+  if (typeof o.identity !== 'string' || o.identity.length === 0 || o.identity.length > MAX_IDENTITY_LENGTH) {
+    throw new InvalidArgumentError(`identity must be a string of 1 to ${MAX_IDENTITY_LENGTH} characters`)
+  }
+  const ka = o.keepalive
+  if (ka !== undefined && (!(ka.interval > 0) || !(ka.wait > 0))) {
+    throw new InvalidArgumentError('keepalive: interval and wait must be positive numbers of milliseconds')
+  }
+}
+
+/** Remembers recent message UUIDs from one peer: 'pending' until received by the application, then 'done'. */
+class DedupWindow {
+  private readonly seen = new Map<string, boolean>()
+  constructor (private readonly size: number) {}
+  /** undefined: new; false: still with the application; true: already received. */
+  get (uuid: string): boolean | undefined { return this.seen.get(uuid) }
+  add (uuid: string): void {
+    this.seen.set(uuid, false)
+    if (this.seen.size > this.size) {
+      // Maps iterate in insertion order: the first key is the oldest.
+      const oldest = this.seen.keys().next().value
+      if (oldest !== undefined) this.seen.delete(oldest)
+    }
+  }
+
+  done (uuid: string): void { if (this.seen.has(uuid)) this.seen.set(uuid, true) }
+}
+
+export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost, AsyncDisposable {
+  readonly identity: string
+  readonly plain: boolean
+  readonly maxPacketSize: number
+  readonly maxUnacked: number
+  readonly keepalive: KeepaliveOptions | undefined
+  readonly handshakeTimeout: number
+  readonly log: Logger
+
+  private readonly link: Link
+  private readonly store: QueueStore | null
+  private readonly queueMessages: number
+  private readonly queueBytes: number
+  private readonly dedupSize: number
+  private readonly queues = new Map<string, PeerQueue>()
+  /** Identified sessions by remote identity. */
+  private readonly peers = new Map<string, Session>()
+  private readonly sessions = new Set<Session>()
+  private readonly dedup = new Map<string, DedupWindow>()
+  private readonly expiryTimers = new Map<string, { timer: NodeJS.Timeout, at: number }>()
+  private readonly inbox: Inbox
+  private readonly loaded: Promise<void>
+  private isReady = false
+  private loadError: Error | null = null
+  private closing: Promise<void> | null = null
+  private clockTimer: NodeJS.Timeout | null = null
+  /** Stored messages to delete, written together at the end of the turn. */
+  private pendingDeletes: StoredRef[] = []
+  private deleteScheduled = false
+  private readonly clocksStored = new Set<string>()
+  private readonly onConnection = (c: Connection): void => { this.accept(c) }
+
+  constructor (link: Link, options: MessagingOptions) {
+    super()
+    verifyOptions(options)
+    this.link = link
+    this.identity = options.identity
+    this.plain = options.plainSnakeMQ === true
+    this.store = options.store ?? null
+    this.log = options.logger ?? debugLogger('messaging')
+    this.handshakeTimeout = positiveInt(options.handshakeTimeout, 'handshakeTimeout', messagingDefaults.handshakeTimeout)
+    this.maxPacketSize = positiveInt(options.maxPacketSize, 'maxPacketSize', messagingDefaults.maxPacketSize)
+    this.queueMessages = positiveInt(options.queueLimits?.messages, 'queueLimits.messages', messagingDefaults.queueMessages)
+    this.queueBytes = positiveInt(options.queueLimits?.bytes, 'queueLimits.bytes', messagingDefaults.queueBytes)
+    this.maxUnacked = positiveInt(options.maxUnacked, 'maxUnacked', messagingDefaults.maxUnacked)
+    this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
+    this.keepalive = options.keepalive
+    this.inbox = new Inbox(
+      positiveInt(options.receiveBuffer, 'receiveBuffer', messagingDefaults.receiveBuffer),
+      (m) => { this.receivedByApp(m) },
+      this.log
+    )
+    this.loaded = this.load()
+    link.on('connection', this.onConnection)
+    for (const c of link.takeUnclaimed()) this.accept(c)
+  }
+
+  /** Resolves once queues are loaded from the store (at once without a store); rejects with StoreError if loading failed. */
+  async ready (): Promise<void> { await this.loaded }
+
+  /** Identities connected now. */
+  connectedPeers (): string[] { return [...this.peers.keys()] }
+
+  /** True when a peer with this identity is connected now. */
+  isConnected (ident: string): boolean { return this.peers.has(ident) }
+
+  /** Messages queued and not yet delivered: for one peer, or for all. */
+  queued (ident?: string): number {
+    if (ident !== undefined) return this.queues.get(ident)?.count ?? 0
+    let n = 0
+    for (const q of this.queues.values()) n += q.count
+    return n
+  }
+
+  /**
+   * Queues `data` for the peer `to` and delivers it as soon as that peer is
+   * connected. By default the promise resolves once the message is queued (for a
+   * persistent message: written to the store); with `wait: 'delivered'`, once the
+   * peer acknowledged it. `data` is not copied: do not modify it afterwards.
+   */
+  async send (to: string, data: Uint8Array | string, options: SendOptions = {}): Promise<SendResult> {
+    if (this.closing !== null) throw new ClosedError('messaging is closed')
+    if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('send: data must be a Uint8Array or a string')
+    const { ttl, signal } = options
+    if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || Number.isNaN(ttl))) {
+      throw new InvalidArgumentError(`send: ttl must be a number of seconds or null, got ${String(ttl)}`)
+    }
+    if (signal?.aborted === true) throw abortError(signal)
+    if (!this.isReady) await this.loaded
+    const q = this.queueFor(to)
+    const uuid = newUuid()
+    const ttlMs = ttl === undefined || ttl === null || ttl < 0 ? Infinity : ttl * 1000
+    if (ttlMs === 0 && !q.connected) {
+      this.emitDrop(to, uuid, 'not-connected')
+      throw new MessageDroppedError(to, uuid, 'not-connected')
+    }
+    if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + bytes.byteLength > this.queueBytes)) {
+      await this.waitForRoom(q, bytes.byteLength, options)
+    }
+    const persistent = options.persistent === true
+    const stored = persistent && this.store !== null
+    const entry = new QueueEntry(uuid, q.nextSeq++, bytes, q.offlineAt(Date.now()) + ttlMs, persistent ? FLAG_PERSISTENT : 0, stored)
+    let delivered: Promise<void> | null = null
+    if (options.wait === 'delivered') {
+      delivered = new Promise<void>((resolve, reject) => { entry.waiter = { resolve, reject } })
+    }
+    q.push(entry)
+    if (stored) {
+      entry.state = EntryState.Storing
+      await this.storeEntry(q, entry)
+    }
+    this.peers.get(to)?.notify()
+    if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
+    if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
+    return { uuid }
+  }
+
+  /**
+   * A sink for `it-pipe` or any async iterable: sends every item to `to`, one
+   * after the other, so a full queue holds the source back.
+   */
+  sink (to: string, options: SendOptions = {}): (source: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>) => Promise<void> {
+    return async (source) => {
+      for await (const data of source) await this.send(to, data, options)
+    }
+  }
+
+  /**
+   * Received messages, as an async iterable. Each call makes a consumer of its
+   * own; see MessagesOptions for filters and acknowledgement.
+   */
+  messages (options: MessagesOptions = {}): AsyncIterableIterator<Message> {
+    return this.inbox.consumer(options)
+  }
+
+  /** Closes every connection, the link, timers, consumers and the store; idempotent. */
+  async close (): Promise<void> {
+    this.closing ??= this.shutdown()
+    await this.closing
+  }
+
+  async [Symbol.asyncDispose] (): Promise<void> { await this.close() }
+
+  private async shutdown (): Promise<void> {
+    this.link.off('connection', this.onConnection)
+    if (this.clockTimer !== null) clearInterval(this.clockTimer)
+    for (const t of this.expiryTimers.values()) clearTimeout(t.timer)
+    this.expiryTimers.clear()
+    this.inbox.close()
+    await this.loaded.catch(() => {})
+    for (const s of this.sessions) s.close()
+    await this.link.close()
+    const closed = new ClosedError('messaging was closed before the message was delivered')
+    for (const q of this.queues.values()) {
+      for (const e of q.entries()) {
+        const w = e.waiter
+        e.waiter = undefined
+        w?.reject(closed)
+      }
+      for (const w of q.roomWaiters) w()
+      q.roomWaiters.clear()
+    }
+    if (this.store !== null) {
+      const now = Date.now()
+      const clocks: Array<[string, PeerClock]> = []
+      for (const peer of this.clocksStored) {
+        const q = this.queues.get(peer)
+        if (q !== undefined) clocks.push([peer, { offline: q.offlineAt(now), since: now, connected: false }])
+      }
+      const del = this.pendingDeletes
+      this.pendingDeletes = []
+      await this.store.write({ del, clocks }).catch((err: unknown) => { this.log.error('final store write failed', { error: err as Error }) })
+      await this.store.close()
+    }
+  }
+
+  // ---- loading -------------------------------------------------------------
+
+  private async load (): Promise<void> {
+    const store = this.store
+    if (store === null) { this.isReady = true; return }
+    try {
+      const contents = await store.load()
+      const now = Date.now()
+      for (const [peer, clock] of contents.clocks) {
+        const q = this.queueFor(peer)
+        // The process was down: as far as TTLs go, every peer was disconnected since the clock was last saved.
+        q.clock = { offline: clock.offline + Math.max(0, now - clock.since), since: now, connected: false }
+        this.clocksStored.add(peer)
+      }
+      for (const m of contents.messages) {
+        const q = this.queueFor(m.peer)
+        q.push(new QueueEntry(uuidHex(m.uuid), m.seq, m.data, m.expiry, m.flags, true))
+        if (m.seq >= q.nextSeq) q.nextSeq = m.seq + 1
+      }
+      this.log.info('queues loaded', { messages: contents.messages.length, peers: this.queues.size })
+      this.isReady = true
+      for (const q of this.queues.values()) this.sweep(q)
+      this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
+      this.clockTimer.unref()
+    } catch (err) {
+      this.loadError = err instanceof StoreError ? err : new StoreError('could not load the queue store', { cause: err })
+      this.log.error('loading queues failed', { error: this.loadError })
+      throw this.loadError
+    }
+  }
+
+  // ---- queues, TTL, store ----------------------------------------------------
+
+  private queueFor (peer: string): PeerQueue {
+    let q = this.queues.get(peer)
+    if (q === undefined) {
+      q = new PeerQueue(peer, Date.now())
+      this.queues.set(peer, q)
+    }
+    return q
+  }
+
+  private async waitForRoom (q: PeerQueue, size: number, options: SendOptions): Promise<void> {
+    const full = (): boolean => q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)
+    if (options.whenFull === 'reject') {
+      throw new QueueFullError(`the queue for ${JSON.stringify(q.peer)} is full (${q.count} messages, ${q.bytes} bytes)`)
+    }
+    const signal = options.signal
+    while (full()) {
+      if (this.closing !== null) throw new ClosedError('messaging is closed')
+      const room = new Promise<void>((resolve) => q.roomWaiters.add(resolve))
+      await (signal === undefined ? room : raceAbort(room, signal))
+    }
+    if (this.closing !== null) throw new ClosedError('messaging is closed')
+  }
+
+  private async storeEntry (q: PeerQueue, entry: QueueEntry): Promise<void> {
+    const store = this.store!
+    const clocks: Array<[string, PeerClock]> | undefined = this.clocksStored.has(q.peer) ? undefined : [[q.peer, { ...q.clock }]]
+    if (clocks !== undefined) this.clocksStored.add(q.peer)
+    try {
+      await store.write({
+        put: [{ peer: q.peer, seq: entry.seq, uuid: Buffer.from(entry.uuid, 'hex'), expiry: entry.expiry, flags: entry.flags, data: entry.data }],
+        ...(clocks !== undefined ? { clocks } : {})
+      })
+    } catch (err) {
+      // Nothing is reported as queued that is not: the message leaves the queue unsent.
+      const w = entry.waiter
+      entry.waiter = undefined
+      q.finish(entry)
+      const error = err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
+      w?.reject(error)
+      throw error
+    }
+    if (entry.state === EntryState.Storing) entry.state = EntryState.Queued
+  }
+
+  private deleteStored (peer: string, seq: number): void {
+    this.pendingDeletes.push({ peer, seq })
+    if (this.deleteScheduled) return
+    this.deleteScheduled = true
+    setImmediate(() => {
+      this.deleteScheduled = false
+      const del = this.pendingDeletes
+      this.pendingDeletes = []
+      if (del.length === 0 || this.store === null) return
+      this.store.write({ del }).catch((err: unknown) => {
+        // The message was delivered; if its deletion is lost it is sent again after a restart and the receiver drops the duplicate.
+        this.log.error('deleting delivered messages from the store failed', { error: err as Error, count: del.length })
+      })
+    })
+  }
+
+  private saveClocks (): void {
+    if (this.store === null || this.closing !== null) return
+    const now = Date.now()
+    const clocks: Array<[string, PeerClock]> = []
+    for (const peer of this.clocksStored) {
+      const q = this.queues.get(peer)
+      if (q === undefined) continue
+      clocks.push([peer, q.connected ? { offline: q.clock.offline, since: now, connected: true } : { ...q.clock }])
+    }
+    if (clocks.length === 0) return
+    this.store.write({ clocks }).catch((err: unknown) => { this.log.warn('saving TTL clocks failed', { error: err as Error }) })
+  }
+
+  private saveClock (q: PeerQueue): void {
+    if (this.store === null || !this.clocksStored.has(q.peer) || this.closing !== null) return
+    this.store.write({ clocks: [[q.peer, { ...q.clock }]] }).catch((err: unknown) => {
+      this.log.warn('saving a TTL clock failed', { peer: q.peer, error: err as Error })
+    })
+  }
+
+  /** Whole seconds of TTL left, as they go on the wire. */
+  wireTtl (q: PeerQueue, e: QueueEntry): number {
+    if (e.expiry === Infinity) return TTL_INFINITE
+    const left = Math.floor((e.expiry - q.offlineAt(Date.now())) / 1000)
+    return left <= 0 ? 0 : Math.min(left, TTL_INFINITE - 1)
+  }
+
+  /** Drops every expired message of a disconnected peer, then arms a timer for the next one to expire. */
+  private sweep (q: PeerQueue): void {
+    this.cancelExpiry(q.peer)
+    if (q.connected || this.closing !== null) return
+    const now = Date.now()
+    for (const e of q.expired(q.offlineAt(now))) this.drop(q, e, 'expired')
+    this.scheduleExpiry(q)
+  }
+
+  /** Arms the expiry timer of a disconnected peer's queue for `at` (default: its earliest expiry), unless one is due sooner. */
+  private scheduleExpiry (q: PeerQueue, at?: number): void {
+    if (q.connected || q.count === 0 || this.closing !== null) return
+    const next = at ?? q.earliestExpiry()
+    const current = this.expiryTimers.get(q.peer)
+    if (next === Infinity || (current !== undefined && current.at <= next)) return
+    this.cancelExpiry(q.peer)
+    const delay = Math.max(0, next - q.offlineAt(Date.now()))
+    const timer = setTimeout(() => { this.expiryTimers.delete(q.peer); this.sweep(q) }, Math.min(delay + 1, 2 ** 31 - 1))
+    this.expiryTimers.set(q.peer, { timer, at: next })
+  }
+
+  private cancelExpiry (peer: string): void {
+    const t = this.expiryTimers.get(peer)
+    if (t !== undefined) { clearTimeout(t.timer); this.expiryTimers.delete(peer) }
+  }
+
+  private drop (q: PeerQueue, e: QueueEntry, reason: DropReason): void {
+    q.finish(e)
+    if (e.stored) this.deleteStored(q.peer, e.seq)
+    const w = e.waiter
+    e.waiter = undefined
+    w?.reject(new MessageDroppedError(q.peer, e.uuid, reason))
+    this.emitDrop(q.peer, e.uuid, reason)
+  }
+
+  private emitDrop (to: string, uuid: string, reason: DropReason): void {
+    this.log.info('message dropped', { to, uuid, reason })
+    this.emit('drop', { to, uuid, reason })
+  }
+
+  private deliver (q: PeerQueue, e: QueueEntry): void {
+    q.finish(e)
+    if (e.stored) this.deleteStored(q.peer, e.seq)
+    const w = e.waiter
+    if (w !== undefined) { e.waiter = undefined; w.resolve() }
+    if (this.listenerCount('delivered') > 0) this.emit('delivered', { to: q.peer, uuid: e.uuid })
+  }
+
+  // ---- connections (SessionHost) ----------------------------------------------
+
+  private accept (conn: Connection): void {
+    if (this.closing !== null) { conn.close(); return }
+    const session = new Session(this, conn)
+    this.sessions.add(session)
+    const start = (): void => { if (this.closing === null) session.start() }
+    if (this.isReady) start()
+    else this.loaded.then(start, () => { conn.close() })
+  }
+
+  identified (session: Session, ident: string): PeerQueue | Error {
+    if (this.peers.has(ident)) return new DuplicateIdentityError(ident)
+    this.peers.set(ident, session)
+    const q = this.queueFor(ident)
+    const now = Date.now()
+    q.clock = { offline: q.offlineAt(now), since: now, connected: true }
+    this.cancelExpiry(ident)
+    // Messages whose TTL ran out while the peer was away are dropped, not sent.
+    for (const e of q.expired(q.clock.offline)) this.drop(q, e, 'expired')
+    this.saveClock(q)
+    this.log.info('peer connected', { conn: session.connection.id, peer: ident, acks: session.acks })
+    this.emit('connect', { ident, connection: session.connection })
+    return q
+  }
+
+  received (session: Session, f: MessageFrame): void {
+    const from = session.ident!
+    const uuid = typeof f.uuid === 'string' ? f.uuid : uuidHex(f.uuid)
+    let window = this.dedup.get(from)
+    if (window === undefined) { window = new DedupWindow(this.dedupSize); this.dedup.set(from, window) }
+    const seen = window.get(uuid)
+    if (seen !== undefined) {
+      // A redelivery: the application has it already. Acknowledge again if it is done with it.
+      if (seen && session.acks) session.ack(uuid)
+      return
+    }
+    window.add(uuid)
+    const data = f.data instanceof Uint8Array ? f.data : f.data.subarray()
+    this.inbox.dispatch(new InboundMessage(from, data, uuid, f.ttl, f.flags, this.inbox))
+  }
+
+  private receivedByApp (m: InboundMessage): void {
+    this.dedup.get(m.from)?.done(m.uuid)
+    const s = this.peers.get(m.from)
+    if (s?.acks === true) s.ack(m.uuid)
+  }
+
+  acked (session: Session, uuids: Uint8Array): void {
+    const q = session.queue!
+    for (let i = 0; i < uuids.length; i += 16) {
+      const e = q.unacked.get(uuidHex(uuids, i))
+      if (e !== undefined) this.deliver(q, e)
+    }
+    session.notify()
+  }
+
+  written (session: Session, entries: readonly QueueEntry[]): void {
+    const q = session.queue!
+    for (const e of entries) if (e.state !== EntryState.Done) this.deliver(q, e)
+  }
+
+  failed (session: Session, error: Error): void {
+    const fields = { conn: session.connection.id, peer: session.ident ?? undefined, remote: `${session.connection.remoteAddress}:${session.connection.remotePort}`, error }
+    this.log.warn('closing connection', fields)
+    this.emit('error', { error, connection: session.connection, ...(session.ident !== null ? { ident: session.ident } : {}) })
+  }
+
+  ended (session: Session): void {
+    this.sessions.delete(session)
+    const ident = session.ident
+    if (ident === null || this.peers.get(ident) !== session) return
+    this.peers.delete(ident)
+    const q = session.queue!
+    const now = Date.now()
+    q.clock = { offline: q.clock.offline, since: now, connected: false }
+    q.rewind()
+    this.saveClock(q)
+    this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error: session.error ?? session.connection.error })
+    const error = session.error ?? session.connection.error
+    this.emit('disconnect', { ident, connection: session.connection, ...(error !== undefined ? { error } : {}) })
+    this.sweep(q)
+  }
+
+  inboxRoom (): Promise<void> | null {
+    return this.inbox.full ? this.inbox.room() : null
+  }
+}
+
+async function raceAbort<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) throw abortError(signal)
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([p, new Promise<never>((_resolve, reject) => {
+      onAbort = () => { reject(abortError(signal)) }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+  }
+}
+
+export type { DeliveryWaiter }

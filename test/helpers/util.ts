@@ -1,0 +1,106 @@
+// Helpers shared by the tests: waiting for events with a deadline, raw loopback
+// sockets that speak bytes, and pairs of connected Messaging peers.
+import net from 'node:net'
+import { once } from 'node:events'
+import type { EventEmitter } from 'node:events'
+import { Link, Messaging, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
+
+/** Resolves with the first emission of `event` that passes `filter`; rejects after `ms`. */
+export async function waitFor<T = unknown> (emitter: EventEmitter, event: string, filter: (v: T) => boolean = () => true, ms = 10_000): Promise<T> {
+  return await new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => { emitter.off(event, on); reject(new Error(`timed out waiting for ${event}`)) }, ms)
+    const on = (v: T): void => {
+      if (!filter(v)) return
+      clearTimeout(timer)
+      emitter.off(event, on)
+      resolve(v)
+    }
+    emitter.on(event, on)
+  })
+}
+
+/** Waits for a peer's connect event for `ident` (or resolves at once if connected). */
+export async function connected (mq: Messaging, ident: string, ms = 10_000): Promise<void> {
+  if (mq.isConnected(ident)) return
+  await waitFor<MessagingEvents['connect'][0]>(mq, 'connect', (e) => e.ident === ident, ms)
+}
+
+/** Two Messaging peers over loopback: `a` listens, `b` connects. */
+export async function pair (a: Partial<MessagingOptions> = {}, b: Partial<MessagingOptions> = {}, reconnect = { minDelay: 20, maxDelay: 200 }): Promise<{ a: Messaging, b: Messaging, port: number, linkA: Link, linkB: Link }> {
+  const linkA = new Link()
+  const listener = await linkA.listen({ port: 0 })
+  const ma = new Messaging(linkA, { identity: 'alice', ...a })
+  const linkB = new Link()
+  const mb = new Messaging(linkB, { identity: 'bob', ...b })
+  linkB.connect({ port: listener.port, reconnect })
+  await Promise.all([connected(ma, mb.identity), connected(mb, ma.identity)])
+  return { a: ma, b: mb, port: listener.port, linkA, linkB }
+}
+
+/** A raw TCP client that collects everything it receives. */
+export class RawPeer {
+  readonly socket: net.Socket
+  received = Buffer.alloc(0)
+  closed: Promise<void>
+  private waiters: Array<() => void> = []
+
+  private constructor (socket: net.Socket) {
+    this.socket = socket
+    socket.on('data', (d: Buffer) => {
+      this.received = Buffer.concat([this.received, d])
+      for (const w of this.waiters) w()
+    })
+    socket.on('error', () => {})
+    this.closed = new Promise((resolve) => socket.once('close', () => {
+      for (const w of this.waiters) w()
+      resolve()
+    }))
+  }
+
+  static async connect (port: number): Promise<RawPeer> {
+    const socket = net.connect({ host: '127.0.0.1', port })
+    await once(socket, 'connect')
+    return new RawPeer(socket)
+  }
+
+  /** Wraps a socket accepted by a server. */
+  static from (socket: net.Socket): RawPeer { return new RawPeer(socket) }
+
+  write (hex: string | Buffer): void { this.socket.write(typeof hex === 'string' ? Buffer.from(hex, 'hex') : hex) }
+
+  /** Resolves once at least `n` bytes arrived (or the socket closed). */
+  async bytes (n: number, ms = 10_000): Promise<Buffer> {
+    const deadline = Date.now() + ms
+    while (this.received.length < n && !this.socket.destroyed) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${n} bytes, have ${this.received.length}`)
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(1, deadline - Date.now()))
+        this.waiters.push(() => { clearTimeout(t); resolve() })
+      })
+      this.waiters = []
+    }
+    return this.received
+  }
+
+  destroy (): void { this.socket.destroy() }
+}
+
+/** Splits bytes into length-prefixed packets (test-side reference parser). */
+export function packets (buf: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  let off = 0
+  while (off + 4 <= buf.length) {
+    const len = buf.readUInt32BE(off)
+    if (off + 4 + len > buf.length) break
+    out.push(buf.subarray(off + 4, off + 4 + len))
+    off += 4 + len
+  }
+  return out
+}
+
+/** A fresh 16-byte payload per index, so tests can check order and content. */
+export function payload (i: number, size = 16): Buffer {
+  const b = Buffer.alloc(size)
+  b.writeUInt32BE(i, 0)
+  return b
+}
