@@ -80,7 +80,8 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
 
   private async * readSocket (): AsyncGenerator<Uint8Array> {
     try {
-      for await (const chunk of this.socket) yield chunk as Buffer
+      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
+      for await (const chunk of this.socket.iterator({ destroyOnReturn: false })) yield chunk as Buffer
     } catch (err) {
       // A connection we closed ourselves ends its source quietly.
       if (this.isClosing) return

@@ -178,7 +178,8 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
       // snakeMQ ignores any body on these; so do we.
       return { type }
     case FrameType.Extensions: {
-      if (payload.length < 6) throw new ProtocolError(`EXTENSIONS body must be at least 5 bytes, got ${payload.length - 1}`)
+      // A body too short to be ours is some other extension using this number: it announces nothing.
+      if (payload.length < 6) return { type, version: 0, features: 0 }
       return { type, version: payload[1]!, features: new DataView(payload.buffer, payload.byteOffset + 2, 4).getUint32(0, false) }
     }
     case FrameType.Ack: {
