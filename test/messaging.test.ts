@@ -1,0 +1,413 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
+  type Message
+} from '../src/index.ts'
+import { RawPeer, connected, pair, payload, waitFor } from './helpers/util.ts'
+
+async function take (mq: Messaging, n: number, options = {}): Promise<Message[]> {
+  const got: Message[] = []
+  if (n === 0) return got
+  for await (const m of mq.messages(options)) {
+    got.push(m)
+    if (got.length === n) break
+  }
+  return got
+}
+
+test('messages flow both ways, whichever side listens', async () => {
+  const { a, b } = await pair()
+  try {
+    const fromB = take(a, 3)
+    const fromA = take(b, 3)
+    for (let i = 0; i < 3; i++) {
+      await b.send('alice', payload(i))
+      await a.send('bob', payload(100 + i), { ttl: 60 })
+    }
+    const [atA, atB] = await Promise.all([fromB, fromA])
+    assert.deepEqual(atA.map((m) => [m.from, Buffer.from(m.data).readUInt32BE(0), m.ttl]), [['bob', 0, null], ['bob', 1, null], ['bob', 2, null]])
+    assert.deepEqual(atB.map((m) => [m.from, Buffer.from(m.data).readUInt32BE(0)]), [['alice', 100], ['alice', 101], ['alice', 102]])
+    assert.ok(atB.every((m) => m.ttl !== null && m.ttl >= 59 && m.ttl <= 60))
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a message sent before the peer ever connected is delivered once it connects', async () => {
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice' })
+  const sent = await a.send('bob', 'waiting for you', { ttl: 600 })
+  assert.equal(a.queued('bob'), 1)
+  const linkB = new Link()
+  const b = new Messaging(linkB, { identity: 'bob' })
+  linkB.connect({ port: l.port })
+  try {
+    const [m] = await take(b, 1)
+    assert.equal(Buffer.from(m!.data).toString(), 'waiting for you')
+    assert.equal(m!.uuid, sent.uuid)
+    await waitFor(a, 'delivered', (e: { uuid: string }) => e.uuid === sent.uuid).catch(() => {})
+    assert.equal(a.queued('bob'), 0)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test("send with wait: 'delivered' resolves once the receiving application took the message", async () => {
+  const { a, b } = await pair()
+  try {
+    let taken = false
+    const consumer = (async () => {
+      for await (const m of a.messages()) {
+        taken = true
+        assert.equal(Buffer.from(m.data).toString(), 'x')
+        break
+      }
+    })()
+    await b.send('alice', 'x', { wait: 'delivered' })
+    assert.ok(taken)
+    await consumer
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a connector reconnects after the listener restarts, and queued messages then flow', async () => {
+  const linkA = new Link()
+  const l1 = await linkA.listen({ port: 0 })
+  const port = l1.port
+  const a = new Messaging(linkA, { identity: 'alice' })
+  const linkB = new Link()
+  const b = new Messaging(linkB, { identity: 'bob' })
+  linkB.connect({ port, reconnect: { minDelay: 20, maxDelay: 100 } })
+  let a2: Messaging | null = null
+  try {
+    await connected(b, 'alice')
+    const gone = waitFor(b, 'disconnect')
+    await a.close()
+    await gone
+    await b.send('alice', 'after restart')
+    const linkA2 = new Link()
+    await linkA2.listen({ port })
+    a2 = new Messaging(linkA2, { identity: 'alice' })
+    const [m] = await take(a2, 1)
+    assert.equal(Buffer.from(m!.data).toString(), 'after restart')
+  } finally {
+    await b.close()
+    await a2?.close()
+  }
+})
+
+test('a TTL that runs out while the peer is disconnected drops the message with a drop event and a rejected delivery', async () => {
+  const link = new Link()
+  const a = new Messaging(link, { identity: 'alice' })
+  try {
+    const drops: Array<{ to: string, uuid: string, reason: string }> = []
+    a.on('drop', (d) => drops.push(d))
+    const started = Date.now()
+    const p = a.send('nobody', 'short-lived', { ttl: 0.2, wait: 'delivered' })
+    await assert.rejects(p, (err: unknown) => err instanceof MessageDroppedError && err.reason === 'expired')
+    assert.ok(Date.now() - started >= 190)
+    assert.equal(drops.length, 1)
+    assert.equal(drops[0]!.reason, 'expired')
+    assert.equal(a.queued('nobody'), 0)
+  } finally {
+    await a.close()
+  }
+})
+
+test('TTL 0 means "only if connected now": refused for an absent peer, delivered to a connected one', async () => {
+  const { a, b } = await pair()
+  try {
+    await assert.rejects(a.send('nobody', 'x', { ttl: 0 }), (err: unknown) => err instanceof MessageDroppedError && err.reason === 'not-connected')
+    const got = take(b, 1)
+    await a.send('bob', 'now', { ttl: 0 })
+    const [m] = await got
+    assert.equal(Buffer.from(m!.data).toString(), 'now')
+    assert.equal(m!.ttl, 0)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('the TTL runs down only while the peer is disconnected', async () => {
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice' })
+  try {
+    await a.send('bob', 'ttl', { ttl: 10 })
+    // While nobody is connected the clock runs; the remaining whole seconds go on the wire.
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    const linkB = new Link()
+    const b = new Messaging(linkB, { identity: 'bob' })
+    linkB.connect({ port: l.port })
+    const [m] = await take(b, 1)
+    assert.ok(m!.ttl === 8 || m!.ttl === 7, `ttl on the wire ${m!.ttl}`)
+    await b.close()
+  } finally {
+    await a.close()
+  }
+})
+
+test('a second connection with an identity already connected is closed with DuplicateIdentityError', async () => {
+  const { a, b, port } = await pair()
+  const linkC = new Link()
+  const c = new Messaging(linkC, { identity: 'bob' })
+  try {
+    const err = waitFor<{ error: Error }>(a, 'error')
+    linkC.connect({ port, reconnect: false })
+    const { error } = await err
+    assert.ok(error instanceof DuplicateIdentityError)
+    assert.equal(error.identity, 'bob')
+    assert.ok(a.isConnected('bob'), 'the first bob stays connected')
+    const got = take(b, 1)
+    await a.send('bob', 'still here')
+    assert.equal(Buffer.from((await got)[0]!.data).toString(), 'still here')
+  } finally {
+    await a.close()
+    await b.close()
+    await c.close()
+  }
+})
+
+test('keepalive closes a connection whose peer went silent, and keeps a live one open', async () => {
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice', keepalive: { interval: 100, wait: 100 } })
+  const raw = await RawPeer.connect(l.port)
+  try {
+    const errored = waitFor<{ error: Error }>(a, 'error')
+    raw.write('000000050000000001' + '0000000402626f62')
+    const { error } = await errored
+    assert.equal(error.name, 'KeepaliveTimeoutError')
+    await raw.closed
+    // Two peers that both answer PINGs stay connected across several intervals.
+    const linkB = new Link()
+    const b = new Messaging(linkB, { identity: 'carol', keepalive: { interval: 50, wait: 100 } })
+    linkB.connect({ port: l.port })
+    await connected(a, 'carol')
+    const pings = new Promise((resolve) => setTimeout(resolve, 500))
+    await pings
+    assert.ok(a.isConnected('carol'))
+    await b.close()
+  } finally {
+    raw.destroy()
+    await a.close()
+  }
+})
+
+test("a full queue makes send wait, or reject with QueueFullError when asked", async () => {
+  const link = new Link()
+  const a = new Messaging(link, { identity: 'alice', queueLimits: { messages: 2 } })
+  try {
+    await a.send('bob', '1')
+    await a.send('bob', '2')
+    await assert.rejects(a.send('bob', '3', { whenFull: 'reject' }), QueueFullError)
+    const ac = new AbortController()
+    const waiting = a.send('bob', '3', { signal: ac.signal })
+    ac.abort()
+    await assert.rejects(waiting, AbortError)
+    const late = new AbortController()
+    const timer = setTimeout(() => { late.abort() }, 50)
+    await assert.rejects(a.send('bob', '3', { signal: late.signal }), AbortError)
+    clearTimeout(timer)
+    assert.equal(a.queued('bob'), 2)
+  } finally {
+    await a.close()
+  }
+})
+
+test('a byte limit bounds the queue too', async () => {
+  const link = new Link()
+  const a = new Messaging(link, { identity: 'alice', queueLimits: { bytes: 100 } })
+  try {
+    await a.send('bob', Buffer.alloc(60))
+    await assert.rejects(a.send('bob', Buffer.alloc(60), { whenFull: 'reject' }), QueueFullError)
+    await a.send('bob', Buffer.alloc(40))
+    assert.equal(a.queued('bob'), 2)
+  } finally {
+    await a.close()
+  }
+})
+
+test('a waiting sender gets room as soon as the peer connects and takes messages', async () => {
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice', queueLimits: { messages: 5 } })
+  const linkB = new Link()
+  const b = new Messaging(linkB, { identity: 'bob' })
+  try {
+    const sends = Array.from({ length: 50 }, async (_, i) => await a.send('bob', payload(i)))
+    linkB.connect({ port: l.port })
+    const got = await take(b, 50)
+    await Promise.all(sends)
+    assert.deepEqual(got.map((m) => Buffer.from(m.data).readUInt32BE(0)), Array.from({ length: 50 }, (_, i) => i))
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a consumer that stops pulling stops the socket from being read: the sender backs up, memory stays bounded', async () => {
+  const { a, b } = await pair({ receiveBuffer: 16 }, { maxUnacked: 64, queueLimits: { messages: 100_000 } })
+  try {
+    const it = a.messages()
+    const data = Buffer.alloc(1024)
+    for (let i = 0; i < 5000; i++) await b.send('alice', data)
+    const first = await it.next()
+    assert.equal(first.done, false)
+    // Give the pipeline turns to move whatever it can.
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    // The receiver holds at most its buffer; the rest waits in the sender's queue.
+    assert.ok(b.queued('alice') >= 5000 - 16 - 64 - 1, `sender still holds ${b.queued('alice')}`)
+    let n = 1
+    for await (const _m of { [Symbol.asyncIterator]: () => it }) {
+      if (++n === 5000) break
+    }
+    assert.equal(n, 5000)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('break out of for await frees the consumer; the next consumer gets the following messages', async () => {
+  const { a, b } = await pair()
+  try {
+    for (let i = 0; i < 10; i++) await b.send('alice', payload(i))
+    const first = await take(a, 3)
+    const rest = await take(a, 7)
+    assert.deepEqual([...first, ...rest].map((m) => Buffer.from(m.data).readUInt32BE(0)), Array.from({ length: 10 }, (_, i) => i))
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('consumers with a prefix filter and a catch-all share one Messaging without stealing', async () => {
+  const { a, b } = await pair()
+  try {
+    const rpcish = take(a, 2, { prefix: 'rpc:' })
+    const app = take(a, 2)
+    await b.send('alice', 'rpc:1')
+    await b.send('alice', 'hello')
+    await b.send('alice', 'rpc:2')
+    await b.send('alice', 'world')
+    assert.deepEqual((await rpcish).map((m) => Buffer.from(m.data).toString()), ['rpc:1', 'rpc:2'])
+    assert.deepEqual((await app).map((m) => Buffer.from(m.data).toString()), ['hello', 'world'])
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a message that arrives before any consumer waits for one', async () => {
+  const { a, b } = await pair()
+  try {
+    await b.send('alice', 'early', { wait: 'queued' })
+    const delivered = waitFor(b, 'delivered')
+    const [m] = await take(a, 1)
+    assert.equal(Buffer.from(m!.data).toString(), 'early')
+    await delivered
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('with manual acks an unacknowledged message is redelivered after a reconnect, and the application sees each once', async () => {
+  const { a, b, linkA } = await pair()
+  try {
+    const it = a.messages({ ack: 'manual' })
+    await b.send('alice', 'one')
+    await b.send('alice', 'two')
+    const m1 = (await it.next()).value as Message
+    const m2 = (await it.next()).value as Message
+    m1.ack()
+    await waitFor(b, 'delivered')
+    assert.equal(b.queued('alice'), 1)
+    // Drop the connection before 'two' is acknowledged.
+    const back = waitFor(a, 'connect')
+    for (const c of linkA.connectionsOpen) c.close()
+    await back
+    m2.ack()
+    await waitFor(b, 'delivered', () => b.queued('alice') === 0)
+    await b.send('alice', 'three')
+    const m3 = (await it.next()).value as Message
+    assert.equal(Buffer.from(m3.data).toString(), 'three', 'the redelivered duplicate of "two" was filtered')
+    m3.ack()
+    await it.return!()
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a connection dropped after delivery but before the ack: resent, and still seen once', async () => {
+  const { a, b, linkB } = await pair()
+  try {
+    const it = a.messages({ ack: 'manual' })
+    await b.send('alice', 'once')
+    const m = (await it.next()).value as Message
+    // Reset the link while the message is unacknowledged; bob resends it on the new connection.
+    const back = waitFor(b, 'connect')
+    for (const c of linkB.connectionsOpen) c.close()
+    await back
+    await b.send('alice', 'next')
+    m.ack()
+    const n = (await it.next()).value as Message
+    assert.equal(Buffer.from(n.data).toString(), 'next')
+    n.ack()
+    await waitFor(b, 'delivered', () => b.queued('alice') === 0)
+    await it.return!()
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('bad options and arguments are InvalidArgumentErrors naming what is wrong', async () => {
+  const link = new Link()
+  assert.throws(() => new Messaging(link, { identity: '' }), InvalidArgumentError)
+  assert.throws(() => new Messaging(link, { identity: 'x'.repeat(51) }), /1 to 50/)
+  assert.throws(() => new Messaging(link, { identity: 'a', maxUnacked: -1 }), /maxUnacked/)
+  const a = new Messaging(link, { identity: 'a' })
+  try {
+    await assert.rejects(a.send('', 'x'), InvalidArgumentError)
+    await assert.rejects(a.send('b', 42 as unknown as string), InvalidArgumentError)
+    await assert.rejects(a.send('b', 'x', { ttl: Number.NaN }), /ttl/)
+  } finally {
+    await a.close()
+  }
+})
+
+test('peer names like __proto__ and constructor are plain names', async () => {
+  const { a, b } = await pair({}, { identity: '__proto__' })
+  try {
+    const got = take(b, 1)
+    await a.send('__proto__', 'hi')
+    assert.equal(Buffer.from((await got)[0]!.data).toString(), 'hi')
+    assert.deepEqual(a.connectedPeers(), ['__proto__'])
+    await a.send('constructor', 'queued')
+    assert.equal(a.queued('constructor'), 1)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('close() is idempotent, ends consumers and leaves nothing running', async () => {
+  const { a, b } = await pair()
+  const it = a.messages()
+  const pending = it.next()
+  await Promise.all([a.close(), a.close()])
+  assert.deepEqual(await pending, { value: undefined, done: true })
+  await b.close()
+  await b.close()
+})
