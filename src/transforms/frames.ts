@@ -196,7 +196,7 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
 
 /** Transform: batches of frames in, batches of packet payloads out. */
 export function encodeFrames () {
-  return async function * (source: AsyncIterable<readonly Frame[]>): AsyncGenerator<PacketPayload[]> {
+  return async function * (source: AsyncIterable<readonly Frame[]> | Iterable<readonly Frame[]>): AsyncGenerator<PacketPayload[]> {
     for await (const frames of source) {
       const out = new Array<PacketPayload>(frames.length)
       for (let i = 0; i < frames.length; i++) out[i] = encodeFrame(frames[i]!)
@@ -211,7 +211,7 @@ export function encodeFrames () {
  * first, then the ProtocolError is thrown.
  */
 export function decodeFrames () {
-  return async function * (source: AsyncIterable<readonly Uint8Array[]>): AsyncGenerator<Frame[]> {
+  return async function * (source: AsyncIterable<readonly Uint8Array[]> | Iterable<readonly Uint8Array[]>): AsyncGenerator<Frame[]> {
     for await (const packets of source) {
       const frames: Frame[] = []
       let error: unknown = null

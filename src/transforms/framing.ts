@@ -12,10 +12,10 @@ export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 const COPY_LIMIT = 16 * 1024
 
 /** A length encoder for `it-length-prefixed`'s `encode` (`lengthEncoder` option): 4 bytes, big-endian. */
-export function uint32BEEncode (value: number): Uint8ArrayList {
-  const buf = Buffer.allocUnsafe(4)
-  buf.writeUInt32BE(value, 0)
-  return new Uint8ArrayList(buf)
+export function uint32BEEncode (value: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(4)
+  new DataView(buf.buffer).setUint32(0, value, false)
+  return buf
 }
 uint32BEEncode.bytes = 4
 
@@ -114,7 +114,7 @@ export class PacketDecoder {
  * TruncatedPacketError if the source ends inside a packet.
  */
 export function decodePackets (options: PacketDecoderOptions = {}) {
-  return async function * (source: AsyncIterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<Uint8Array[]> {
+  return async function * (source: AsyncIterable<Uint8Array | Uint8ArrayList> | Iterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<Uint8Array[]> {
     const decoder = new PacketDecoder(options)
     for await (const chunk of source) {
       let batch: Uint8Array[]
@@ -167,7 +167,7 @@ export function encodePacketBatch (batch: readonly PacketPayload[]): Uint8Array[
 
 /** Transform: batches of payloads in, batches of byte chunks out, ready for a connection's sink. */
 export function encodePackets () {
-  return async function * (source: AsyncIterable<readonly PacketPayload[]>): AsyncGenerator<Uint8Array[]> {
+  return async function * (source: AsyncIterable<readonly PacketPayload[]> | Iterable<readonly PacketPayload[]>): AsyncGenerator<Uint8Array[]> {
     for await (const batch of source) {
       if (batch.length > 0) yield encodePacketBatch(batch)
     }
