@@ -17,6 +17,7 @@ import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.
 import { Inbox, InboundMessage } from './inbox.ts'
 import { Session, type SessionHost } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
+import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
   KeepaliveOptions, Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult
 } from './types.ts'
@@ -56,16 +57,18 @@ function verifyOptions (o: MessagingOptions): void {
 /** Remembers recent message UUIDs from one peer: 'pending' until received by the application, then 'done'. */
 class DedupWindow {
   private readonly seen = new Map<string, boolean>()
-  constructor (private readonly size: number) {}
+  /** Insertion order, as a ring: the slot about to be reused holds the oldest UUID. (Evicting through the Map's own order is quadratic in V8.) */
+  private readonly ring: Array<string | undefined>
+  private pos = 0
+  constructor (size: number) { this.ring = new Array<string | undefined>(size) }
   /** undefined: new; false: still with the application; true: already received. */
   get (uuid: string): boolean | undefined { return this.seen.get(uuid) }
   add (uuid: string): void {
+    const oldest = this.ring[this.pos]
+    if (oldest !== undefined) this.seen.delete(oldest)
+    this.ring[this.pos] = uuid
+    this.pos = (this.pos + 1) % this.ring.length
     this.seen.set(uuid, false)
-    if (this.seen.size > this.size) {
-      // Maps iterate in insertion order: the first key is the oldest.
-      const oldest = this.seen.keys().next().value
-      if (oldest !== undefined) this.seen.delete(oldest)
-    }
   }
 
   done (uuid: string): void { if (this.seen.has(uuid)) this.seen.set(uuid, true) }
@@ -79,6 +82,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   readonly keepalive: KeepaliveOptions | undefined
   readonly handshakeTimeout: number
   readonly log: Logger
+  /** True when identities must be bound to the remotes' TLS certificates. */
+  readonly bindIdentityToCertificate: boolean
 
   private readonly link: Link
   private readonly store: QueueStore | null
@@ -118,6 +123,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.maxUnacked = positiveInt(options.maxUnacked, 'maxUnacked', messagingDefaults.maxUnacked)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
     this.keepalive = options.keepalive
+    this.bindIdentityToCertificate = options.bindIdentityToCertificate === true
     this.inbox = new Inbox(
       positiveInt(options.receiveBuffer, 'receiveBuffer', messagingDefaults.receiveBuffer),
       (m) => { this.receivedByApp(m) },
@@ -429,6 +435,15 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   identified (session: Session, ident: string): PeerQueue | Error {
+    if (this.bindIdentityToCertificate) {
+      const refused = checkIdentityCertificate(session.connection, ident)
+      if (refused !== null) {
+        this.log.warn('identity not bound to the certificate, refused', {
+          conn: session.connection.id, peer: ident, certificateNames: refused.certificateNames, error: refused
+        })
+        return refused
+      }
+    }
     if (this.peers.has(ident)) return new DuplicateIdentityError(ident)
     this.peers.set(ident, session)
     const q = this.queueFor(ident)
@@ -439,7 +454,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     for (const e of q.expired(q.clock.offline)) this.drop(q, e, 'expired')
     this.saveClock(q)
     this.log.info('peer connected', { conn: session.connection.id, peer: ident, acks: session.acks })
-    this.emit('connect', { ident, connection: session.connection })
+    this.emit('connect', { ident, connection: session.connection, certificate: session.connection.peerCertificate })
     return q
   }
 
@@ -497,7 +512,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.saveClock(q)
     this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error: session.error ?? session.connection.error })
     const error = session.error ?? session.connection.error
-    this.emit('disconnect', { ident, connection: session.connection, ...(error !== undefined ? { error } : {}) })
+    this.emit('disconnect', { ident, connection: session.connection, certificate: session.connection.peerCertificate, ...(error !== undefined ? { error } : {}) })
     this.sweep(q)
   }
 

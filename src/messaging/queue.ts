@@ -80,8 +80,10 @@ export class PeerQueue {
     entry.state = EntryState.Done
     this.count--
     this.bytes -= entry.data.byteLength
-    for (const w of this.roomWaiters) w()
-    this.roomWaiters.clear()
+    if (this.roomWaiters.size > 0) {
+      for (const w of this.roomWaiters) w()
+      this.roomWaiters.clear()
+    }
     this.compact()
   }
 

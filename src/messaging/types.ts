@@ -1,4 +1,5 @@
 // Public types of the messaging layer: options, messages, events.
+import type { PeerCertificate } from 'node:tls'
 import type { Connection } from '../link/connection.ts'
 import type { QueueStore } from '../store/types.ts'
 import type { DropReason } from '../errors.ts'
@@ -50,6 +51,17 @@ export interface MessagingOptions {
   plainSnakeMQ?: boolean
   /** Where log lines go; default the `debug` namespace `snakemq:messaging`. */
   logger?: Logger
+  /**
+   * Bind identities to TLS certificates: a remote is accepted only if its
+   * connection carries a certificate verified against the trusted CAs and the
+   * identity it claims in IDENTIFICATION equals that certificate's subject CN or
+   * one of its DNS subjectAltNames (exactly; wildcards do not match). Any other
+   * remote, including one over plain TCP, is refused with IdentityMismatchError
+   * (an `error` event and a log line) and its connection closed. Listeners must
+   * then ask for client certificates (`tls.requestCert`). Default false: as in
+   * snakeMQ, any remote may claim any identity.
+   */
+  bindIdentityToCertificate?: boolean
 }
 
 export interface SendOptions {
@@ -122,6 +134,8 @@ export interface PeerEvent {
   ident: string
   /** The connection it is on. */
   connection: Connection
+  /** The remote's TLS certificate (snakeMQ's `getpeercert()`); null over plain TCP or when it sent none. */
+  certificate: PeerCertificate | null
 }
 
 export interface MessagingEvents {
