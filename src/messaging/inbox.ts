@@ -4,7 +4,7 @@
 // to every consumer without a filter, so RPC and the application share one
 // Messaging without taking each other's messages. A message counts as received,
 // and is acknowledged to its sender, once every consumer it went to is done with it.
-import { AbortError, AlreadyIteratingError } from '../errors.ts'
+import { AlreadyIteratingError } from '../errors.ts'
 import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
 import type { Message, MessagesOptions } from './types.ts'
 import type { Logger } from '../logging.ts'
@@ -123,11 +123,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
       this.take(m)
       return Promise.resolve({ value: m, done: false })
     }
-    if (this.ended) {
-      return this.options.signal?.aborted === true && this.iterating
-        ? Promise.reject(new AbortError('messages() was aborted', { cause: this.options.signal.reason }))
-        : Promise.resolve({ value: undefined, done: true })
-    }
+    if (this.ended) return Promise.resolve({ value: undefined, done: true })
     if (this.waiting !== null) return Promise.reject(new AlreadyIteratingError('next() called again before the previous call settled'))
     return new Promise((resolve) => { this.waiting = resolve })
   }
