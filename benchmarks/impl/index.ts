@@ -9,6 +9,7 @@ export interface ImplEntry {
 
 export const IMPLEMENTATIONS: readonly ImplEntry[] = [
   { name: 'raw_net', file: 'raw-net.ts' },
+  { name: 'raw_net_simple', file: 'raw-net-simple.ts' },
   { name: 'zeromq', file: 'zeromq.ts' },
   { name: 'snakemq', file: 'snakemq.ts' }
 ]
