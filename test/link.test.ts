@@ -25,7 +25,7 @@ test('listen on port 0 returns the bound address; a connector reaches it and bot
     assert.equal(connector.connection, b)
     // Bytes flow both ways through source and sink.
     const reader = a.source[Symbol.asyncIterator]()
-    await b.sink([Buffer.from('ping')])
+    await b.sink((async function * () { yield Buffer.from('ping') })())
     assert.equal(Buffer.from((await reader.next()).value as Uint8Array).toString(), 'ping')
     assert.throws(() => a.source, /already being read/)
   } finally {

@@ -411,3 +411,26 @@ test('close() is idempotent, ends consumers and leaves nothing running', async (
   await b.close()
   await b.close()
 })
+
+test('events() streams typed events and leaving the loop removes its listeners', async () => {
+  const { a, b } = await pair()
+  try {
+    const seen: string[] = []
+    const consumer = (async () => {
+      for await (const e of b.events({ types: ['delivered', 'drop'] })) {
+        seen.push(e.type === 'drop' ? `drop:${e.reason}` : e.type)
+        if (seen.length === 2) break
+      }
+    })()
+    const got = take(a, 1)
+    await b.send('alice', 'x')
+    await got
+    await assert.rejects(b.send('nobody', 'y', { ttl: 0 }), MessageDroppedError)
+    await consumer
+    assert.deepEqual(seen.sort(), ['delivered', 'drop:not-connected'])
+    assert.equal(b.listenerCount('delivered'), 0)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

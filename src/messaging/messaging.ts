@@ -19,7 +19,7 @@ import { Session, type SessionHost } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
-  KeepaliveOptions, Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult
+  EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions, SendOptions, SendResult
 } from './types.ts'
 
 /** snakeMQ cuts identities to 50 characters; we refuse longer ones instead of cutting them. */
@@ -130,6 +130,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       this.log
     )
     this.loaded = this.load()
+    // The error reaches the application through ready() and send(), and is logged; unawaited it must not crash the process.
+    this.loaded.catch(() => {})
     link.on('connection', this.onConnection)
     for (const c of link.takeUnclaimed()) this.accept(c)
   }
@@ -214,6 +216,49 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return this.inbox.consumer(options)
   }
 
+  /**
+   * The events as an async iterable of `{ type, ...fields }`, for code that
+   * prefers a loop to callbacks. Leaving the loop removes its listeners. A
+   * consumer that falls behind by more than `bufferSize` events loses the oldest;
+   * `missed` on the next event says how many.
+   */
+  async * events (options: EventsOptions = {}): AsyncGenerator<MessagingEvent & { missed?: number }> {
+    const types = options.types ?? (['connect', 'disconnect', 'delivered', 'drop', 'error'] as const)
+    const size = positiveInt(options.bufferSize, 'bufferSize', 1024)
+    const buffer: Array<MessagingEvent & { missed?: number }> = []
+    let missed = 0
+    let wake: (() => void) | null = null
+    const signal = options.signal
+    const stop = (): void => { const w = wake; wake = null; w?.() }
+    const handlers = types.map((type) => {
+      const handler = (e: object): void => {
+        if (buffer.length >= size) { buffer.shift(); missed++ }
+        buffer.push({ type, ...e } as MessagingEvent)
+        stop()
+      }
+      this.addListener(type, handler)
+      return [type, handler] as const
+    })
+    this.once('closed', stop)
+    signal?.addEventListener('abort', stop, { once: true })
+    try {
+      while (true) {
+        const e = buffer.shift()
+        if (e !== undefined) {
+          if (missed > 0) { e.missed = missed; missed = 0 }
+          yield e
+          continue
+        }
+        if (this.closing !== null || signal?.aborted === true) return
+        await new Promise<void>((resolve) => { wake = resolve })
+      }
+    } finally {
+      for (const [type, handler] of handlers) this.removeListener(type, handler)
+      this.off('closed', stop)
+      signal?.removeEventListener('abort', stop)
+    }
+  }
+
   /** Closes every connection, the link, timers, consumers and the store; idempotent. */
   async close (): Promise<void> {
     this.closing ??= this.shutdown()
@@ -224,6 +269,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
 
   private async shutdown (): Promise<void> {
     this.link.off('connection', this.onConnection)
+    this.emit('closed')
     if (this.clockTimer !== null) clearInterval(this.clockTimer)
     for (const t of this.expiryTimers.values()) clearTimeout(t.timer)
     this.expiryTimers.clear()
@@ -322,12 +368,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       })
     } catch (err) {
       // Nothing is reported as queued that is not: the message leaves the queue unsent.
-      const w = entry.waiter
+      // send() rejects with the error; its delivery promise is never awaited, so it is not rejected too (that would be unhandled).
       entry.waiter = undefined
       q.finish(entry)
-      const error = err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
-      w?.reject(error)
-      throw error
+      // The clock went down with this batch: the next stored message of this peer carries it again.
+      if (clocks !== undefined) this.clocksStored.delete(q.peer)
+      throw err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
     }
     if (entry.state === EntryState.Storing) entry.state = EntryState.Queued
   }
@@ -466,6 +512,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const seen = window.get(uuid)
     if (seen !== undefined) {
       // A redelivery: the application has it already. Acknowledge again if it is done with it.
+      this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid })
       if (seen && session.acks) session.ack(uuid)
       return
     }

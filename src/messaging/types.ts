@@ -149,4 +149,26 @@ export interface MessagingEvents {
   drop: [{ to: string, uuid: string, reason: DropReason }]
   /** A connection was closed because of an error (bad input, timeout, ...). Only emitted if listened to; otherwise logged. */
   error: [{ error: Error, connection?: Connection, ident?: string }]
+  /** close() was called. */
+  closed: []
+}
+
+/** One event of `Messaging.events()`: the event's name as `type`, with its fields. */
+export type MessagingEvent = {
+  [K in MessagingEventType]: { type: K } & MessagingEvents[K][0]
+}[MessagingEventType]
+
+/** The events `Messaging.events()` can stream. */
+export type MessagingEventType = Exclude<keyof MessagingEvents, 'closed'>
+
+export interface EventsOptions {
+  /** Only these event types. Default: all. */
+  types?: readonly MessagingEventType[]
+  /**
+   * Events held for a consumer that is not keeping up; past this the oldest are
+   * discarded (and counted in the next event's `missed`). Default 1,024.
+   */
+  bufferSize?: number
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal
 }
