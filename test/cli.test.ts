@@ -1,0 +1,288 @@
+// The `smq` command as a user runs it: real processes through bin/smq.js, real
+// sockets on 127.0.0.1, every stdout line parsed as the JSON it promises to be.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const SMQ = join(ROOT, 'bin', 'smq.js')
+
+interface Event { event: string, [field: string]: unknown }
+
+const running = new Set<ChildProcess>()
+after(() => { for (const child of running) child.kill('SIGKILL') })
+
+/** One `smq` process: its events as they come, and how it ended. */
+class Smq {
+  readonly child: ChildProcess
+  readonly events: Event[] = []
+  /** stdout lines that were not JSON objects. */
+  readonly junk: string[] = []
+  stderr = ''
+  readonly exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  private readonly waiters = new Set<() => void>()
+  private closed = false
+
+  constructor (args: string[], command: string[] = [SMQ]) {
+    const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child = child
+    running.add(child)
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s })
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as unknown
+        if (typeof e === 'object' && e !== null && typeof (e as Event).event === 'string') this.events.push(e as Event)
+        else this.junk.push(line)
+      } catch {
+        this.junk.push(line)
+      }
+      this.wakeAll()
+    })
+    this.exited = new Promise((resolve) => {
+      child.once('close', (code, signal) => {
+        running.delete(child)
+        this.closed = true
+        this.wakeAll()
+        resolve({ code, signal })
+      })
+    })
+  }
+
+  private wakeAll (): void { for (const w of this.waiters) w() }
+
+  /** The first event (already seen or still to come) that `match` accepts; rejects if the process ends first. */
+  async next (match: (e: Event) => boolean, what = 'event'): Promise<Event> {
+    while (true) {
+      const found = this.events.find(match)
+      if (found !== undefined) return found
+      if (this.closed) throw new Error(`smq ended without the ${what}; stdout: ${JSON.stringify(this.events)}, stderr: ${this.stderr}`)
+      await new Promise<void>((resolve) => {
+        const w = (): void => { this.waiters.delete(w); resolve() }
+        this.waiters.add(w)
+      })
+    }
+  }
+
+  async started (): Promise<Event> { return await this.next((e) => e.event === 'start', 'start event') }
+
+  /** The port of its first --listen, from the start event. */
+  async port (): Promise<number> {
+    const start = await this.started()
+    const addr = (start.listen as string[])[0]!
+    return Number(addr.slice(addr.lastIndexOf(':') + 1))
+  }
+
+  all (event: string): Event[] { return this.events.filter((e) => e.event === event) }
+
+  /** Waits for the exit and checks the output's shape: JSON only, start first (if any), done last. */
+  async result (): Promise<{ code: number | null, done: Event }> {
+    const { code } = await this.exited
+    assert.deepEqual(this.junk, [], 'every stdout line is a JSON object with an event')
+    const last = this.events.at(-1)
+    assert.equal(last?.event, 'done', `done is the last line; stderr: ${this.stderr}`)
+    assert.equal(this.all('done').length, 1)
+    if (this.all('start').length > 0) assert.equal(this.events[0]!.event, 'start', 'start is the first line')
+    return { code, done: last }
+  }
+}
+
+const smq = (...args: string[]): Smq => new Smq(args)
+
+/** The payload rule, written out again independently of src/cli. */
+function payload (i: number, size: number): Buffer {
+  const full = Buffer.alloc(4 + Math.max(0, size))
+  full.writeUInt32BE(i, 0)
+  for (let j = 0; j < size; j++) full[4 + j] = (i + j) % 256
+  return full.subarray(0, size)
+}
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+test('two smq peers exchange 1,000 messages and echo all of them back', async (t) => {
+  const t0 = performance.now()
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--echo', '--expect', '1000', '--timeout', '90')
+  const port = await bob.port()
+  const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${port}`, '--send-to', 'bob', '--count', '1000',
+    '--size', '100', '--expect', '1000', '--timeout', '90')
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  t.diagnostic(`1,000 messages there and back, two processes started: ${Math.round(performance.now() - t0)} ms`)
+  assert.equal(a.code, 0, `alice: ${JSON.stringify(a.done)} ${alice.stderr}`)
+  assert.equal(b.code, 0, `bob: ${JSON.stringify(b.done)} ${bob.stderr}`)
+  assert.deepEqual(a.done, { event: 'done', ok: true, received: 1000, sent: 1000, reason: 'all expectations met' })
+  assert.deepEqual(b.done, { event: 'done', ok: true, received: 1000, sent: 1000, reason: 'all expectations met' })
+
+  const start = await alice.started()
+  assert.deepEqual(start, { event: 'start', ident: 'alice', pid: alice.child.pid, listen: [], connect: [`127.0.0.1:${port}`] })
+  assert.deepEqual((await bob.started()).listen, [`127.0.0.1:${port}`])
+  const queued = alice.all('queued')
+  assert.equal(queued.length, 1)
+  assert.equal(queued[0]!.to, 'bob')
+  assert.equal(queued[0]!.count, 1000)
+  assert.equal(typeof queued[0]!.seconds, 'number')
+  assert.ok(alice.all('connect').some((e) => e.ident === 'bob'))
+  assert.ok(bob.all('connect').some((e) => e.ident === 'alice'))
+
+  const expected = Array.from({ length: 1000 }, (_, i) => sha256(payload(i, 100))).sort()
+  const sent = alice.all('delivered')
+  const atBob = bob.all('recv')
+  assert.equal(atBob.length, 1000)
+  for (const r of atBob) {
+    assert.equal(r.from, 'alice')
+    assert.equal(r.len, 100)
+    assert.equal(r.flags, 0)
+    assert.equal(r.data_hex, undefined, 'no data_hex beyond 64 bytes')
+    assert.ok(typeof r.ttl === 'number' && r.ttl >= 590 && r.ttl <= 600, `default TTL 600, got ${String(r.ttl)}`)
+    assert.match(r.uuid as string, /^[0-9a-f]{32}$/)
+  }
+  assert.deepEqual(atBob.map((r) => r.sha256).sort(), expected, 'bob got every generated payload once')
+  assert.deepEqual(sent.map((e) => e.uuid).sort(), atBob.map((r) => r.uuid).sort(), 'alice saw each of them delivered')
+  assert.ok(sent.every((e) => e.to === 'bob'))
+
+  const echoes = alice.all('recv')
+  assert.equal(echoes.length, 1000)
+  assert.deepEqual(echoes.map((r) => r.sha256).sort(), expected, 'every echo carries the same data')
+  assert.ok(echoes.every((r) => r.from === 'bob' && r.len === 100 && r.flags === 0))
+  const echoUuids = new Set(echoes.map((r) => r.uuid))
+  assert.equal(echoUuids.size, 1000)
+  for (const r of atBob) assert.ok(!echoUuids.has(r.uuid), 'an echo has a new UUID')
+  assert.deepEqual(bob.all('delivered').map((e) => e.uuid).sort(), [...echoUuids].sort(), 'bob saw every echo delivered')
+})
+
+test('recv prints data_hex up to 64 bytes and sha256 beyond; echoes keep TTL and flags', async () => {
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--echo', '--expect', '9', '--timeout', '90')
+  const at = `127.0.0.1:${await bob.port()}`
+  const common = ['--connect', at, '--send-to', 'bob', '--timeout', '90']
+  const alice = smq('peer', '--ident', 'alice', ...common, '--size', '64', '--count', '3', '--ttl', '-1', '--persistent', '--expect', '3')
+  const carol = smq('peer', '--ident', 'carol', ...common, '--size', '65', '--count', '1', '--expect', '1')
+  const dave = smq('peer', '--ident', 'dave', ...common, '--data', 'hello, bob', '--count', '2', '--ttl', '30', '--expect', '2')
+  const eve = smq('peer', '--ident', 'eve', ...common, '--size', '2', '--count', '2', '--expect', '2')
+  const erin = smq('peer', '--ident', 'erin', ...common, '--size', '0', '--expect', '1')
+  const results = await Promise.all([bob, alice, carol, dave, eve, erin].map(async (p) => await p.result()))
+  for (const [i, r] of results.entries()) assert.equal(r.code, 0, `peer ${i}: ${JSON.stringify(r.done)}`)
+
+  const hexes = (p: Smq): unknown[] => p.all('recv').map((r) => r.data_hex)
+  const from = (who: string): Event[] => bob.all('recv').filter((r) => r.from === who)
+
+  assert.deepEqual(from('alice').map((r) => r.data_hex), [0, 1, 2].map((i) => payload(i, 64).toString('hex')))
+  assert.ok(from('alice').every((r) => r.ttl === null && r.flags === 1 && r.len === 64 && r.sha256 === undefined))
+  assert.deepEqual(hexes(alice), [0, 1, 2].map((i) => payload(i, 64).toString('hex')), 'echoes carry the same data')
+  assert.ok(alice.all('recv').every((r) => r.ttl === null && r.flags === 1), 'no TTL and the persistent flag come back with the echo')
+
+  const big = from('carol')[0]!
+  assert.equal(big.data_hex, undefined)
+  assert.equal(big.sha256, sha256(payload(0, 65)))
+  assert.equal(big.len, 65)
+  assert.equal(carol.all('recv')[0]!.sha256, sha256(payload(0, 65)))
+
+  assert.deepEqual(from('dave').map((r) => r.data_hex), [Buffer.from('hello, bob').toString('hex'), Buffer.from('hello, bob').toString('hex')])
+  for (const r of from('dave')) assert.ok(typeof r.ttl === 'number' && r.ttl >= 28 && r.ttl <= 30)
+  for (const r of dave.all('recv')) assert.ok(typeof r.ttl === 'number' && r.ttl >= 27 && r.ttl <= 30, 'the echo goes back with the TTL it came with')
+
+  assert.deepEqual(from('eve').map((r) => r.data_hex), ['0000', '0000'].map((_, i) => payload(i, 2).toString('hex')))
+  assert.deepEqual(from('erin').map((r) => [r.data_hex, r.len]), [['', 0]])
+})
+
+test('usage errors exit 2 with a message on stderr and nothing on stdout', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [[], /command is missing/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+    [['peer'], /--ident NAME is required/],
+    [['peer', '--ident', 'a', '--bogus'], /Unknown option '--bogus'/],
+    [['peer', '--ident', 'a', 'extra'], /unexpected argument "extra"/],
+    [['peer', '--ident', 'a', '--listen', 'x'], /--listen "x": the port/],
+    [['peer', '--ident', 'a', '--listen', '70000'], /--listen "70000": the port/],
+    [['peer', '--ident', 'a', '--connect', 'host:0'], /--connect "host:0": the port/],
+    [['peer', '--ident', 'a', '--send-to', 'b', '--size', '5', '--data', 'x'], /either --size or --data/],
+    [['peer', '--ident', 'a', '--send-to', 'b', '--count', '-1'], /--count must be a whole number/],
+    [['peer', '--ident', 'a', '--send-to', 'b', '--ttl', 'soon'], /--ttl must be a number/],
+    [['peer', '--ident', 'a', '--count', '3'], /--count applies to the messages of --send-to/],
+    [['peer', '--ident', 'a', '--expect', '1.5'], /--expect must be a whole number/],
+    [['peer', '--ident', 'a', '--timeout', '0'], /--timeout must be more than 0/],
+    [['peer', '--ident', 'a', '--keepalive', '-2'], /--keepalive must be more than 0/],
+    [['peer', '--ident', 'x'.repeat(51)], /--ident must be 1 to 50/],
+    [['peer', '--ident', 'a', '--tls-cert', 'a.crt'], /--tls-cert and --tls-key go together/]
+  ]
+  await Promise.all(cases.map(async ([args, message]) => {
+    const p = smq(...args)
+    const { code } = await p.exited
+    assert.equal(code, 2, `smq ${args.join(' ')}`)
+    assert.match(p.stderr, message)
+    assert.match(p.stderr, /^smq: /)
+    assert.deepEqual([p.events, p.junk], [[], []], 'stdout stays empty')
+  }))
+})
+
+test('--help explains the command and every flag of peer', async () => {
+  const top = smq('--help')
+  const peer = smq('peer', '--help')
+  assert.equal((await top.exited).code, 0)
+  assert.equal((await peer.exited).code, 0)
+  const text = peer.junk.join('\n')
+  for (const flag of ['--ident', '--listen', '--connect', '--send-to', '--count', '--size', '--data', '--ttl', '--persistent',
+    '--store', '--expect', '--echo', '--timeout', '--keepalive', '--tls-cert', '--tls-key', '--tls-ca']) {
+    assert.ok(text.includes(`  ${flag} `), `peer --help explains ${flag}`)
+  }
+  assert.match(text, /e\.g\./)
+  assert.match(top.junk.join('\n'), /smq peer --ident bob --listen 4000 --echo/)
+})
+
+test('--timeout ends with exit 1 while an expectation is unmet, and with 0 when there is none', async () => {
+  const waiting = smq('peer', '--ident', 'lonely', '--listen', '0', '--expect', '1', '--timeout', '0.5')
+  const sending = smq('peer', '--ident', 'hopeful', '--connect', '127.0.0.1:1', '--send-to', 'nobody', '--count', '2', '--timeout', '1')
+  const idle = smq('peer', '--ident', 'idle', '--timeout', '0.3')
+  const [w, s, i] = await Promise.all([waiting.result(), sending.result(), idle.result()])
+  assert.equal(w.code, 1)
+  assert.deepEqual(w.done, { event: 'done', ok: false, received: 0, sent: 0, reason: 'timeout: received 0 of 1' })
+  assert.equal(s.code, 1)
+  assert.equal(s.done.ok, false)
+  assert.match(s.done.reason as string, /^timeout: 2 not delivered/)
+  assert.equal(s.done.sent, 2)
+  assert.ok(sending.all('error').some((e) => /ECONNREFUSED/.test(e.error as string)), 'a refused connection is reported')
+  assert.equal(i.code, 0)
+  assert.deepEqual(i.done, { event: 'done', ok: true, received: 0, sent: 0, reason: 'timeout: no expectations' })
+})
+
+test('SIGTERM ends a peer with a done line', async () => {
+  const p = smq('peer', '--ident', 'patient', '--listen', '0', '--expect', '1')
+  await p.started()
+  p.child.kill('SIGTERM')
+  const { code, done } = await p.result()
+  assert.equal(code, 1)
+  assert.equal(done.reason, 'interrupted by SIGTERM: received 0 of 1')
+})
+
+test('messages left in --store are sent by the next run and count as messages to deliver', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'smq-cli-'))
+  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  const first = smq('peer', '--ident', 'alice', '--store', dir, '--send-to', 'bob', '--count', '5', '--size', '8', '--persistent', '--timeout', '0.5')
+  const r1 = await first.result()
+  assert.equal(r1.code, 1, 'bob never came: not delivered')
+  assert.match(r1.done.reason as string, /5 not delivered/)
+
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--expect', '5', '--timeout', '60')
+  const second = smq('peer', '--ident', 'alice', '--store', dir, '--connect', `127.0.0.1:${await bob.port()}`, '--timeout', '60')
+  const [r2, rb] = await Promise.all([second.result(), bob.result()])
+  assert.equal(r2.code, 0, JSON.stringify(r2.done))
+  assert.deepEqual(r2.done, { event: 'done', ok: true, received: 0, sent: 0, reason: 'all expectations met' })
+  assert.equal(second.all('delivered').length, 5)
+  assert.equal(rb.code, 0)
+  assert.deepEqual(bob.all('recv').map((r) => [r.data_hex, r.flags]), [0, 1, 2, 3, 4].map((i) => [payload(i, 8).toString('hex'), 1]))
+})
+
+test('npm run demo plays the tutorial scene and exits 0 by itself', async (t) => {
+  const t0 = performance.now()
+  const demo = new Smq([join(ROOT, 'examples', 'demo.ts')], ['--import', 'tsx'])
+  const { code } = await demo.exited
+  t.diagnostic(`demo: ${Math.round(performance.now() - t0)} ms`)
+  const out = demo.junk.join('\n')
+  assert.equal(code, 0, out + demo.stderr)
+  for (const line of ['alice  got "hello" from bob', 'bob    got "hello" from alice', 'bob    got "hey bob, jack here" from jack',
+    'jack   got "hi jack, alice here" from alice', 'bob    is connected to jack', 'alice  is connected to jack', 'All three peers']) {
+    assert.ok(out.includes(line), `the demo tells: ${line}\n${out}`)
+  }
+})
