@@ -2,7 +2,7 @@
 // sockets on 127.0.0.1, every stdout line parsed as the JSON it promises to be.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -22,6 +22,8 @@ after(() => { for (const child of running) child.kill('SIGKILL') })
 class Smq {
   readonly child: ChildProcess
   readonly events: Event[] = []
+  /** When each event arrived (performance.now()), index for index. */
+  readonly times: number[] = []
   /** stdout lines that were not JSON objects. */
   readonly junk: string[] = []
   stderr = ''
@@ -37,8 +39,10 @@ class Smq {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const e = JSON.parse(line) as unknown
-        if (typeof e === 'object' && e !== null && typeof (e as Event).event === 'string') this.events.push(e as Event)
-        else this.junk.push(line)
+        if (typeof e === 'object' && e !== null && typeof (e as Event).event === 'string') {
+          this.events.push(e as Event)
+          this.times.push(performance.now())
+        } else this.junk.push(line)
       } catch {
         this.junk.push(line)
       }
@@ -79,6 +83,9 @@ class Smq {
   }
 
   all (event: string): Event[] { return this.events.filter((e) => e.event === event) }
+
+  /** When `e` (one of this.events) arrived. */
+  timeOf (e: Event): number { return this.times[this.events.indexOf(e)]! }
 
   /** Waits for the exit and checks the output's shape: JSON only, start first (if any), done last. */
   async result (): Promise<{ code: number | null, done: Event }> {
@@ -205,7 +212,10 @@ test('usage errors exit 2 with a message on stderr and nothing on stdout', async
     [['peer', '--ident', 'a', '--timeout', '0'], /--timeout must be more than 0/],
     [['peer', '--ident', 'a', '--keepalive', '-2'], /--keepalive must be more than 0/],
     [['peer', '--ident', 'x'.repeat(51)], /--ident must be 1 to 50/],
-    [['peer', '--ident', 'a', '--tls-cert', 'a.crt'], /--tls-cert and --tls-key go together/]
+    [['peer', '--ident', 'a', '--tls-cert', 'a.crt'], /--tls-cert and --tls-key go together/],
+    [['peer', '--ident', 'a', '--tls-identity'], /--tls-identity needs --tls-ca/],
+    [['peer', '--ident', 'a', '--tls-ca', '/nonexistent/ca.crt'], /--tls-ca: cannot read \/nonexistent\/ca.crt/],
+    [['peer', '--ident', 'a', '--throttle', '0'], /--throttle must be more than 0 bytes per second/]
   ]
   await Promise.all(cases.map(async ([args, message]) => {
     const p = smq(...args)
@@ -224,7 +234,7 @@ test('--help explains the command and every flag of peer', async () => {
   assert.equal((await peer.exited).code, 0)
   const text = peer.junk.join('\n')
   for (const flag of ['--ident', '--listen', '--connect', '--send-to', '--count', '--size', '--data', '--ttl', '--persistent',
-    '--store', '--expect', '--echo', '--timeout', '--keepalive', '--tls-cert', '--tls-key', '--tls-ca']) {
+    '--store', '--expect', '--echo', '--timeout', '--keepalive', '--tls-cert', '--tls-key', '--tls-ca', '--tls-identity', '--throttle']) {
     assert.ok(text.includes(`  ${flag} `), `peer --help explains ${flag}`)
   }
   assert.match(text, /e\.g\./)
@@ -272,6 +282,59 @@ test('messages left in --store are sent by the next run and count as messages to
   assert.equal(second.all('delivered').length, 5)
   assert.equal(rb.code, 0)
   assert.deepEqual(bob.all('recv').map((r) => [r.data_hex, r.flags]), [0, 1, 2, 3, 4].map((i) => [payload(i, 8).toString('hex'), 1]))
+})
+
+/** A CA and certificates for the given names (subject CN), as PEM files in `dir`; false without openssl. */
+function makeCertificates (dir: string, names: string[]): boolean {
+  const openssl = (...args: string[]): void => { execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' }) }
+  const key = (file: string): void => { openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file) }
+  try {
+    key('ca.key')
+    openssl('req', '-x509', '-new', '-key', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=smq test CA')
+    for (const name of names) {
+      key(`${name}.key`)
+      openssl('req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`)
+      openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2')
+    }
+    return true
+  } catch {
+    return false
+  }
+}
+
+test('--tls-* flags: peers talk over mutual TLS, and --tls-identity refuses a name the certificate does not carry', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'smq-cli-tls-'))
+  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  if (!makeCertificates(dir, ['bob', 'alice'])) { t.skip('openssl is not available'); return }
+  const tls = (name: string): string[] => ['--tls-cert', join(dir, `${name}.crt`), '--tls-key', join(dir, `${name}.key`), '--tls-ca', join(dir, 'ca.crt')]
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', ...tls('bob'), '--tls-identity', '--expect', '1', '--timeout', '60')
+  const at = `127.0.0.1:${await bob.port()}`
+  const mallory = smq('peer', '--ident', 'mallory', '--connect', at, ...tls('alice'), '--send-to', 'bob', '--data', 'it is me, alice', '--timeout', '60')
+  await bob.next((e) => e.event === 'error' && /IdentityMismatchError/.test(e.error as string), 'refusal of mallory')
+  mallory.child.kill('SIGTERM')
+  const m = await mallory.result()
+  assert.equal(m.code, 1)
+  assert.equal(mallory.all('delivered').length, 0)
+  const alice = smq('peer', '--ident', 'alice', '--connect', at, ...tls('alice'), '--send-to', 'bob', '--data', 'alice here', '--timeout', '60')
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  assert.equal(a.code, 0, JSON.stringify(a.done))
+  assert.equal(b.code, 0, JSON.stringify(b.done))
+  assert.deepEqual(bob.all('recv').map((r) => [r.from, r.data_hex]), [['alice', Buffer.from('alice here').toString('hex')]])
+  assert.ok(!bob.all('connect').some((e) => e.ident === 'mallory'))
+})
+
+test('--throttle limits the bytes a peer writes per second', async (t) => {
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--expect', '20', '--timeout', '60')
+  const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${await bob.port()}`, '--send-to', 'bob', '--count', '20',
+    '--size', '5000', '--throttle', '50000', '--timeout', '60')
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  assert.equal(a.code, 0, JSON.stringify(a.done))
+  assert.equal(b.code, 0, JSON.stringify(b.done))
+  // 100 kB at 50 kB/s: about 2 s. Unthrottled it takes a few milliseconds; a busy machine only makes it slower.
+  const recv = bob.all('recv')
+  const ms = bob.timeOf(recv.at(-1)!) - bob.timeOf(bob.all('connect')[0]!)
+  t.diagnostic(`100 kB at --throttle 50000: ${Math.round(ms)} ms`)
+  assert.ok(ms >= 1500, `took ${ms} ms`)
 })
 
 test('npm run demo plays the tutorial scene and exits 0 by itself', async (t) => {

@@ -47,6 +47,10 @@ export interface PeerConfig {
   /** Seconds; null for no keepalive. */
   keepalive: number | null
   tls: TlsFiles | null
+  /** Accept a remote only under an identity its verified certificate names. */
+  tlsIdentity: boolean
+  /** Outgoing bytes per second on each connection; null for no limit. */
+  throttle: number | null
 }
 
 /** The generated payload size when neither --size nor --data is given. */
@@ -74,6 +78,8 @@ export const peerFlags = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'tls-ca': { type: 'string' },
+  'tls-identity': { type: 'boolean' },
+  throttle: { type: 'string' },
   help: { type: 'boolean', short: 'h' }
 } as const satisfies NonNullable<ParseArgsConfig['options']>
 
@@ -122,10 +128,10 @@ function integer (flag: string, text: string, min: number, max = Number.MAX_SAFE
   return n
 }
 
-function decimal (flag: string, text: string, { positive }: { positive: boolean }): number {
-  if (!/^-?(\d+\.?\d*|\.\d+)$/.test(text)) throw new UsageError(`--${flag} must be a number of seconds, got ${JSON.stringify(text)}`)
+function decimal (flag: string, text: string, { positive, unit = 'seconds' }: { positive: boolean, unit?: string }): number {
+  if (!/^-?(\d+\.?\d*|\.\d+)$/.test(text)) throw new UsageError(`--${flag} must be a number of ${unit}, got ${JSON.stringify(text)}`)
   const n = Number(text)
-  if (positive && !(n > 0)) throw new UsageError(`--${flag} must be more than 0 seconds, got ${text}`)
+  if (positive && !(n > 0)) throw new UsageError(`--${flag} must be more than 0 ${unit}, got ${text}`)
   return n
 }
 
@@ -189,6 +195,9 @@ export async function peerConfig (v: PeerValues): Promise<PeerConfig> {
   if (tlsRequested && listen.length > 0 && v['tls-cert'] === undefined) {
     throw new UsageError('a TLS listener needs --tls-cert and --tls-key')
   }
+  if (v['tls-identity'] === true && v['tls-ca'] === undefined) {
+    throw new UsageError('--tls-identity needs --tls-ca: only a verified certificate can vouch for a name')
+  }
   let tls: TlsFiles | null = null
   if (tlsRequested) {
     const [cert, key, ca] = await Promise.all([readPem('tls-cert', v['tls-cert']), readPem('tls-key', v['tls-key']), readPem('tls-ca', v['tls-ca'])])
@@ -208,6 +217,8 @@ export async function peerConfig (v: PeerValues): Promise<PeerConfig> {
     echo: v.echo === true,
     timeout: v.timeout !== undefined ? decimal('timeout', v.timeout, { positive: true }) : null,
     keepalive: v.keepalive !== undefined ? decimal('keepalive', v.keepalive, { positive: true }) : null,
-    tls
+    tls,
+    tlsIdentity: v['tls-identity'] === true,
+    throttle: v.throttle !== undefined ? decimal('throttle', v.throttle, { positive: true, unit: 'bytes per second' }) : null
   }
 }

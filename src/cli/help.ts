@@ -29,7 +29,8 @@ export const peerHelp = `Usage: smq peer --ident NAME [--listen [HOST:]PORT]... 
                 [--send-to IDENT] [--count N] [--size BYTES | --data TEXT]
                 [--ttl SECONDS] [--persistent] [--store DIR] [--expect N] [--echo]
                 [--timeout SECONDS] [--keepalive SECONDS]
-                [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
+                [--tls-cert FILE --tls-key FILE] [--tls-ca FILE] [--tls-identity]
+                [--throttle BYTES_PER_SECOND]
 
 Runs one snakeMQ peer. It listens and connects as told (connectors reconnect by
 themselves), sends --count messages to --send-to, echoes what it receives with
@@ -47,6 +48,10 @@ Peer:
   --keepalive SECONDS   ping a connection silent for SECONDS and close it if nothing
                         comes back within another SECONDS (default: off)
                           e.g. --keepalive 5
+  --throttle BYTES_PER_SECOND
+                        limit the bytes this peer writes to each connection
+                        (default: no limit)
+                          e.g. --throttle 10000   (about 10 kB/s, as in the tutorial)
 
 Sending:
   --send-to IDENT       queue messages for the peer IDENT; they go out whenever it
@@ -90,6 +95,10 @@ TLS:
   --tls-ca FILE         CA certificate (PEM): the remote's certificate is then
                         required and verified against it (host names are not checked)
                           e.g. --tls-cert bob.crt --tls-key bob.key --tls-ca root.crt
+  --tls-identity        accept a remote only under an identity its certificate
+                        names (subject CN or a DNS subjectAltName); needs --tls-ca.
+                        Without it, as in snakeMQ, any remote may claim any name
+                          e.g. --tls-ca root.crt --tls-identity
 
   -h, --help            show this help
 

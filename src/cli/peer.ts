@@ -48,7 +48,7 @@ function tlsClientOptions (files: TlsFiles): tls.ConnectionOptions {
 }
 
 class Peer {
-  private readonly link = new Link()
+  private readonly link: Link
   private readonly mq: Messaging
   private received = 0
   private sent = 0
@@ -67,8 +67,10 @@ class Peer {
   readonly exit = new Promise<number>((resolve) => { this.resolveExit = resolve })
 
   constructor (private readonly config: PeerConfig, private readonly log: EventLog, store: QueueStore | undefined) {
+    this.link = new Link(config.throttle !== null ? { throttle: config.throttle } : {})
     const options: MessagingOptions = { identity: config.ident }
     if (store !== undefined) options.store = store
+    if (config.tlsIdentity) options.bindIdentityToCertificate = true
     if (config.keepalive !== null) options.keepalive = { interval: config.keepalive * 1000, wait: config.keepalive * 1000 }
     this.mq = new Messaging(this.link, options)
     this.sendingDone = config.sendTo === null
