@@ -107,7 +107,10 @@ export async function session<T> (opts: SessionOptions, body: (h: Harness) => Pr
     spawn (role, args) {
       const nodeArgs = [...(opts.nodeArgs ?? [])]
       if (opts.profileDir !== undefined) {
-        nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`, `--cpu-prof-name=${opts.tag ?? 'bench'}-${role}-${++profileSeq}.cpuprofile`)
+        // One directory per child: tsx's module loader runs in a worker thread that writes a
+        // profile of its own, and a fixed --cpu-prof-name would let it overwrite the main
+        // thread's. The main thread's file has thread id 0 in its name (CPU.<date>.<time>.<pid>.0.<seq>).
+        nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, `${opts.tag ?? 'bench'}-${role}-${++profileSeq}`)}`)
       }
       const handle = spawnRole({ implFile: opts.implFile, role, args }, nodeArgs)
       handles.push(handle)

@@ -6,25 +6,44 @@
 // and is acknowledged to its sender, once every consumer it went to is done with it.
 import { AlreadyIteratingError } from '../errors.ts'
 import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
+import { uuidHex } from './uuid.ts'
 import type { Message, MessagesOptions } from './types.ts'
 import type { Logger } from '../logging.ts'
 
 /** Counts the consumers still holding a message; the last one acknowledges it. */
-interface AckTracker { refs: number, done: boolean, shared: boolean }
+interface AckTracker { ackRefs: number, ackDone: boolean, ackShared: boolean }
 
-export class InboundMessage implements Message {
+export class InboundMessage implements Message, AckTracker {
+  /** @internal The message whose counts this one shares: itself, unless it is a copy for a second consumer. */
+  tracker: AckTracker = this
   /** @internal */
-  tracker: AckTracker = { refs: 1, done: false, shared: false }
+  ackRefs = 1
+  /** @internal */
+  ackDone = false
+  /** @internal */
+  ackShared = false
   private acked = false
+  private hex: string | null = null
 
   constructor (
     readonly from: string,
     readonly data: Uint8Array,
-    readonly uuid: string,
+    /** @internal The received packet; the UUID's 16 bytes are at `uuidAt`. */
+    readonly packet: Uint8Array,
+    /** @internal */
+    readonly uuidAt: number,
+    /** @internal Where the sender's dedup window remembers it. */
+    readonly ticket: number,
     private readonly wireTtl: number,
     readonly flags: number,
     private readonly inbox: Inbox
   ) {}
+
+  /** The message UUID, 32 hex digits (made when first asked for: most receivers never do). */
+  get uuid (): string {
+    this.hex ??= uuidHex(this.packet, this.uuidAt)
+    return this.hex
+  }
 
   get ttl (): number | null { return this.wireTtl === TTL_INFINITE ? null : this.wireTtl }
   get persistent (): boolean { return (this.flags & FLAG_PERSISTENT) !== 0 }
@@ -37,7 +56,7 @@ export class InboundMessage implements Message {
 
   /** @internal A copy for a second consumer, sharing the acknowledgement. */
   share (): InboundMessage {
-    const m = new InboundMessage(this.from, this.data, this.uuid, this.wireTtl, this.flags, this.inbox)
+    const m = new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.wireTtl, this.flags, this.inbox)
     m.tracker = this.tracker
     return m
   }
@@ -135,6 +154,12 @@ export class Consumer implements AsyncIterableIterator<Message> {
     return { value: undefined, done: true }
   }
 
+  /** @internal The Messaging is closing: the message the loop holds counts as received (as when leaving the loop). */
+  close (): void {
+    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    this.end()
+  }
+
   /** @internal Ends the iteration; messages not taken are routed again. */
   end (): void {
     if (this.ended) return
@@ -205,8 +230,8 @@ export class Inbox {
       this.buffered++
       return
     }
-    m.tracker.refs = targets.length
-    m.tracker.shared = targets.length > 1
+    m.tracker.ackRefs = targets.length
+    m.tracker.ackShared = targets.length > 1
     targets[0]!.push(m)
     for (let i = 1; i < targets.length; i++) targets[i]!.push(m.share())
   }
@@ -228,9 +253,9 @@ export class Inbox {
   /** One consumer is done with a message. */
   release (m: InboundMessage): void {
     const t = m.tracker
-    if (t.done) return
-    if (--t.refs > 0) return
-    t.done = true
+    if (t.ackDone) return
+    if (--t.ackRefs > 0) return
+    t.ackDone = true
     this.onReceived(m)
   }
 
@@ -240,7 +265,7 @@ export class Inbox {
     if (i >= 0) this.consumers.splice(i, 1)
     for (const m of left) {
       // A copy other consumers also got: this consumer simply lets go of it.
-      if (m.tracker.shared) this.release(m)
+      if (m.tracker.ackShared) this.release(m)
       else if (!this.closed) this.dispatch(m)
     }
     this.wakeRoom()
@@ -248,8 +273,8 @@ export class Inbox {
 
   close (): void {
     if (this.closed) return
+    for (const c of [...this.consumers]) c.close()
     this.closed = true
-    for (const c of [...this.consumers]) c.end()
     this.unrouted = []
     this.buffered = 0
     for (const w of this.roomWaiters) w()

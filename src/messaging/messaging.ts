@@ -6,10 +6,10 @@ import type { Link } from '../link/link.ts'
 import type { Connection } from '../link/connection.ts'
 import { TypedEmitter } from '../events.ts'
 import {
-  ClosedError, DuplicateIdentityError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
+  ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
   abortError, type DropReason
 } from '../errors.ts'
-import { FLAG_PERSISTENT, TTL_INFINITE, type MessageFrame } from '../transforms/frames.ts'
+import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
@@ -17,6 +17,7 @@ import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.
 import { Inbox, InboundMessage } from './inbox.ts'
 import { Session, type SessionHost } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
+import { DedupWindow } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
   EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions, SendOptions, SendResult
@@ -52,26 +53,6 @@ function verifyOptions (o: MessagingOptions): void {
   if (ka !== undefined && (!(ka.interval > 0) || !(ka.wait > 0))) {
     throw new InvalidArgumentError('keepalive: interval and wait must be positive numbers of milliseconds')
   }
-}
-
-/** Remembers recent message UUIDs from one peer: 'pending' until received by the application, then 'done'. */
-class DedupWindow {
-  private readonly seen = new Map<string, boolean>()
-  /** Insertion order, as a ring: the slot about to be reused holds the oldest UUID. (Evicting through the Map's own order is quadratic in V8.) */
-  private readonly ring: Array<string | undefined>
-  private pos = 0
-  constructor (size: number) { this.ring = new Array<string | undefined>(size) }
-  /** undefined: new; false: still with the application; true: already received. */
-  get (uuid: string): boolean | undefined { return this.seen.get(uuid) }
-  add (uuid: string): void {
-    const oldest = this.ring[this.pos]
-    if (oldest !== undefined) this.seen.delete(oldest)
-    this.ring[this.pos] = uuid
-    this.pos = (this.pos + 1) % this.ring.length
-    this.seen.set(uuid, false)
-  }
-
-  done (uuid: string): void { if (this.seen.has(uuid)) this.seen.set(uuid, true) }
 }
 
 export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost, AsyncDisposable {
@@ -171,9 +152,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (signal?.aborted === true) throw abortError(signal)
     if (!this.isReady) await this.loaded
     const q = this.queueFor(to)
-    const uuid = newUuid()
     const ttlMs = ttl === undefined || ttl === null || ttl < 0 ? Infinity : ttl * 1000
     if (ttlMs === 0 && !q.connected) {
+      const uuid = newUuid()
       this.emitDrop(to, uuid, 'not-connected')
       throw new MessageDroppedError(to, uuid, 'not-connected')
     }
@@ -182,7 +163,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
-    const entry = new QueueEntry(uuid, q.nextSeq++, bytes, q.offlineAt(Date.now()) + ttlMs, persistent ? FLAG_PERSISTENT : 0, stored)
+    const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? FLAG_PERSISTENT : 0, stored)
     let delivered: Promise<void> | null = null
     if (options.wait === 'delivered') {
       delivered = new Promise<void>((resolve, reject) => { entry.waiter = { resolve, reject } })
@@ -195,7 +176,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    return { uuid }
+    return { uuid: entry.uuid }
   }
 
   /**
@@ -275,7 +256,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.expiryTimers.clear()
     this.inbox.close()
     await this.loaded.catch(() => {})
-    for (const s of this.sessions) s.close()
+    // Flush what is owed (acknowledgements above all) before the sockets go.
+    await Promise.all([...this.sessions].map(async (s) => { await s.finish(1000) }))
     await this.link.close()
     const closed = new ClosedError('messaging was closed before the message was delivered')
     for (const q of this.queues.values()) {
@@ -317,7 +299,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       }
       for (const m of contents.messages) {
         const q = this.queueFor(m.peer)
-        q.push(new QueueEntry(uuidHex(m.uuid), m.seq, m.data, m.expiry, m.flags, true))
+        q.push(QueueEntry.create(m.data, m.seq, m.expiry, m.flags, true, m.uuid))
         if (m.seq >= q.nextSeq) q.nextSeq = m.seq + 1
       }
       this.log.info('queues loaded', { messages: contents.messages.length, peers: this.queues.size })
@@ -363,7 +345,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (clocks !== undefined) this.clocksStored.add(q.peer)
     try {
       await store.write({
-        put: [{ peer: q.peer, seq: entry.seq, uuid: Buffer.from(entry.uuid, 'hex'), expiry: entry.expiry, flags: entry.flags, data: entry.data }],
+        put: [{ peer: q.peer, seq: entry.seq, uuid: entry.uuidBytes, expiry: entry.expiry, flags: entry.flags, data: entry.data }],
         ...(clocks !== undefined ? { clocks } : {})
       })
     } catch (err) {
@@ -416,7 +398,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
 
   /** Whole seconds of TTL left, as they go on the wire. */
   wireTtl (q: PeerQueue, e: QueueEntry): number {
-    if (e.expiry === Infinity) return TTL_INFINITE
+    if (e.eternal) return TTL_INFINITE
     const left = Math.floor((e.expiry - q.offlineAt(Date.now())) / 1000)
     return left <= 0 ? 0 : Math.min(left, TTL_INFINITE - 1)
   }
@@ -490,7 +472,19 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
         return refused
       }
     }
-    if (this.peers.has(ident)) return new DuplicateIdentityError(ident)
+    const existing = this.peers.get(ident)
+    if (existing !== undefined) {
+      const keep = this.redundantWinner(existing, session, ident)
+      if (keep === null) return new DuplicateIdentityError(ident)
+      if (keep === existing) return new RedundantConnectionError(`${existing.connection.id} to ${JSON.stringify(ident)} is kept; ${session.connection.id} is redundant`)
+      // The new connection is the one both sides keep: move the peer over to it.
+      this.log.debug('two connections to one peer: keeping the newer one', { peer: ident, kept: session.connection.id, closed: existing.connection.id })
+      this.peers.set(ident, session)
+      existing.queue?.rewind()
+      existing.retire()
+      this.emit('connect', { ident, connection: session.connection, certificate: session.connection.peerCertificate })
+      return this.queueFor(ident)
+    }
     this.peers.set(ident, session)
     const q = this.queueFor(ident)
     const now = Date.now()
@@ -504,33 +498,34 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return q
   }
 
-  received (session: Session, f: MessageFrame): void {
+  received (session: Session, packet: Uint8Array, at: number, end: number): void {
     const from = session.ident!
-    const uuid = typeof f.uuid === 'string' ? f.uuid : uuidHex(f.uuid)
     let window = this.dedup.get(from)
     if (window === undefined) { window = new DedupWindow(this.dedupSize); this.dedup.set(from, window) }
-    const seen = window.get(uuid)
+    const seen = window.get(packet, at)
     if (seen !== undefined) {
       // A redelivery: the application has it already. Acknowledge again if it is done with it.
-      this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid })
-      if (seen && session.acks) session.ack(uuid)
+      this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid: uuidHex(packet, at) })
+      if (seen && session.acks) session.ack(packet, at)
       return
     }
-    window.add(uuid)
-    const data = f.data instanceof Uint8Array ? f.data : f.data.subarray()
-    this.inbox.dispatch(new InboundMessage(from, data, uuid, f.ttl, f.flags, this.inbox))
+    const ticket = window.add(packet, at)
+    const ttl = ((packet[at + 16]! << 24) | (packet[at + 17]! << 16) | (packet[at + 18]! << 8) | packet[at + 19]!) >>> 0
+    const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
+    this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, ttl, flags, this.inbox))
   }
 
   private receivedByApp (m: InboundMessage): void {
-    this.dedup.get(m.from)?.done(m.uuid)
+    this.dedup.get(m.from)?.markDone(m.ticket)
     const s = this.peers.get(m.from)
-    if (s?.acks === true) s.ack(m.uuid)
+    if (s?.acks === true) s.ack(m.packet, m.uuidAt)
   }
 
   acked (session: Session, uuids: Uint8Array): void {
     const q = session.queue!
+    const unacked = q.unacked
     for (let i = 0; i < uuids.length; i += 16) {
-      const e = q.unacked.get(uuidHex(uuids, i))
+      const e = unacked.find(uuids, i)
       if (e !== undefined) this.deliver(q, e)
     }
     session.notify()
@@ -541,7 +536,25 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     for (const e of entries) if (e.state !== EntryState.Done) this.deliver(q, e)
   }
 
+  /**
+   * Two connections between the same pair of peers, one opened by each side (the
+   * tutorial's bob and jack): both sides must keep the same one, whatever order
+   * they saw them identify in. They keep the connection opened by the peer with
+   * the smaller identity. Returns null when this is not such a pair (a real
+   * duplicate, or a plain snakeMQ remote, which refuses the second connection).
+   */
+  private redundantWinner (existing: Session, fresh: Session, ident: string): Session | null {
+    if (!existing.acks || !fresh.acks || ident === this.identity) return null
+    if (existing.connection.direction === fresh.connection.direction) return null
+    const keep = this.identity < ident ? 'outbound' : 'inbound'
+    return fresh.connection.direction === keep ? fresh : existing
+  }
+
   failed (session: Session, error: Error): void {
+    if (error instanceof RedundantConnectionError) {
+      this.log.debug('closing a redundant connection', { conn: session.connection.id, peer: session.ident ?? undefined })
+      return
+    }
     const fields = { conn: session.connection.id, peer: session.ident ?? undefined, remote: `${session.connection.remoteAddress}:${session.connection.remotePort}`, error }
     this.log.warn('closing connection', fields)
     this.emit('error', { error, connection: session.connection, ...(session.ident !== null ? { ident: session.ident } : {}) })

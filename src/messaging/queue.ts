@@ -5,6 +5,7 @@
 // disconnected. Each queue has an "offline clock" that advances only while the
 // peer is disconnected; a message expires when that clock passes its `expiry`.
 import type { PeerClock } from '../store/types.ts'
+import { fillUuid, sameUuid, uuidHex, uuidKey } from './uuid.ts'
 
 /** Entry states. */
 export const EntryState = {
@@ -24,20 +25,163 @@ export interface DeliveryWaiter {
   reject: (err: Error) => void
 }
 
+/** Data of at most this many bytes is copied into a slab next to its UUID; larger data is kept by reference. */
+export const COPY_LIMIT = 1024
+/** Bytes per slab. */
+const SLAB_BYTES = 64 * 1024
+
+/**
+ * Where queued UUIDs and small message data live: slabs filled in order, shared by
+ * every queue. An entry holds its slab and an offset instead of a Uint8Array of its
+ * own, so a queued 16-byte message costs one small object and 32 slab bytes, and
+ * the sender's buffer can be collected. A slab is freed once no entry points into
+ * it; queues are FIFO, so slabs are freed roughly in the order they were filled.
+ */
+class Slabs {
+  buf: Buffer = Buffer.allocUnsafeSlow(SLAB_BYTES)
+  pos = 0
+  /** Room for `n` bytes in `this.buf`; returns their offset. */
+  reserve (n: number): number {
+    if (this.pos + n > this.buf.length) {
+      this.buf = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, n))
+      this.pos = 0
+    }
+    const at = this.pos
+    // 8-byte alignment keeps neighbouring entries' bytes apart for the CPU's sake.
+    this.pos = (at + n + 7) & ~7
+    return at
+  }
+}
+const slabs = new Slabs()
+
+/** An expiry that never comes, as the Smi stored in QueueEntry.exp. */
+const NEVER = -1
+
 export class QueueEntry {
   state: EntryState = EntryState.Queued
   /** Resolved on delivery, rejected on drop, when someone asked to wait for it. */
   waiter: DeliveryWaiter | undefined = undefined
+  /** The expiry, ms on the offline clock, or NEVER: a small integer, so no boxed double per entry. */
+  private readonly exp: number
+
   constructor (
-    readonly uuid: string,
+    /** Holds the UUID's 16 bytes at `at`, followed by the data unless `big` holds it. */
+    readonly buf: Buffer,
+    readonly at: number,
+    /** Bytes of message data. */
+    readonly size: number,
+    /** The data, when it was too big to copy into the slab; null otherwise. */
+    private readonly big: Uint8Array | null,
     readonly seq: number,
-    readonly data: Uint8Array,
     /** Offline-clock time (ms) at which it expires; Infinity if never. */
-    readonly expiry: number,
+    expiry: number,
     readonly flags: number,
     /** True when the entry is mirrored in a durable store. */
     readonly stored: boolean
-  ) {}
+  ) {
+    // Rounded up to whole ms: an entry never expires earlier than asked.
+    this.exp = expiry === Infinity ? NEVER : Math.max(0, Math.ceil(expiry))
+  }
+
+  /**
+   * A new entry for `data`. The UUID is `uuid`'s 16 bytes, or a new random one.
+   * Data of at most COPY_LIMIT bytes is copied, so the caller's buffer is not held.
+   */
+  static create (data: Uint8Array, seq: number, expiry: number, flags: number, stored: boolean, uuid?: Uint8Array): QueueEntry {
+    const size = data.byteLength
+    const copy = size <= COPY_LIMIT
+    const at = slabs.reserve(copy ? 16 + size : 16)
+    const buf = slabs.buf
+    if (uuid === undefined) fillUuid(buf, at)
+    else for (let i = 0; i < 16; i++) buf[at + i] = uuid[i]!
+    if (copy) {
+      if (size <= 64) for (let i = 0; i < size; i++) buf[at + 16 + i] = data[i]!
+      else buf.set(data, at + 16)
+    }
+    return new QueueEntry(buf, at, size, copy ? null : data, seq, expiry, flags, stored)
+  }
+
+  /** Offline-clock time (ms) at which it expires; Infinity if never. */
+  get expiry (): number { return this.exp === NEVER ? Infinity : this.exp }
+
+  /** True when the entry never expires. */
+  get eternal (): boolean { return this.exp === NEVER }
+
+  /** The message data (a view of the slab when it was copied there). */
+  get data (): Uint8Array { return this.big ?? this.buf.subarray(this.at + 16, this.at + 16 + this.size) }
+
+  /** The data when it is not in the slab, else null: then it is `size` bytes at `at + 16` of `buf`. */
+  get external (): Uint8Array | null { return this.big }
+
+  /** The UUID as 32 hex digits. */
+  get uuid (): string { return uuidHex(this.buf, this.at) }
+
+  /** The UUID's 16 bytes (a view of the slab). */
+  get uuidBytes (): Uint8Array { return this.buf.subarray(this.at, this.at + 16) }
+}
+
+/**
+ * Entries sent on the current connection and not yet acknowledged, in the order
+ * they were sent. Acknowledgements mostly come back in that order, so each is
+ * first compared with the oldest entry, byte for byte; only when one does not
+ * match is an index by UUID built, and then kept up until nothing is in flight.
+ */
+export class Unacked {
+  private items: QueueEntry[] = []
+  private head = 0
+  private index: Map<string, QueueEntry> | null = null
+  /** Entries in flight. */
+  size = 0
+
+  add (e: QueueEntry): void {
+    this.items.push(e)
+    this.size++
+    this.index?.set(uuidKey(e.buf, e.at), e)
+  }
+
+  /** The entry in flight whose UUID is the 16 bytes at `at` of `bytes`, if any. */
+  find (bytes: Uint8Array, at: number): QueueEntry | undefined {
+    const items = this.items
+    while (this.head < items.length && items[this.head]!.state !== EntryState.Sent) this.head++
+    const first = items[this.head]
+    if (first === undefined) return undefined
+    if (sameUuid(first.buf, first.at, bytes, at)) return first
+    if (this.index === null) {
+      this.index = new Map()
+      for (let i = this.head; i < items.length; i++) {
+        const e = items[i]!
+        if (e.state === EntryState.Sent) this.index.set(uuidKey(e.buf, e.at), e)
+      }
+    }
+    return this.index.get(uuidKey(bytes, at))
+  }
+
+  /** `e` (in flight) is no longer: acknowledged, dropped, or sent back to the queue. */
+  delete (e: QueueEntry): void {
+    this.size--
+    this.index?.delete(uuidKey(e.buf, e.at))
+    if (this.size === 0) {
+      this.clear()
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+  }
+
+  /** The entries in flight, oldest first. */
+  * values (): Generator<QueueEntry> {
+    for (let i = this.head; i < this.items.length; i++) {
+      const e = this.items[i]!
+      if (e.state === EntryState.Sent) yield e
+    }
+  }
+
+  clear (): void {
+    this.items = []
+    this.head = 0
+    this.index = null
+    this.size = 0
+  }
 }
 
 export class PeerQueue {
@@ -46,8 +190,8 @@ export class PeerQueue {
   private head = 0
   /** Index of the next entry to send. */
   private cursor = 0
-  /** Sent, not yet acknowledged, by UUID. */
-  readonly unacked = new Map<string, QueueEntry>()
+  /** Sent, not yet acknowledged. */
+  readonly unacked = new Unacked()
   /** Live (not Done) entries and their data bytes. */
   count = 0
   bytes = 0
@@ -70,16 +214,16 @@ export class PeerQueue {
   push (entry: QueueEntry): void {
     this.items.push(entry)
     this.count++
-    this.bytes += entry.data.byteLength
+    this.bytes += entry.size
   }
 
   /** Marks an entry Done and updates the counts; the slot is reclaimed lazily. */
   finish (entry: QueueEntry): void {
     if (entry.state === EntryState.Done) return
-    if (entry.state === EntryState.Sent) this.unacked.delete(entry.uuid)
+    if (entry.state === EntryState.Sent) this.unacked.delete(entry)
     entry.state = EntryState.Done
     this.count--
-    this.bytes -= entry.data.byteLength
+    this.bytes -= entry.size
     if (this.roomWaiters.size > 0) {
       for (const w of this.roomWaiters) w()
       this.roomWaiters.clear()
@@ -116,7 +260,7 @@ export class PeerQueue {
       if (e.state === EntryState.Done || e.state === EntryState.Sent) continue
       if (e.state === EntryState.Storing) break
       out.push(e)
-      bytes += e.data.byteLength
+      bytes += e.size
     }
     this.cursor = i
   }

@@ -1,16 +1,17 @@
 // One connection at the messaging level: the handshake, the frames that come in,
 // and a generator of the frames that go out. Nothing here knows about sockets:
 // a session only sees its Connection's source and sink.
-import { pipe } from 'it-pipe'
 import type { Connection } from '../link/connection.ts'
-import { decodePackets, encodePackets } from '../transforms/framing.ts'
+import { PacketDecoder } from '../transforms/framing.ts'
 import {
-  decodeFrames, encodeFrames, EXTENSIONS_VERSION, FEATURE_ACK, FrameType, PROTOCOL_VERSION, UUID_BYTES,
-  type Frame, type MessageFrame
+  decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FrameType, MESSAGE_HEADER_BYTES, PROTOCOL_VERSION, TTL_INFINITE, UUID_BYTES,
+  type Frame
 } from '../transforms/frames.ts'
+import { ackPacketBytes, messagePacketBytes, PacketBatch } from '../transforms/batch.ts'
 import {
-  HandshakeTimeoutError, IncompatibleProtocolError, KeepaliveTimeoutError, ProtocolError
+  HandshakeTimeoutError, IncompatibleProtocolError, KeepaliveTimeoutError, ProtocolError, RedundantConnectionError
 } from '../errors.ts'
+import type { Logger } from '../logging.ts'
 import { EntryState, type PeerQueue, type QueueEntry } from './queue.ts'
 import type { KeepaliveOptions } from './types.ts'
 
@@ -29,9 +30,11 @@ export interface SessionHost {
   readonly maxUnacked: number
   readonly keepalive: KeepaliveOptions | undefined
   readonly handshakeTimeout: number
+  readonly log: Logger
   /** The remote identified itself; returns its queue, or an error to close the connection with. */
   identified (session: Session, ident: string): PeerQueue | Error
-  received (session: Session, frame: MessageFrame): void
+  /** A MESSAGE: its UUID is the 16 bytes at `at` of `packet`, then TTL, flags, and the data up to `end`. */
+  received (session: Session, packet: Uint8Array, at: number, end: number): void
   acked (session: Session, uuids: Uint8Array): void
   /** A plain snakeMQ peer: these entries were written to the socket. */
   written (session: Session, entries: readonly QueueEntry[]): void
@@ -53,7 +56,9 @@ export class Session {
   private gotVersion = false
   private remoteFeatures = 0
   private control: Frame[] = []
-  private ackKeys: string[] = []
+  /** UUIDs to acknowledge, 16 bytes each. */
+  private ackBuf = Buffer.allocUnsafe(16 * 64)
+  private ackCount = 0
   private wake: (() => void) | null = null
   private wakeScheduled = false
   private endAfterFlush = false
@@ -72,13 +77,11 @@ export class Session {
       this.fail(new HandshakeTimeoutError(`no handshake within ${this.host.handshakeTimeout} ms`))
     }, this.host.handshakeTimeout)
     if (this.host.keepalive !== undefined) this.armKeepalive(this.host.keepalive.interval)
-    const inbound = pipe(
-      conn.source,
-      decodePackets({ maxPacketSize: this.host.maxPacketSize }),
-      decodeFrames(),
-      async (source) => { await this.readFrames(source) }
-    )
-    const outbound = pipe(this.outgoing(), encodeFrames(), encodePackets(), conn.sink)
+    // Both directions work a socket chunk (or an outgoing batch) at a time, with
+    // frames read and written in place: the same bytes as decodePackets() +
+    // decodeFrames() and encodeFrames() + encodePackets(), without the objects.
+    const inbound = this.readPackets()
+    const outbound = conn.sink(this.outgoing())
     inbound.catch((err: Error) => { this.fail(err) })
     outbound.catch((err: Error) => { this.fail(err) })
     void conn.closed.then(() => { this.onClosed() })
@@ -97,9 +100,17 @@ export class Session {
     })
   }
 
-  /** Acknowledges a received message to the remote. */
-  ack (uuid: string): void {
-    this.ackKeys.push(uuid)
+  /** Acknowledges a received message (its UUID: the 16 bytes at `at` of `uuid`) to the remote. */
+  ack (uuid: Uint8Array, at: number): void {
+    let buf = this.ackBuf
+    const o = this.ackCount * UUID_BYTES
+    if (o + UUID_BYTES > buf.length) {
+      const bigger = Buffer.allocUnsafe(buf.length * 2)
+      buf.copy(bigger, 0, 0, o)
+      this.ackBuf = buf = bigger
+    }
+    for (let i = 0; i < UUID_BYTES; i++) buf[o + i] = uuid[at + i]!
+    this.ackCount++
     this.notify()
   }
 
@@ -119,38 +130,87 @@ export class Session {
     this.connection.close()
   }
 
-  private async readFrames (source: AsyncIterable<Frame[]>): Promise<void> {
-    for await (const frames of source) {
+  /** Another connection to the same peer took over: close this one quietly. */
+  retire (): void {
+    if (this.stopped) return
+    this.stopped = true
+    this.connection.close(new RedundantConnectionError(`${this.connection.id} was replaced by another connection to ${JSON.stringify(this.ident)}`))
+  }
+
+  /**
+   * Graceful close: sends what is pending except new messages (acknowledgements
+   * above all, so the remote does not resend what we received), then ends the
+   * connection. Resolves when it is closed, or after `timeout` ms when it is destroyed.
+   */
+  async finish (timeout: number): Promise<void> {
+    if (this.stopped) return
+    this.endAfterFlush = true
+    this.notify()
+    const timer = setTimeout(() => { this.close() }, timeout)
+    await this.connection.closed
+    clearTimeout(timer)
+  }
+
+  private async readPackets (): Promise<void> {
+    const decoder = new PacketDecoder({ maxPacketSize: this.host.maxPacketSize })
+    const onPacket = (buf: Uint8Array, start: number, end: number): boolean => this.packet(buf, start, end)
+    for await (const chunk of this.connection.source) {
+      // Closing after a flush: keep reading (so the remote's FIN is seen) but act on nothing more.
+      if (this.endAfterFlush) continue
       this.lastRecv = Date.now()
-      for (const f of frames) {
-        this.handle(f)
-        if (this.stopped || this.endAfterFlush) return
-      }
-      const room = this.host.inboxRoom()
+      decoder.each(chunk, onPacket)
+      if (this.stopped) return
+      // Only an identified remote can fill the inbox: pausing a handshake for a full
+      // inbox would keep this connection from ever identifying (and from sending).
+      const room = this.queue !== null ? this.host.inboxRoom() : null
       if (room !== null) {
         // Backpressure: stop reading the socket until consumers catch up.
         this.paused = true
+        this.host.log.debug('receive buffer full, reading paused', { conn: this.connection.id, peer: this.ident ?? undefined })
         await room
         this.paused = false
+        this.host.log.debug('reading resumed', { conn: this.connection.id, peer: this.ident ?? undefined })
         this.lastRecv = Date.now()
       }
     }
+    // A stream cut inside a packet is an error, unless we stopped acting on what it carries.
+    if (!this.endAfterFlush) decoder.end()
+  }
+
+  /** One packet, `buf[start..end)`; false when nothing more should be read from this connection. */
+  private packet (buf: Uint8Array, start: number, end: number): boolean {
+    if (this.stopped || this.endAfterFlush) return false
+    // MESSAGE, the frame nearly every packet carries, is read in place.
+    if (end - start >= 1 + MESSAGE_HEADER_BYTES && buf[start] === FrameType.Message && this.queue !== null) {
+      this.host.received(this, buf, start + 1, end)
+      return !this.stopped
+    }
+    const f = decodeFrame(buf.subarray(start, end))
+    if (f === null) {
+      this.host.log.debug('ignored a frame of unknown type', { conn: this.connection.id, peer: this.ident ?? undefined, type: buf[start], bytes: end - start })
+    } else {
+      this.handle(f)
+    }
+    return !this.stopped && !this.endAfterFlush
   }
 
   private handle (f: Frame): void {
     switch (f.type) {
       case FrameType.Message:
-        if (this.queue === null) { this.fail(new ProtocolError('MESSAGE before IDENTIFICATION')); return }
-        this.host.received(this, f)
+        // Identified sessions read MESSAGE frames in place (see packet()).
+        this.fail(new ProtocolError('MESSAGE before IDENTIFICATION'))
         return
       case FrameType.Ack:
         if (this.queue !== null && this.acks) this.host.acked(this, f.uuids)
+        else this.host.log.debug('ignored ACK: acknowledged delivery not agreed on this connection', { conn: this.connection.id, peer: this.ident ?? undefined })
         return
       case FrameType.Ping:
+        this.host.log.debug('got PING, answering PONG', { conn: this.connection.id, peer: this.ident ?? undefined })
         this.control.push({ type: FrameType.Pong })
         this.notify()
         return
       case FrameType.Pong:
+        this.host.log.debug('got PONG', { conn: this.connection.id, peer: this.ident ?? undefined })
         return
       case FrameType.ProtocolVersion:
         if (f.version !== PROTOCOL_VERSION) {
@@ -163,15 +223,20 @@ export class Session {
           return
         }
         this.gotVersion = true
+        this.host.log.debug('got PROTOCOL_VERSION', { conn: this.connection.id, version: f.version })
         return
       case FrameType.IncompatibleProtocol:
         this.fail(new IncompatibleProtocolError(null))
         return
-      case FrameType.Extensions:
+      case FrameType.Extensions: {
         // Only an announcement between PROTOCOL_VERSION and IDENTIFICATION counts.
-        if (this.gotVersion && this.ident === null) this.remoteFeatures = f.features
+        const counts = this.gotVersion && this.ident === null
+        if (counts) this.remoteFeatures = f.features
+        this.host.log.debug(counts ? 'got EXTENSIONS' : 'ignored EXTENSIONS outside the handshake', { conn: this.connection.id, version: f.version, features: f.features })
         return
+      }
       case FrameType.Identification:
+        this.host.log.debug('got IDENTIFICATION', { conn: this.connection.id, peer: f.identity })
         this.identify(f.identity)
     }
   }
@@ -189,48 +254,52 @@ export class Session {
     this.notify()
   }
 
-  private async * outgoing (): AsyncGenerator<Frame[]> {
+  private async * outgoing (): AsyncGenerator<Uint8Array[]> {
     const hello: Frame[] = [{ type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION }]
     if (!this.host.plain) hello.push({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK })
     hello.push({ type: FrameType.Identification, identity: this.host.identity })
-    yield hello
+    this.host.log.debug('sending handshake', { conn: this.connection.id, frames: hello.map((f) => frameName(f.type)).join(','), identity: this.host.identity })
+    const first = new PacketBatch(64 + this.host.identity.length * 3)
+    for (const f of hello) first.frame(f)
+    yield first.finish()
     let sent: QueueEntry[] = []
     while (!this.stopped) {
-      const frames: Frame[] = this.control
+      const control = this.control
       this.control = []
-      this.takeAcks(frames)
       const q = this.queue
       if (q !== null && !this.endAfterFlush) {
         const room = this.acks ? this.host.maxUnacked - q.unacked.size : BATCH_MESSAGES
         if (room > 0) q.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, sent)
-        for (const e of sent) {
-          frames.push({ type: FrameType.Message, uuid: e.uuid, ttl: this.host.wireTtl(q, e), flags: e.flags, data: e.data })
-          if (this.acks) { e.state = EntryState.Sent; q.unacked.set(e.uuid, e) }
-        }
       }
-      if (frames.length === 0) {
+      const acks = this.ackCount
+      if (control.length === 0 && acks === 0 && sent.length === 0) {
         if (this.endAfterFlush) { await this.connection.end(); return }
         await new Promise<void>((resolve) => { this.wake = resolve })
         continue
       }
-      yield frames
+      let bytes = 16 * control.length + ackPacketBytes(acks, ACK_BATCH)
+      for (const e of sent) bytes += messagePacketBytes(e.size)
+      const batch = new PacketBatch(bytes)
+      for (const f of control) batch.frame(f)
+      if (acks > 0) {
+        batch.acks(this.ackBuf, acks, ACK_BATCH)
+        this.ackCount = 0
+      }
+      if (q !== null) {
+        for (const e of sent) {
+          const ttl = e.eternal ? TTL_INFINITE : this.host.wireTtl(q, e)
+          const data = e.external
+          if (data === null) batch.message(e.buf, e.at, ttl, e.flags, e.buf, e.at + UUID_BYTES, e.size)
+          else batch.message(e.buf, e.at, ttl, e.flags, data, 0, e.size)
+          if (this.acks) { e.state = EntryState.Sent; q.unacked.add(e) }
+        }
+      }
+      yield batch.finish()
       // The sink pulls again only after it wrote the batch: for a plain snakeMQ peer that is delivery.
       if (sent.length > 0) {
         if (!this.acks && !this.stopped) this.host.written(this, sent)
         sent = []
       }
-    }
-  }
-
-  private takeAcks (frames: Frame[]): void {
-    const keys = this.ackKeys
-    if (keys.length === 0) return
-    this.ackKeys = []
-    for (let i = 0; i < keys.length; i += ACK_BATCH) {
-      const n = Math.min(ACK_BATCH, keys.length - i)
-      const body = Buffer.allocUnsafe(n * UUID_BYTES)
-      for (let j = 0; j < n; j++) body.write(keys[i + j]!, j * UUID_BYTES, UUID_BYTES, 'hex')
-      frames.push({ type: FrameType.Ack, uuids: body })
     }
   }
 
@@ -257,6 +326,7 @@ export class Session {
     const idle = now - this.lastRecv
     if (idle >= ka.interval) {
       this.pingSentAt = now
+      this.host.log.debug('idle, sending PING', { conn: this.connection.id, peer: this.ident ?? undefined, idleMs: idle })
       this.control.push({ type: FrameType.Ping })
       this.notify()
       this.armKeepalive(ka.wait)
@@ -276,3 +346,12 @@ export class Session {
     this.host.ended(this)
   }
 }
+
+const FRAME_NAMES = new Map<number, string>([
+  [FrameType.ProtocolVersion, 'PROTOCOL_VERSION'], [FrameType.IncompatibleProtocol, 'INCOMPATIBLE_PROTOCOL'],
+  [FrameType.Identification, 'IDENTIFICATION'], [FrameType.Message, 'MESSAGE'], [FrameType.Ping, 'PING'],
+  [FrameType.Pong, 'PONG'], [FrameType.Extensions, 'EXTENSIONS'], [FrameType.Ack, 'ACK']
+])
+
+/** A frame type as PROTOCOL.md names it, for log lines. */
+function frameName (type: number): string { return FRAME_NAMES.get(type) ?? `type ${type}` }

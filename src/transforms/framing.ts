@@ -52,44 +52,57 @@ export class PacketDecoder {
 
   /** Returns every packet completed by `chunk`; throws PacketTooLargeError on a header over the limit. */
   push (chunk: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
+    this.each(chunk, (buf, start, end) => { out.push(buf.subarray(start, end)); return true })
+    return out
+  }
+
+  /**
+   * Like `push`, without making a view per packet: calls `onPacket(buf, start, end)`
+   * for every packet `chunk` completes, its payload being `buf[start..end)` (a
+   * packet inside the chunk is read where it lies). The bytes stay valid after the
+   * call, as push's views do. If `onPacket` returns false, the rest of the chunk is
+   * dropped and `each` returns false. Throws PacketTooLargeError on a header over
+   * the limit, after the packets before it were handed on.
+   */
+  each (chunk: Uint8Array, onPacket: (buf: Uint8Array, start: number, end: number) => boolean): boolean {
     let offset = 0
     if (this.need >= 0 || this.pending.byteLength > 0) {
       // Finish the packet begun in earlier chunks.
       if (this.need < 0) {
         const missing = 4 - this.pending.byteLength
-        if (chunk.length < missing) { this.pending.append(chunk); return out }
+        if (chunk.length < missing) { this.pending.append(chunk); return true }
         this.pending.append(chunk.subarray(0, missing))
         offset = missing
         this.readHeader()
       }
       const missing = this.need - this.pending.byteLength
-      if (chunk.length - offset < missing) { this.pending.append(chunk.subarray(offset)); return out }
+      if (chunk.length - offset < missing) { this.pending.append(chunk.subarray(offset)); return true }
+      this.need = -1
       if (this.pending.byteLength === 0) {
-        out.push(chunk.subarray(offset, offset + missing))
+        if (!onPacket(chunk, offset, offset + missing)) return false
       } else {
         this.pending.append(chunk.subarray(offset, offset + missing))
-        out.push(this.pending.subarray())
+        const packet = this.pending.subarray()
         this.pending.consume(this.pending.byteLength)
+        if (!onPacket(packet, 0, packet.length)) return false
       }
       offset += missing
-      this.need = -1
     }
-    // Whole packets inside this chunk are sliced out with no copy.
-    if (chunk.length - offset >= 4) {
-      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-      while (chunk.length - offset >= 4) {
-        const len = view.getUint32(offset, false)
-        if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
-        if (chunk.length - offset - 4 < len) break
-        out.push(chunk.subarray(offset + 4, offset + 4 + len))
-        offset += 4 + len
-      }
+    // Whole packets inside this chunk are read where they lie.
+    const end = chunk.length
+    while (end - offset >= 4) {
+      const len = ((chunk[offset]! << 24) | (chunk[offset + 1]! << 16) | (chunk[offset + 2]! << 8) | chunk[offset + 3]!) >>> 0
+      if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
+      if (end - offset - 4 < len) break
+      offset += 4
+      if (!onPacket(chunk, offset, offset + len)) return false
+      offset += len
     }
-    if (offset < chunk.length) {
+    if (offset < end) {
       this.pending.append(chunk.subarray(offset))
       if (this.pending.byteLength >= 4) this.readHeader()
     }
-    return out
+    return true
   }
 
   /** Throws TruncatedPacketError when bytes of an unfinished packet are left. */
@@ -110,19 +123,22 @@ export class PacketDecoder {
 
 /**
  * Transform: byte chunks in, batches of packet payloads out (one batch per chunk
- * that completed at least one packet). Throws PacketTooLargeError, or
- * TruncatedPacketError if the source ends inside a packet.
+ * that completed at least one packet). Throws PacketTooLargeError (after yielding
+ * the packets before the bad header), or TruncatedPacketError if the source ends
+ * inside a packet.
  */
 export function decodePackets (options: PacketDecoderOptions = {}) {
   return async function * (source: AsyncIterable<Uint8Array | Uint8ArrayList> | Iterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<Uint8Array[]> {
     const decoder = new PacketDecoder(options)
     for await (const chunk of source) {
-      let batch: Uint8Array[]
-      if (chunk instanceof Uint8Array) {
-        batch = decoder.push(chunk)
-      } else {
-        batch = []
-        for (const part of chunk) decoder.push(part, batch)
+      const batch: Uint8Array[] = []
+      try {
+        if (chunk instanceof Uint8Array) decoder.push(chunk, batch)
+        else for (const part of chunk) decoder.push(part, batch)
+      } catch (err) {
+        // The packets completed before a bad header are handed on first, as decodeFrames does with frames.
+        if (batch.length > 0) yield batch
+        throw err
       }
       if (batch.length > 0) yield batch
     }
