@@ -434,3 +434,57 @@ test('events() streams typed events and leaving the loop removes its listeners',
     await b.close()
   }
 })
+
+test('two peers that each connect to the other settle on one connection, quietly, and lose nothing', async () => {
+  const linkB = new Link()
+  const linkJ = new Link()
+  const lb = await linkB.listen({ port: 0 })
+  const lj = await linkJ.listen({ port: 0 })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const jack = new Messaging(linkJ, { identity: 'jack' })
+  const errors: Error[] = []
+  bob.on('error', (e) => errors.push(e.error))
+  jack.on('error', (e) => errors.push(e.error))
+  const reconnect = { minDelay: 10, maxDelay: 50 }
+  linkB.connect({ port: lj.port, reconnect })
+  linkJ.connect({ port: lb.port, reconnect })
+  try {
+    const atJack = take(jack, 200)
+    const atBob = take(bob, 200)
+    for (let i = 0; i < 200; i++) {
+      await bob.send('jack', payload(i))
+      await jack.send('bob', payload(i))
+    }
+    const [j, b] = await Promise.all([atJack, atBob])
+    const order = Array.from({ length: 200 }, (_, i) => i)
+    assert.deepEqual(j.map((m) => Buffer.from(m.data).readUInt32BE(0)), order)
+    assert.deepEqual(b.map((m) => Buffer.from(m.data).readUInt32BE(0)), order)
+    // Both sides keep the connection bob opened ("bob" < "jack"); the redundant one is not an error.
+    assert.deepEqual(errors, [])
+    assert.ok(bob.isConnected('jack') && jack.isConnected('bob'))
+  } finally {
+    await bob.close()
+    await jack.close()
+  }
+})
+
+test('close() flushes the acknowledgement of the message the loop holds, so the sender does not resend it', async () => {
+  const { a, b } = await pair()
+  try {
+    const n = 50
+    const consumer = (async () => {
+      let got = 0
+      for await (const _m of a.messages()) {
+        if (++got === n) await a.close()
+      }
+      return got
+    })()
+    for (let i = 0; i < n; i++) await b.send('alice', payload(i))
+    assert.equal(await consumer, n)
+    if (b.queued('alice') > 0) await waitFor(b, 'delivered', () => b.queued('alice') === 0)
+    assert.equal(b.queued('alice'), 0)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
