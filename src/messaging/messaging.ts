@@ -16,7 +16,7 @@ import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
 import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.ts'
 import { Inbox, InboundMessage } from './inbox.ts'
 import { Session, type SessionHost } from './session.ts'
-import { newUuid, uuidHex } from './uuid.ts'
+import { lastUuidHex, newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
@@ -37,6 +37,17 @@ export const messagingDefaults = {
   receiveBuffer: 1024,
   dedupWindow: 65_536
 } as const
+
+/**
+ * Queued and not yet sent to a connected peer, past which send() waits for the
+ * connection to take more: two outgoing batches, so the connection always has the
+ * next one ready, and the queue (and the garbage collector's work) stays small.
+ */
+const PACE_MESSAGES = 8192
+const PACE_BYTES = 8 * 1024 * 1024
+
+/** send()'s default options: one shared object instead of a new one per call. */
+const NO_OPTIONS: SendOptions = Object.freeze({})
 
 function positiveInt (value: number | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback
@@ -138,9 +149,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * Queues `data` for the peer `to` and delivers it as soon as that peer is
    * connected. By default the promise resolves once the message is queued (for a
    * persistent message: written to the store); with `wait: 'delivered'`, once the
-   * peer acknowledged it. `data` is not copied: do not modify it afterwards.
+   * peer acknowledged it. While the peer is connected but its connection is behind
+   * (over 8,192 messages or 8 MiB queued and not yet sent), the promise also waits
+   * until the connection has taken more, so a loop of `await send()` goes at the
+   * connection's pace instead of filling the queue to its limit. Data of up to
+   * 1 KiB is copied; larger `data` is not: do not modify it afterwards.
    */
-  async send (to: string, data: Uint8Array | string, options: SendOptions = {}): Promise<SendResult> {
+  async send (to: string, data: Uint8Array | string, options: SendOptions = NO_OPTIONS): Promise<SendResult> {
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
@@ -164,6 +179,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
     const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? FLAG_PERSISTENT : 0, stored)
+    const uuid = lastUuidHex()
     let delivered: Promise<void> | null = null
     if (options.wait === 'delivered') {
       delivered = new Promise<void>((resolve, reject) => { entry.waiter = { resolve, reject } })
@@ -176,7 +192,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    return { uuid: entry.uuid }
+    else if (q.connected && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)) await this.pace(q, signal)
+    return { uuid }
   }
 
   /**
@@ -268,6 +285,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       }
       for (const w of q.roomWaiters) w()
       q.roomWaiters.clear()
+      q.wakePaced()
     }
     if (this.store !== null) {
       const now = Date.now()
@@ -337,6 +355,17 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       await (signal === undefined ? room : raceAbort(room, signal))
     }
     if (this.closing !== null) throw new ClosedError('messaging is closed')
+  }
+
+  /**
+   * Waits (the message being queued already) until the connection took more of
+   * the queue, the peer went away, or `signal` aborted.
+   */
+  private async pace (q: PeerQueue, signal: AbortSignal | undefined): Promise<void> {
+    while (q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)) {
+      if (signal === undefined) await q.paced()
+      else if (signal.aborted || await raceAbort(q.paced(), signal).then(() => false, () => true)) return
+    }
   }
 
   private async storeEntry (q: PeerQueue, entry: QueueEntry): Promise<void> {
@@ -569,6 +598,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const now = Date.now()
     q.clock = { offline: q.clock.offline, since: now, connected: false }
     q.rewind()
+    q.wakePaced()
     this.saveClock(q)
     this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error: session.error ?? session.connection.error })
     const error = session.error ?? session.connection.error

@@ -130,12 +130,14 @@ export class Unacked {
   private items: QueueEntry[] = []
   private head = 0
   private index: Map<string, QueueEntry> | null = null
-  /** Entries in flight. */
+  /** Entries in flight, and their data bytes. */
   size = 0
+  bytes = 0
 
   add (e: QueueEntry): void {
     this.items.push(e)
     this.size++
+    this.bytes += e.size
     this.index?.set(uuidKey(e.buf, e.at), e)
   }
 
@@ -159,6 +161,7 @@ export class Unacked {
   /** `e` (in flight) is no longer: acknowledged, dropped, or sent back to the queue. */
   delete (e: QueueEntry): void {
     this.size--
+    this.bytes -= e.size
     this.index?.delete(uuidKey(e.buf, e.at))
     if (this.size === 0) {
       this.clear()
@@ -181,6 +184,7 @@ export class Unacked {
     this.head = 0
     this.index = null
     this.size = 0
+    this.bytes = 0
   }
 }
 
@@ -199,6 +203,8 @@ export class PeerQueue {
   clock: PeerClock
   /** Senders waiting for room. */
   readonly roomWaiters = new Set<() => void>()
+  /** Senders waiting for the connection to catch up (see Messaging.send). */
+  private paceWaiters: Array<() => void> = []
 
   constructor (readonly peer: string, now: number) {
     this.clock = { offline: 0, since: now, connected: false }
@@ -210,6 +216,25 @@ export class PeerQueue {
   }
 
   get connected (): boolean { return this.clock.connected }
+
+  /** Live entries not in flight: waiting to be sent (or, to a plain snakeMQ peer, to be written). */
+  get unsent (): number { return this.count - this.unacked.size }
+
+  /** Data bytes of the unsent entries. */
+  get unsentBytes (): number { return this.bytes - this.unacked.bytes }
+
+  /** Resolves at the next wakePaced(). */
+  paced (): Promise<void> {
+    return new Promise((resolve) => { this.paceWaiters.push(resolve) })
+  }
+
+  /** Wakes the senders waiting in paced(): entries were taken to be sent, or the peer went away. */
+  wakePaced (): void {
+    if (this.paceWaiters.length === 0) return
+    const ws = this.paceWaiters
+    this.paceWaiters = []
+    for (const w of ws) w()
+  }
 
   push (entry: QueueEntry): void {
     this.items.push(entry)

@@ -66,6 +66,10 @@ export class Session {
   private lastRecv = Date.now()
   private paused = false
   private pingSentAt = -1
+  /** A PING waits in `control` for the next batch. */
+  private pingQueued = false
+  /** The PING sent last is on the socket (not still queued behind our own outgoing bytes). */
+  private pingWritten = false
   private handshakeTimer: NodeJS.Timeout | null = null
   private keepaliveTimer: NodeJS.Timeout | null = null
 
@@ -266,10 +270,14 @@ export class Session {
     while (!this.stopped) {
       const control = this.control
       this.control = []
+      const withPing = this.pingQueued
+      this.pingQueued = false
       const q = this.queue
       if (q !== null && !this.endAfterFlush) {
         const room = this.acks ? this.host.maxUnacked - q.unacked.size : BATCH_MESSAGES
         if (room > 0) q.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, sent)
+        // Senders pacing themselves to this connection may go on (they run once this batch is on its way).
+        if (sent.length > 0) q.wakePaced()
       }
       const acks = this.ackCount
       if (control.length === 0 && acks === 0 && sent.length === 0) {
@@ -295,6 +303,8 @@ export class Session {
         }
       }
       yield batch.finish()
+      // The remote's answer can only come once our PING is on the socket: its wait starts now.
+      if (withPing && this.pingSentAt >= 0) { this.pingSentAt = Date.now(); this.pingWritten = true }
       // The sink pulls again only after it wrote the batch: for a plain snakeMQ peer that is delivery.
       if (sent.length > 0) {
         if (!this.acks && !this.stopped) this.host.written(this, sent)
@@ -312,9 +322,16 @@ export class Session {
     if (ka === undefined || this.stopped) return
     const now = Date.now()
     if (this.paused) { this.lastRecv = now; this.pingSentAt = -1; this.armKeepalive(ka.interval); return }
+    // Bytes of a packet not yet complete are a sign of life too (a large message through a slow link).
+    const lastRecv = Math.max(this.lastRecv, this.connection.lastReceivedAt)
     if (this.pingSentAt >= 0) {
-      if (this.lastRecv >= this.pingSentAt) {
+      if (lastRecv >= this.pingSentAt) {
         this.pingSentAt = -1
+      } else if (!this.pingWritten && now - this.connection.lastWrittenAt < ka.wait) {
+        // Our PING still waits behind our own outgoing bytes (a throttle, a large message) and they are
+        // moving: the remote cannot have answered yet. Its wait starts once the PING is written.
+        this.armKeepalive(ka.wait)
+        return
       } else if (now - this.pingSentAt >= ka.wait) {
         this.fail(new KeepaliveTimeoutError(`no answer within ${ka.wait} ms of a PING`))
         return
@@ -323,9 +340,11 @@ export class Session {
         return
       }
     }
-    const idle = now - this.lastRecv
+    const idle = now - lastRecv
     if (idle >= ka.interval) {
       this.pingSentAt = now
+      this.pingQueued = true
+      this.pingWritten = false
       this.host.log.debug('idle, sending PING', { conn: this.connection.id, peer: this.ident ?? undefined, idleMs: idle })
       this.control.push({ type: FrameType.Ping })
       this.notify()

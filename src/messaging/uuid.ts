@@ -5,27 +5,46 @@
 import { randomFillSync } from 'node:crypto'
 
 const POOL_UUIDS = 1024
+/** Random UUIDs, already marked as version 4, handed out in order. */
 const pool = Buffer.allocUnsafe(16 * POOL_UUIDS)
+/** The whole pool as hex, made in one call: a UUID's hex digits are a slice of it. */
+let poolHex = ''
 let offset = pool.length
+let lastOffset = 0
+
+function refill (): void {
+  randomFillSync(pool)
+  for (let o = 0; o < pool.length; o += 16) {
+    pool[o + 6] = (pool[o + 6]! & 0x0f) | 0x40
+    pool[o + 8] = (pool[o + 8]! & 0x3f) | 0x80
+  }
+  poolHex = pool.toString('hex')
+  offset = 0
+}
 
 /** Writes a new random UUID's 16 bytes into `target` at `at`. */
 export function fillUuid (target: Uint8Array, at: number): void {
-  if (offset === pool.length) { randomFillSync(pool); offset = 0 }
+  if (offset === pool.length) refill()
   const o = offset
   for (let i = 0; i < 16; i++) target[at + i] = pool[o + i]!
-  target[at + 6] = (target[at + 6]! & 0x0f) | 0x40
-  target[at + 8] = (target[at + 8]! & 0x3f) | 0x80
-  offset += 16
+  lastOffset = o
+  offset = o + 16
+}
+
+/**
+ * The hex digits of the UUID the last fillUuid() wrote. A slice of one string made
+ * for 1,024 UUIDs at once: far cheaper than converting each UUID on its own.
+ */
+export function lastUuidHex (): string {
+  return poolHex.slice(lastOffset * 2, lastOffset * 2 + 32)
 }
 
 /** A new random UUID as 32 lowercase hex digits. */
 export function newUuid (): string {
-  if (offset === pool.length) { randomFillSync(pool); offset = 0 }
-  pool[offset + 6] = (pool[offset + 6]! & 0x0f) | 0x40
-  pool[offset + 8] = (pool[offset + 8]! & 0x3f) | 0x80
-  const hex = pool.toString('hex', offset, offset + 16)
+  if (offset === pool.length) refill()
+  lastOffset = offset
   offset += 16
-  return hex
+  return lastUuidHex()
 }
 
 /** The 16 bytes of `bytes` (a view of at least 16 bytes at `start`) as hex. */
