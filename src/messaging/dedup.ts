@@ -35,39 +35,42 @@ export class DedupWindow {
   private readonly window: number
   /** Ring of UUIDs: 16 bytes per slot. */
   private ring: Uint8Array
-  /** Per ring slot: its UUID's hash. */
-  private hashes: Uint32Array
   /** Per ring slot: 1 once the application is done with the message. */
   private done: Uint8Array
-  /** Hash table: ring slot + 1, or 0 for an empty bucket. Linear probing, at most half full. */
+  /**
+   * Hash table, linear probing, at most half full. Each bucket is two int32s side
+   * by side: ring slot + 1 (0 for an empty bucket) and the UUID's hash, so a probe
+   * reads one cache line and the ring is touched only when the hashes match.
+   */
   private table: Int32Array
+  /** Buckets - 1 (a power of two, minus one). */
   private mask: number
   /** UUIDs added so far; the next one goes to slot `added % slots`. */
   private added = 0
+  private slots: number
 
   constructor (window: number) {
     this.window = window
-    const slots = Math.min(window, INITIAL_SLOTS)
-    this.ring = new Uint8Array(slots * 16)
-    this.hashes = new Uint32Array(slots)
-    this.done = new Uint8Array(slots)
-    this.table = new Int32Array(tableSize(slots))
-    this.mask = this.table.length - 1
+    this.slots = Math.min(window, INITIAL_SLOTS)
+    this.ring = new Uint8Array(this.slots * 16)
+    this.done = new Uint8Array(this.slots)
+    const buckets = bucketsFor(this.slots)
+    this.table = new Int32Array(buckets * 2)
+    this.mask = buckets - 1
   }
-
-  private get slots (): number { return this.hashes.length }
 
   /**
    * Looks up the UUID at `at` of `bytes`: undefined if it is new, false if the
    * application still has it, true if it was received.
    */
   get (bytes: Uint8Array, at: number): boolean | undefined {
-    const h = hash(bytes, at)
+    const h = hash(bytes, at) | 0
     const table = this.table
-    for (let b = h & this.mask; ; b = (b + 1) & this.mask) {
-      const s = table[b]!
+    const mask = this.mask
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const s = table[2 * b]!
       if (s === 0) return undefined
-      if (this.hashes[s - 1] === h && sameUuid(this.ring, (s - 1) * 16, bytes, at)) return this.done[s - 1] === 1
+      if (table[2 * b + 1] === h && sameUuid(this.ring, (s - 1) * 16, bytes, at)) return this.done[s - 1] === 1
     }
   }
 
@@ -82,10 +85,8 @@ export class DedupWindow {
     const ring = this.ring
     const o = slot * 16
     for (let i = 0; i < 16; i++) ring[o + i] = bytes[at + i]!
-    const h = hash(bytes, at)
-    this.hashes[slot] = h
     this.done[slot] = 0
-    this.link(slot, h)
+    this.link(slot, hash(bytes, at) | 0)
     return this.added++
   }
 
@@ -96,27 +97,31 @@ export class DedupWindow {
 
   private link (slot: number, h: number): void {
     const table = this.table
-    let b = h & this.mask
-    while (table[b] !== 0) b = (b + 1) & this.mask
-    table[b] = slot + 1
+    const mask = this.mask
+    let b = h & mask
+    while (table[2 * b] !== 0) b = (b + 1) & mask
+    table[2 * b] = slot + 1
+    table[2 * b + 1] = h
   }
 
   /** Removes a ring slot from the table, shifting later members of its probe chain back (no tombstones). */
   private unlink (slot: number): void {
     const table = this.table
     const mask = this.mask
-    let b = this.hashes[slot]! & mask
-    while (table[b] !== slot + 1) b = (b + 1) & mask
+    // The slot's hash is not kept apart: recompute it from the ring.
+    let b = hash(this.ring, slot * 16) & mask
+    while (table[2 * b] !== slot + 1) b = (b + 1) & mask
     let hole = b
-    for (let j = (hole + 1) & mask; table[j] !== 0; j = (j + 1) & mask) {
-      const home = this.hashes[table[j]! - 1]! & mask
-      // Entry j may move into the hole if its home bucket is not within (hole, j].
+    for (let j = (hole + 1) & mask; table[2 * j] !== 0; j = (j + 1) & mask) {
+      const home = table[2 * j + 1]! & mask
+      // Bucket j may move into the hole if its home bucket is not within (hole, j].
       if (((j - home) & mask) >= ((j - hole) & mask)) {
-        table[hole] = table[j]!
+        table[2 * hole] = table[2 * j]!
+        table[2 * hole + 1] = table[2 * j + 1]!
         hole = j
       }
     }
-    table[hole] = 0
+    table[2 * hole] = 0
   }
 
   /** Doubles the ring (it is full and has never wrapped, so its slots are in order) and rebuilds the table. */
@@ -124,21 +129,20 @@ export class DedupWindow {
     const slots = Math.min(this.window, this.slots * 2)
     const ring = new Uint8Array(slots * 16)
     ring.set(this.ring)
-    const hashes = new Uint32Array(slots)
-    hashes.set(this.hashes)
     const done = new Uint8Array(slots)
     done.set(this.done)
     this.ring = ring
-    this.hashes = hashes
     this.done = done
-    this.table = new Int32Array(tableSize(slots))
-    this.mask = this.table.length - 1
-    for (let s = 0; s < this.added; s++) this.link(s, hashes[s]!)
+    this.slots = slots
+    const buckets = bucketsFor(slots)
+    this.table = new Int32Array(buckets * 2)
+    this.mask = buckets - 1
+    for (let s = 0; s < this.added; s++) this.link(s, hash(ring, s * 16) | 0)
   }
 }
 
-/** A power of two at least twice `slots`. */
-function tableSize (slots: number): number {
+/** Buckets for `slots` UUIDs: a power of two, at least twice as many. */
+function bucketsFor (slots: number): number {
   let n = 16
   while (n < slots * 2) n *= 2
   return n

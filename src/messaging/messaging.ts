@@ -155,7 +155,36 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * connection's pace instead of filling the queue to its limit. Data of up to
    * 1 KiB is copied; larger `data` is not: do not modify it afterwards.
    */
-  async send (to: string, data: Uint8Array | string, options: SendOptions = NO_OPTIONS): Promise<SendResult> {
+  send (to: string, data: Uint8Array | string, options: SendOptions = NO_OPTIONS): Promise<SendResult> {
+    // The common case (ready, room in the queue, nothing to wait for or store) is
+    // done here, without the frame an async function allocates on every call;
+    // everything else, errors included, goes through sendSlow().
+    const { ttl, wait, persistent, signal } = options
+    const q = this.queues.get(to)
+    if (q === undefined || !this.isReady || this.closing !== null || wait === 'delivered' || signal !== undefined ||
+        (persistent === true && this.store !== null) || !(data instanceof Uint8Array)) {
+      return this.sendSlow(to, data, options)
+    }
+    let ttlMs = Infinity
+    if (ttl !== undefined && ttl !== null) {
+      if (typeof ttl !== 'number' || !(ttl !== 0)) return this.sendSlow(to, data, options)
+      if (ttl > 0) ttlMs = ttl * 1000
+    }
+    const size = data.byteLength
+    if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) return this.sendSlow(to, data, options)
+    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent === true ? FLAG_PERSISTENT : 0, false)
+    const result = { uuid: lastUuidHex() }
+    q.push(entry)
+    this.peers.get(to)?.notify()
+    if (!q.connected) {
+      if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
+    } else if (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES) {
+      return this.pace(q, undefined).then(() => result)
+    }
+    return Promise.resolve(result)
+  }
+
+  private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions): Promise<SendResult> {
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data

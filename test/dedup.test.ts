@@ -1,0 +1,70 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import { DedupWindow } from '../src/messaging/dedup.ts'
+
+/** The reference: a Map in insertion order, the oldest forgotten first. */
+class Model {
+  readonly seen = new Map<string, { done: boolean, ticket: number }>()
+  private next = 0
+  constructor (private readonly window: number) {}
+  get (k: string): boolean | undefined { return this.seen.get(k)?.done }
+  add (k: string): number {
+    if (this.seen.size === this.window) this.seen.delete(this.seen.keys().next().value!)
+    const ticket = this.next++
+    this.seen.set(k, { done: false, ticket })
+    return ticket
+  }
+
+  markDone (ticket: number): void {
+    for (const v of this.seen.values()) if (v.ticket === ticket) v.done = true
+  }
+}
+
+const uuid = (n: number): Buffer => {
+  const b = Buffer.alloc(20, 0xee)
+  b.writeUInt32BE(n, 6) // not at offset 0: the window reads UUIDs where they lie in a packet
+  return b
+}
+
+test('the dedup window answers like a bounded map of recent UUIDs, through growth, eviction and done marks', () => {
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 600 }),
+    // Small UUID space, so repeats are frequent; the op picks add-if-new, mark done, or look up.
+    fc.array(fc.tuple(fc.constantFrom('add', 'done', 'get'), fc.integer({ min: 0, max: 900 })), { maxLength: 3000 }),
+    (window, ops) => {
+      const w = new DedupWindow(window)
+      const m = new Model(window)
+      const tickets: number[] = []
+      for (const [op, n] of ops) {
+        const b = uuid(n)
+        const got = w.get(b, 4)
+        assert.equal(got, m.get(String(n)), `get ${n}`)
+        if (op === 'add' && got === undefined) {
+          const t = w.add(b, 4)
+          assert.equal(t, m.add(String(n)))
+          tickets.push(t)
+        } else if (op === 'done' && tickets.length > 0) {
+          const t = tickets[n % tickets.length]!
+          w.markDone(t)
+          m.markDone(t)
+        }
+      }
+      for (let n = 0; n <= 900; n++) assert.equal(w.get(uuid(n), 4), m.get(String(n)), `final get ${n}`)
+    }
+  ), { numRuns: 200 })
+})
+
+test('a full window of random UUIDs keeps exactly the newest ones', () => {
+  const window = 5000
+  const w = new DedupWindow(window)
+  const all: Buffer[] = []
+  for (let i = 0; i < 3 * window; i++) {
+    const b = Buffer.alloc(16)
+    for (let j = 0; j < 16; j++) b[j] = Math.floor(Math.random() * 256)
+    all.push(b)
+    assert.equal(w.get(b, 0), undefined)
+    w.add(b, 0)
+  }
+  for (let i = 0; i < all.length; i++) assert.equal(w.get(all[i]!, 0), i >= all.length - window ? false : undefined, `uuid ${i}`)
+})
