@@ -139,3 +139,48 @@ export function abortError (signal: AbortSignal): AbortError {
   const timedOut = reason instanceof DOMException && reason.name === 'TimeoutError'
   return new AbortError(timedOut ? 'the operation timed out' : 'the operation was aborted', { cause: reason })
 }
+
+/**
+ * With `bindIdentityToCertificate`: a remote claimed an identity its TLS
+ * certificate does not carry (as subject CN or DNS subjectAltName), or it had no
+ * verified certificate at all.
+ */
+export class IdentityMismatchError extends SnakeMQError {
+  static override readonly name = 'IdentityMismatchError'
+  override name = 'IdentityMismatchError'
+  override readonly code = 'ERR_IDENTITY_MISMATCH'
+  constructor (
+    /** The identity the remote claimed. */
+    readonly identity: string,
+    /** The names its certificate carries (CN, then DNS names); empty without a certificate. */
+    readonly certificateNames: readonly string[],
+    message?: string
+  ) {
+    super(message ?? `the remote identified as ${JSON.stringify(identity)} but its certificate names ${certificateNames.length === 0 ? 'nothing' : certificateNames.map((n) => JSON.stringify(n)).join(', ')}`)
+  }
+}
+
+/**
+ * A second connection between the same two peers (each side opened one) was
+ * closed because both sides keep the other one. Expected with two-way
+ * topologies; logged, not emitted as an error.
+ */
+export class RedundantConnectionError extends SnakeMQError {
+  static override readonly name = 'RedundantConnectionError'
+  override name = 'RedundantConnectionError'
+  override readonly code = 'ERR_REDUNDANT_CONNECTION'
+}
+
+/** A TLS listener refused a client's certificate (untrusted issuer, expired, ...); `reason` is OpenSSL's code for it. */
+export class PeerCertificateError extends SnakeMQError {
+  static override readonly name = 'PeerCertificateError'
+  override name = 'PeerCertificateError'
+  override readonly code = 'ERR_PEER_CERTIFICATE'
+  constructor (
+    /** Why verification failed, e.g. `CERT_HAS_EXPIRED`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`. */
+    readonly reason: string,
+    options?: ErrorOptions
+  ) {
+    super(`the client's certificate was refused: ${reason}`, options)
+  }
+}

@@ -20,3 +20,8 @@ export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, S
 export { debugLogger, silentLogger } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'
 export * from './errors.ts'
+export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './link/link.ts'
+export type { ConnectionOptions } from './link/connection.ts'
+export { certificateNames, checkIdentityCertificate } from './link/certificate.ts'
+export { throttle, TokenBucket } from './transforms/throttle.ts'
+export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, ThrottleTransform, Throttled } from './transforms/throttle.ts'

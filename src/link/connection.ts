@@ -5,6 +5,7 @@
 import type { Socket } from 'node:net'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
 import { AlreadyIteratingError, ClosedError } from '../errors.ts'
+import { throttle, type ThrottleRates } from '../transforms/throttle.ts'
 
 /** What a connection's sink accepts: single chunks or batches of chunks written back to back. */
 export type SinkChunk = Uint8Array | readonly Uint8Array[]
@@ -12,7 +13,13 @@ export type SinkChunk = Uint8Array | readonly Uint8Array[]
 /** A duplex of byte chunks, as the transforms compose them. */
 export interface Duplex<TSource, TSink = TSource> {
   source: AsyncIterable<TSource>
-  sink: (source: AsyncIterable<TSink>) => Promise<void>
+  sink: (source: AsyncIterable<TSink> | Iterable<TSink>) => Promise<void>
+}
+
+/** What a Connection is made with besides its socket. */
+export interface ConnectionOptions {
+  /** Limits on the bytes written and read, in bytes per second; none by default. */
+  throttle?: ThrottleRates | null
 }
 
 let nextId = 1
@@ -30,22 +37,62 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
   error: Error | undefined
   /** Arbitrary per-connection data for the layers above (e.g. the identity messaging learnt). */
   readonly meta = new Map<string, unknown>()
+  /**
+   * The remote's certificate on a TLS connection (snakeMQ's `getpeercert()`), or
+   * null when there is none (plain TCP, or the remote sent no certificate). Read
+   * once the handshake is done, so it stays readable after the connection closed.
+   */
+  readonly peerCertificate: PeerCertificate | null
+  /**
+   * True when the remote's certificate was verified against the trusted CAs (a
+   * TLS connection whose remote sent a certificate that checked out); false on
+   * plain TCP, without a certificate, or when verification was turned off and failed.
+   */
+  readonly peerAuthorized: boolean
+  /** Why the remote's certificate did not verify, when it did not (e.g. `CERT_HAS_EXPIRED`). */
+  readonly peerAuthorizationError: Error | null
+  /** The bandwidth limits on this connection, if any. */
+  readonly throttle: Readonly<ThrottleRates> | null
+  /**
+   * When bytes from the remote were last handed to `source`'s reader (ms since
+   * the epoch): a sign of life even in the middle of a packet, which keepalive
+   * counts (a large message through a slow throttle takes long to complete).
+   */
+  lastReceivedAt = Date.now()
+  /** When `sink` last handed bytes to the socket without waiting for it to drain (ms since the epoch). */
+  lastWrittenAt = Date.now()
 
   private readonly socket: Socket
   private sourceTaken = false
   private isClosed = false
   private readonly closeWaiters = new Set<() => void>()
+  /** Aborts the throttles' sleeps when the connection closes. */
+  private readonly closing = new AbortController()
 
-  constructor (socket: Socket, direction: 'inbound' | 'outbound') {
+  constructor (socket: Socket, direction: 'inbound' | 'outbound', options: ConnectionOptions = {}) {
     this.id = `c${nextId++}`
     this.socket = socket
     this.direction = direction
     this.remoteAddress = socket.remoteAddress ?? ''
     this.remotePort = socket.remotePort ?? 0
+    this.throttle = options.throttle ?? null
+    if (this.encrypted) {
+      const tlsSocket = socket as TLSSocket
+      const cert = tlsSocket.getPeerCertificate(false)
+      this.peerCertificate = cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0 ? cert : null
+      this.peerAuthorized = this.peerCertificate !== null && tlsSocket.authorized
+      const why = tlsSocket.authorizationError as Error | string | null | undefined
+      this.peerAuthorizationError = why === null || why === undefined ? null : why instanceof Error ? why : new Error(String(why))
+    } else {
+      this.peerCertificate = null
+      this.peerAuthorized = false
+      this.peerAuthorizationError = null
+    }
     socket.setNoDelay(true)
     this.closed = new Promise((resolve) => {
       socket.once('close', () => {
         this.isClosed = true
+        this.closing.abort()
         for (const w of this.closeWaiters) w()
         this.closeWaiters.clear()
         resolve()
@@ -58,30 +105,46 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
   /** True for a TLS connection. */
   get encrypted (): boolean { return 'encrypted' in this.socket && this.socket.encrypted === true }
 
-  /**
-   * The remote's certificate on a TLS connection (snakeMQ's `getpeercert()`), or
-   * null when there is none (plain TCP, or the remote sent no certificate).
-   */
-  get peerCertificate (): PeerCertificate | null {
-    if (!this.encrypted) return null
-    const cert = (this.socket as TLSSocket).getPeerCertificate(false)
-    return cert !== null && Object.keys(cert).length > 0 ? cert : null
-  }
-
   /** True once the socket has closed. */
   get isOpen (): boolean { return !this.isClosed && !this.socket.destroyed }
 
-  /** The bytes the remote sends, chunk by chunk. Single consumer. */
+  /** The bytes the remote sends, chunk by chunk (through the incoming throttle, if any). Single consumer. */
   get source (): AsyncIterable<Uint8Array> {
     if (this.sourceTaken) throw new AlreadyIteratingError(`connection ${this.id}: its source is already being read`)
     this.sourceTaken = true
-    return this.readSocket()
+    const rate = this.throttle?.incoming
+    return rate === undefined ? this.readSocket() : this.throttled(throttle(rate, { signal: this.closing.signal })(this.readSocket()), true)
+  }
+
+  /**
+   * A throttle whose sleep was cut short by the connection closing fails the way
+   * the socket would have: the source ends quietly if we closed it ourselves,
+   * otherwise the connection's error (or ClosedError) is thrown.
+   */
+  private async * throttled<T> (source: AsyncIterable<T>, isSource: boolean): AsyncGenerator<T> {
+    try {
+      if (isSource) {
+        for await (const piece of source) {
+          this.lastReceivedAt = Date.now()
+          yield piece
+        }
+      } else {
+        yield * source
+      }
+    } catch (err) {
+      if (!this.closing.signal.aborted) throw err
+      if (isSource && this.isClosing) return
+      throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
+    }
   }
 
   private async * readSocket (): AsyncGenerator<Uint8Array> {
     try {
       // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
-      for await (const chunk of this.socket.iterator({ destroyOnReturn: false })) yield chunk as Buffer
+      for await (const chunk of this.socket.iterator({ destroyOnReturn: false })) {
+        this.lastReceivedAt = Date.now()
+        yield chunk as Buffer
+      }
     } catch (err) {
       // A connection we closed ourselves ends its source quietly.
       if (this.isClosing) return
@@ -92,10 +155,15 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
 
   private isClosing = false
 
-  /** Writes everything `source` yields, waiting for the socket to drain when its buffer is full. */
-  readonly sink = async (source: AsyncIterable<SinkChunk>): Promise<void> => {
+  /**
+   * Writes everything `source` yields (through the outgoing throttle, if any),
+   * waiting for the socket to drain when its buffer is full.
+   */
+  readonly sink = async (source: AsyncIterable<SinkChunk> | Iterable<SinkChunk>): Promise<void> => {
     const socket = this.socket
-    for await (const chunk of source) {
+    const rate = this.throttle?.outgoing
+    const chunks = rate === undefined ? source : this.throttled(throttle(rate, { signal: this.closing.signal })(source), false)
+    for await (const chunk of chunks) {
       if (!this.isOpen) throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
       let ok: boolean
       if (chunk instanceof Uint8Array) {
@@ -109,6 +177,7 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
         socket.uncork()
       }
       if (!ok && socket.writableNeedDrain) await this.drained()
+      this.lastWrittenAt = Date.now()
     }
   }
 

@@ -5,8 +5,14 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { Connection } from './connection.ts'
 import { TypedEmitter } from '../events.ts'
-import { ClosedError, InvalidArgumentError } from '../errors.ts'
+import { ClosedError, InvalidArgumentError, PeerCertificateError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
+import { throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
+
+/** The oldest TLS version accepted unless the caller's `tls.minVersion` says otherwise. */
+export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2'
+/** Milliseconds a client of a TLS listener has to complete its handshake, unless `handshakeTimeout` says otherwise. */
+export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10_000
 
 export interface ReconnectOptions {
   /** Milliseconds before the first reconnect attempt after a loss. Default 200. */
@@ -27,27 +33,64 @@ export interface ListenOptions {
   host?: string
   /** Port; 0 picks a free one (read it from the returned Listener). */
   port: number
-  /** Serve TLS with these options (key, cert, ca, requestCert, ...). */
+  /**
+   * Serve TLS with these `node:tls` options (key, cert, ca, requestCert, ...).
+   * `minVersion` defaults to `'TLSv1.2'`. To require and verify the clients'
+   * certificates (mutual TLS), pass `ca` and `requestCert: true`
+   * (`rejectUnauthorized` is true unless set to false).
+   */
   tls?: tls.TlsOptions
+  /**
+   * TLS only: milliseconds a client has to complete the TLS handshake; one that
+   * does not is dropped (and reported as a link `error`). Default 10,000
+   * (`tls.handshakeTimeout` is used if only that is set).
+   */
+  handshakeTimeout?: number
   /** Most connections open at once through this listener; more are closed on accept. Default 1,024. */
   maxConnections?: number
+  /**
+   * Bandwidth limits for the connections this listener accepts, in bytes per
+   * second: a number limits outgoing bytes, `{ outgoing, incoming }` either side,
+   * `false` none. Default: the link's `throttle`.
+   */
+  throttle?: ThrottleSetting
 }
 
 export interface ConnectOptions {
   /** Host to connect to. Default `127.0.0.1`. */
   host?: string
   port: number
-  /** Connect with TLS using these options (ca, cert, key, servername, ...). */
+  /**
+   * Connect with TLS using these `node:tls` options (ca, cert, key, servername,
+   * ...). `minVersion` defaults to `'TLSv1.2'`. The listener's certificate is
+   * verified against `ca` (or the system's CAs), including its host name: give the
+   * listener a certificate naming the host (or IP address) connected to, or set
+   * `servername` / `checkServerIdentity`. Bad options throw InvalidArgumentError
+   * from `connect()`.
+   */
   tls?: tls.ConnectionOptions
   /** Reconnect timing; `false` to connect once only. */
   reconnect?: ReconnectOptions | false
   /** Milliseconds a connection attempt (TCP and TLS handshake) may take. Default 10,000. */
   connectTimeout?: number
+  /**
+   * Bandwidth limits for this connector's connections, in bytes per second: a
+   * number limits outgoing bytes, `{ outgoing, incoming }` either side, `false`
+   * none. Default: the link's `throttle`.
+   */
+  throttle?: ThrottleSetting
 }
 
 export interface LinkOptions {
   /** Where log lines go; default the `debug` namespace `snakemq:link`. */
   logger?: Logger
+  /**
+   * Bandwidth limits for every connection of this link, in bytes per second, each
+   * connection limited on its own: a number limits outgoing bytes (like the CLI's
+   * `--throttle`), `{ outgoing, incoming }` either side. A listener's or
+   * connector's own `throttle` replaces it. Default: no limit.
+   */
+  throttle?: ThrottleSetting
 }
 
 export interface LinkEvents {
@@ -62,6 +105,17 @@ export interface LinkEvents {
 }
 
 const DEFAULT_RECONNECT: Required<ReconnectOptions> = { minDelay: 200, maxDelay: 5000, factor: 2, stableAfter: 1000 }
+
+/** A connector's TLS options with the default minimum version and one secure context for all its attempts. */
+function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptions {
+  const withDefaults = { minVersion: DEFAULT_TLS_MIN_VERSION, ...options } satisfies tls.ConnectionOptions
+  if (options.secureContext !== undefined) return withDefaults
+  try {
+    return { ...withDefaults, secureContext: tls.createSecureContext(withDefaults) }
+  } catch (err) {
+    throw new InvalidArgumentError(`connect: bad tls options: ${(err as Error).message}`, { cause: err })
+  }
+}
 
 function checkPort (port: unknown, name: string): number {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
@@ -99,12 +153,17 @@ export class Connector {
   private pending: net.Socket | null = null
   private stopped = false
   private readonly reconnect: Required<ReconnectOptions> | false
+  /** TLS: the options for every attempt, with a secure context built once (so bad keys fail in `connect()`). */
+  private readonly tlsOptions: tls.ConnectionOptions | undefined
+  private readonly throttle: ThrottleRates | null
 
   constructor (readonly host: string, readonly port: number, private readonly options: ConnectOptions, private readonly link: Link) {
     this.reconnect = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect }
     if (this.reconnect !== false && (this.reconnect.minDelay < 0 || this.reconnect.maxDelay < this.reconnect.minDelay || this.reconnect.factor < 1)) {
       throw new InvalidArgumentError('reconnect: need 0 <= minDelay <= maxDelay and factor >= 1')
     }
+    this.throttle = options.throttle === undefined ? link.throttle : throttleRates(options.throttle, 'connect: throttle')
+    this.tlsOptions = options.tls === undefined ? undefined : withSecureContext(options.tls)
   }
 
   /** True once `close()` was called. */
@@ -113,7 +172,9 @@ export class Connector {
   /** @internal */
   start (): void {
     if (this.stopped) return
-    const { tls: tlsOptions, connectTimeout = 10_000 } = this.options
+    const { connectTimeout = 10_000 } = this.options
+    const tlsOptions = this.tlsOptions
+    this.link.log.debug('connecting', { host: this.host, port: this.port, attempt: this.attempt + 1, tls: tlsOptions !== undefined })
     const socket = tlsOptions !== undefined
       ? tls.connect({ servername: net.isIP(this.host) === 0 ? this.host : undefined, ...tlsOptions, host: this.host, port: this.port })
       : net.connect({ host: this.host, port: this.port })
@@ -132,7 +193,7 @@ export class Connector {
       socket.off('error', onError)
       this.pending = null
       if (this.stopped) { socket.destroy(); return }
-      const conn = new Connection(socket, 'outbound')
+      const conn = new Connection(socket, 'outbound', { throttle: this.throttle })
       const since = Date.now()
       this.connection = conn
       void conn.closed.then(() => {
@@ -156,7 +217,10 @@ export class Connector {
       this.timer = setTimeout(() => { this.timer = null; this.start() }, delay)
     }
     if (!wasConnected) this.link.connectError(this, error, delay)
-    else if (delay === null) this.stopped = true
+    else {
+      this.link.log.debug(delay === null ? 'connection lost, not reconnecting' : 'connection lost, reconnecting', { host: this.host, port: this.port, retryIn: delay })
+      if (delay === null) this.stopped = true
+    }
   }
 
   /** Stops reconnecting and closes the live connection, if any; idempotent. */
@@ -184,10 +248,13 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
   private readonly waiting = new Set<() => void>()
   private isClosed = false
   readonly log: Logger
+  /** @internal The link-wide bandwidth limits (LinkOptions.throttle), checked. */
+  readonly throttle: ThrottleRates | null
 
   constructor (options: LinkOptions = {}) {
     super()
     this.log = options.logger ?? debugLogger('link')
+    this.throttle = throttleRates(options.throttle, 'throttle')
   }
 
   /** Connections that are up now. */
@@ -199,18 +266,39 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     const host = options.host ?? '127.0.0.1'
     const port = checkPort(options.port, 'listen')
     const maxConnections = options.maxConnections ?? 1024
+    const throttle = options.throttle === undefined ? this.throttle : throttleRates(options.throttle, 'listen: throttle')
+    const handshakeTimeout = options.handshakeTimeout ?? options.tls?.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
+      throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
+    }
     const onSocket = (socket: net.Socket): void => {
       socket.on('error', (err) => { this.log.debug('accepted socket failed', { error: err }) })
       if (this.isClosed) { socket.destroy(); return }
-      this.adopt(new Connection(socket, 'inbound'))
+      this.adopt(new Connection(socket, 'inbound', { throttle }))
     }
-    const server: net.Server = options.tls !== undefined
-      ? tls.createServer(options.tls, onSocket)
-      : net.createServer(onSocket)
+    let server: net.Server
+    try {
+      server = options.tls !== undefined
+        ? tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...options.tls, handshakeTimeout }, onSocket)
+        : net.createServer(onSocket)
+    } catch (err) {
+      throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })
+    }
     server.maxConnections = maxConnections
+    server.on('drop', (d?: net.DropArgument) => {
+      this.log.warn('connection refused: maxConnections reached', { remote: d === undefined ? undefined : `${d.remoteAddress}:${d.remotePort}`, maxConnections })
+    })
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      this.log.warn('TLS handshake with a client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error: err })
-      this.emit('error', err)
+      // node:tls leaves the socket open after a handshake timeout: drop it here.
+      socket.destroy()
+      // A client certificate that failed verification closes the socket with no
+      // error of its own (the error seen is "socket hang up"): say what happened.
+      const refused = socket.authorizationError as Error | string | null | undefined
+      const error = refused === null || refused === undefined
+        ? err
+        : new PeerCertificateError(refused instanceof Error ? refused.message : String(refused), { cause: err })
+      this.log.warn('TLS handshake with a client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error })
+      this.emit('error', error)
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
