@@ -72,6 +72,15 @@ const MAX_GROUP_BYTES = 8 * 1024 * 1024
 /** Entries read from LevelDB per iterator step in load(). */
 const LOAD_STEP = 1000
 
+/**
+ * Directories this process has open, or is opening. LevelDB refuses a second
+ * open of a directory in the same process, but while refusing it closes a
+ * descriptor of the LOCK file, and closing any descriptor of a file releases the
+ * fcntl lock the process holds on it: the first store would stop keeping other
+ * processes out. So a second open here is refused before LevelDB sees it.
+ */
+const openInThisProcess = new Set<string>()
+
 /** A queue store in a LevelDB directory; `durable` is true. Open it with {@link LevelStore.open}. */
 export class LevelStore implements QueueStore {
   readonly durable = true
@@ -107,10 +116,13 @@ export class LevelStore implements QueueStore {
    */
   static async open (directory: string, options: LevelStoreOptions = {}): Promise<LevelStore> {
     const location = resolvePath(directory)
+    if (openInThisProcess.has(location)) throw new StoreLockedError(location)
+    openInThisProcess.add(location)
     const db: Db = new Level<string, Uint8Array>(location, { valueEncoding: 'view' })
     try {
       await db.open()
     } catch (err) {
+      openInThisProcess.delete(location)
       if (isLockedError(err)) throw new StoreLockedError(location, { cause: err })
       throw new StoreError(`cannot open the queue store ${location}: ${errorMessage(err)}`, { cause: err })
     }
@@ -118,6 +130,7 @@ export class LevelStore implements QueueStore {
       await checkFormat(db, location)
     } catch (err) {
       await db.close().catch(() => {})
+      openInThisProcess.delete(location)
       throw err
     }
     const store = new LevelStore(db, location, options)
@@ -241,6 +254,8 @@ export class LevelStore implements QueueStore {
       await this.db.close()
     } catch (err) {
       throw new StoreError(`closing the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
+    } finally {
+      openInThisProcess.delete(this.directory)
     }
     this.log.debug('queue store closed', { directory: this.directory })
   }

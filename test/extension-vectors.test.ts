@@ -1,0 +1,202 @@
+// The extension's own test vectors (docs/vectors/extensions.json, described in
+// docs/PROTOCOL.md): the frame codec against them byte for byte, then a live
+// Messaging against their sessions over a raw loopback socket, and the wire-level
+// rules the sessions cannot pin down byte for byte (our UUIDs are random):
+// redelivery in the original order, and a duplicate acknowledged again.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import {
+  Link, Messaging, ProtocolError, decodeFrame, encodeFrame, encodePacketBatch, FrameType, type Frame, type Message
+} from '../src/index.ts'
+import { RawPeer, packets, waitFor } from './helpers/util.ts'
+
+interface FrameVector {
+  name: string
+  frame: { type: 16, version: number, features: number } | { type: 17, uuids: string[] }
+  frame_hex: string
+  packet_hex: string
+}
+interface SessionVector {
+  name: string
+  node_identity: string
+  sent_to_node_hex: string
+  application_takes: number
+  then_sent_to_node_hex?: string
+  received_from_node_hex: string
+}
+interface Vectors {
+  frames: FrameVector[]
+  decode_only: Array<{ name: string, frame_hex: string, decoded: object }>
+  invalid: Array<{ name: string, frame_hex: string }>
+  sessions: SessionVector[]
+}
+
+const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('../docs/vectors/extensions.json', import.meta.url)), 'utf8')) as Vectors
+
+/** A decoded frame in the vectors' JSON shape. */
+function asJson (frame: Frame | null): object | null {
+  if (frame?.type === FrameType.Ack) {
+    const uuids: string[] = []
+    for (let i = 0; i < frame.uuids.length; i += 16) uuids.push(Buffer.from(frame.uuids.subarray(i, i + 16)).toString('hex'))
+    return { type: frame.type, uuids }
+  }
+  return frame
+}
+
+function fromJson (v: FrameVector['frame']): Frame {
+  return v.type === FrameType.Ack ? { type: v.type, uuids: Buffer.from(v.uuids.join(''), 'hex') } : v
+}
+
+const hex = (payload: ReturnType<typeof encodeFrame>): string => Buffer.from(payload instanceof Uint8Array ? payload : payload.subarray()).toString('hex')
+
+for (const v of vectors.frames) {
+  test(`vector "${v.name}": encodes and decodes byte for byte`, () => {
+    assert.equal(hex(encodeFrame(fromJson(v.frame))), v.frame_hex)
+    assert.equal(Buffer.concat(encodePacketBatch([encodeFrame(fromJson(v.frame))])).toString('hex'), v.packet_hex)
+    assert.deepEqual(asJson(decodeFrame(Buffer.from(v.frame_hex, 'hex'))), v.frame)
+  })
+}
+
+for (const v of vectors.decode_only) {
+  test(`vector "${v.name}"`, () => {
+    assert.deepEqual(asJson(decodeFrame(Buffer.from(v.frame_hex, 'hex'))), v.decoded)
+  })
+}
+
+for (const v of vectors.invalid) {
+  test(`vector "${v.name}": a ProtocolError (the connection is closed)`, () => {
+    assert.throws(() => decodeFrame(Buffer.from(v.frame_hex, 'hex')), ProtocolError)
+  })
+}
+
+/** A listening Messaging and a raw socket connected to it. */
+async function nodePeer (identity: string): Promise<{ mq: Messaging, port: number }> {
+  const link = new Link()
+  const { port } = await link.listen({ port: 0 })
+  return { mq: new Messaging(link, { identity }), port }
+}
+
+/** The MESSAGE frames in a hex byte string, as [uuid, data] pairs. */
+function messagesIn (bytesHex: string): Array<[string, string]> {
+  return packets(Buffer.from(bytesHex, 'hex')).filter((p) => p[0] === FrameType.Message)
+    .map((p) => [p.subarray(1, 17).toString('hex'), p.subarray(25).toString()])
+}
+
+for (const s of vectors.sessions) {
+  test(`session "${s.name}" against a live Messaging`, async () => {
+    const { mq, port } = await nodePeer(s.node_identity)
+    const peer = await RawPeer.connect(port)
+    const taken: Message[] = []
+    let tookAll: () => void = () => {}
+    const allTaken = new Promise<void>((resolve) => { tookAll = resolve })
+    // The application: takes messages and keeps asking for more, which is what acknowledges each one.
+    const app = (async () => {
+      if (s.application_takes === 0) return
+      for await (const m of mq.messages()) {
+        taken.push(m)
+        if (taken.length === s.application_takes) tookAll()
+      }
+    })()
+    try {
+      peer.write(s.sent_to_node_hex)
+      if (s.application_takes > 0) {
+        await allTaken
+        assert.deepEqual(taken.map((m) => [m.uuid, Buffer.from(m.data).toString()]), messagesIn(s.sent_to_node_hex))
+      }
+      // The loop has asked for the next message by the next turn of the event loop.
+      await new Promise((resolve) => setImmediate(resolve))
+      if (s.then_sent_to_node_hex !== undefined) peer.write(s.then_sent_to_node_hex)
+      const expected = s.received_from_node_hex
+      const got = await peer.bytes(expected.length / 2)
+      assert.equal(got.toString('hex'), expected)
+      assert.ok(!peer.socket.destroyed)
+    } finally {
+      peer.destroy()
+      await mq.close()
+      await app
+    }
+  })
+}
+
+test('a Node connector sends the hello of the vectors: PROTOCOL_VERSION, EXTENSIONS, IDENTIFICATION', async () => {
+  const hello = vectors.sessions[0]!
+  const server = net.createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>
+  const link = new Link()
+  const mq = new Messaging(link, { identity: hello.node_identity })
+  link.connect({ port: (server.address() as net.AddressInfo).port, reconnect: false })
+  const fake = RawPeer.from((await accepted)[0])
+  try {
+    assert.equal((await fake.bytes(hello.received_from_node_hex.length / 2)).toString('hex'), hello.received_from_node_hex)
+  } finally {
+    fake.destroy()
+    await mq.close()
+    server.close()
+  }
+})
+
+const BOB_HELLO = '000000050000000001' + '00000006100100000001' + '0000000402626f62'
+const ackPacket = (uuids: string[]): string => Buffer.concat(encodePacketBatch([encodeFrame({ type: FrameType.Ack, uuids: Buffer.from(uuids.join(''), 'hex') })])).toString('hex')
+
+test('on the wire: what was not acknowledged is sent again on the next connection, same UUIDs, original order', async () => {
+  const { mq, port } = await nodePeer('alice')
+  try {
+    const sent: string[] = []
+    for (const data of ['one', 'two', 'three']) sent.push((await mq.send('bob', data)).uuid)
+    const first = await RawPeer.connect(port)
+    first.write(BOB_HELLO)
+    const hello = 29
+    const messageBytes = (data: string): number => 4 + 1 + 24 + data.length
+    const got1 = await first.bytes(hello + messageBytes('one') + messageBytes('two') + messageBytes('three'))
+    assert.deepEqual(messagesIn(got1.toString('hex')), [[sent[0], 'one'], [sent[1], 'two'], [sent[2], 'three']])
+    // Only the first is acknowledged before the connection drops.
+    const acked = waitFor(mq, 'delivered', (e: { uuid: string }) => e.uuid === sent[0])
+    first.write(ackPacket([sent[0]!]))
+    await acked
+    assert.equal(mq.queued('bob'), 2)
+    const gone = waitFor(mq, 'disconnect')
+    first.destroy()
+    await gone
+
+    const second = await RawPeer.connect(port)
+    second.write(BOB_HELLO)
+    const got2 = await second.bytes(hello + messageBytes('two') + messageBytes('three'))
+    assert.deepEqual(messagesIn(got2.toString('hex')), [[sent[1], 'two'], [sent[2], 'three']])
+    // One ACK frame for both.
+    const done = waitFor(mq, 'delivered', () => mq.queued('bob') === 0)
+    second.write(ackPacket([sent[1]!, sent[2]!]))
+    await done
+    second.destroy()
+  } finally {
+    await mq.close()
+  }
+})
+
+test('on the wire: a duplicate of a message the application already received is dropped and acknowledged again', async () => {
+  const { mq, port } = await nodePeer('alice')
+  const peer = await RawPeer.connect(port)
+  const uuid = '5f0c7c2a9d3e4b1f8a66e0b4c2d19a01'
+  const message = Buffer.concat(encodePacketBatch([encodeFrame({ type: FrameType.Message, uuid, ttl: 0xFFFFFFFF, flags: 1, data: Buffer.from('once') })])).toString('hex')
+  const taken: Message[] = []
+  const app = (async () => { for await (const m of mq.messages()) taken.push(m) })()
+  try {
+    peer.write(BOB_HELLO + message)
+    const oneAck = 29 + 21
+    await peer.bytes(oneAck)
+    assert.equal(peer.received.subarray(29).toString('hex'), ackPacket([uuid]))
+    peer.write(message)
+    await peer.bytes(oneAck + 21)
+    assert.equal(peer.received.subarray(oneAck).toString('hex'), ackPacket([uuid]))
+    assert.deepEqual(taken.map((m) => m.uuid), [uuid], 'the application saw it once')
+  } finally {
+    peer.destroy()
+    await mq.close()
+    await app
+  }
+})
