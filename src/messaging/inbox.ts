@@ -127,6 +127,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
     }
     this.buffer.push(m)
     this.inbox.buffered++
+    this.inbox.bufferedBytes += m.data.byteLength
   }
 
   private take (m: InboundMessage): void {
@@ -138,7 +139,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
     if (this.head < this.buffer.length) {
       const m = this.buffer[this.head++]!
       if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
-      this.inbox.taken()
+      this.inbox.taken(m)
       this.take(m)
       return Promise.resolve({ value: m, done: false })
     }
@@ -167,6 +168,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
     if (this.onAbort !== null) this.options.signal?.removeEventListener('abort', this.onAbort)
     const left = this.buffer.slice(this.head)
     this.inbox.buffered -= left.length
+    for (const m of left) this.inbox.bufferedBytes -= m.data.byteLength
     this.buffer = []
     this.head = 0
     this.inbox.remove(this, left)
@@ -187,17 +189,21 @@ export class Inbox {
   private unrouted: InboundMessage[] = []
   /** Messages waiting in consumers' buffers or unrouted. */
   buffered = 0
+  /** Bytes of message data waiting in consumers' buffers or unrouted. */
+  bufferedBytes = 0
   private roomWaiters: Array<() => void> = []
   private closed = false
 
   constructor (
     private readonly limit: number,
+    /** Bytes of data held past which the inbox is full too, whatever the count. */
+    private readonly byteLimit: number,
     /** Called once a message is fully received: acknowledge it to its sender. */
     private readonly onReceived: (m: InboundMessage) => void,
     readonly log: Logger
   ) {}
 
-  get full (): boolean { return this.buffered >= this.limit }
+  get full (): boolean { return this.buffered >= this.limit || this.bufferedBytes >= this.byteLimit }
 
   /** Resolves when there is room again (or the inbox is closed). */
   async room (): Promise<void> {
@@ -213,7 +219,7 @@ export class Inbox {
       const pending = this.unrouted
       this.unrouted = []
       this.buffered -= pending.length
-      for (const m of pending) this.dispatch(m)
+      for (const m of pending) { this.bufferedBytes -= m.data.byteLength; this.dispatch(m) }
     }
     return c
   }
@@ -228,6 +234,7 @@ export class Inbox {
     if (targets.length === 0) {
       this.unrouted.push(m)
       this.buffered++
+      this.bufferedBytes += m.data.byteLength
       return
     }
     m.tracker.ackRefs = targets.length
@@ -237,8 +244,9 @@ export class Inbox {
   }
 
   /** A consumer took a message from its buffer. */
-  taken (): void {
+  taken (m: InboundMessage): void {
     this.buffered--
+    this.bufferedBytes -= m.data.byteLength
     this.wakeRoom()
   }
 
@@ -277,6 +285,7 @@ export class Inbox {
     this.closed = true
     this.unrouted = []
     this.buffered = 0
+    this.bufferedBytes = 0
     for (const w of this.roomWaiters) w()
     this.roomWaiters = []
   }

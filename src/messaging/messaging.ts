@@ -35,6 +35,7 @@ export const messagingDefaults = {
   queueBytes: 64 * 1024 * 1024,
   maxUnacked: 8192,
   receiveBuffer: 1024,
+  receiveBufferBytes: 64 * 1024 * 1024,
   dedupWindow: 65_536
 } as const
 
@@ -118,6 +119,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.bindIdentityToCertificate = options.bindIdentityToCertificate === true
     this.inbox = new Inbox(
       positiveInt(options.receiveBuffer, 'receiveBuffer', messagingDefaults.receiveBuffer),
+      positiveInt(options.receiveBufferBytes, 'receiveBufferBytes', messagingDefaults.receiveBufferBytes),
       (m) => { this.receivedByApp(m) },
       this.log
     )

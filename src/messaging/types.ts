@@ -30,7 +30,7 @@ export interface MessagingOptions {
   handshakeTimeout?: number
   /** Largest packet accepted from a remote, in bytes. Default 64 MiB. */
   maxPacketSize?: number
-  /** Per-peer outgoing queue limits. */
+  /** Per-peer outgoing queue limits. Default 100,000 messages and 64 MiB per peer. */
   queueLimits?: QueueLimits
   /**
    * Most messages sent to a peer of this library and not yet acknowledged. Bounds
@@ -42,6 +42,13 @@ export interface MessagingOptions {
    * consumers; past this the sockets are no longer read. Default 1,024.
    */
   receiveBuffer?: number
+  /**
+   * Bytes of received message data held for consumers that have not taken them
+   * yet, across all consumers; past this the sockets are no longer read, whatever
+   * the count. Without it a peer could make this side hold `receiveBuffer`
+   * messages of `maxPacketSize` each. Default 64 MiB.
+   */
+  receiveBufferBytes?: number
   /** How many recent message UUIDs per peer are remembered to drop duplicates. Default 65,536. */
   dedupWindow?: number
   /**
@@ -69,7 +76,8 @@ export interface SendOptions {
    * Seconds the message may wait for its peer while that peer is disconnected.
    * `undefined`, `null` or a negative number: no expiry (0xFFFFFFFF on the wire).
    * 0: sent only if the peer is connected now, dropped otherwise. Fractions are
-   * kept locally; whole seconds go on the wire, as in snakeMQ.
+   * kept locally; whole seconds go on the wire, as in snakeMQ. Default: no
+   * expiry (snakeMQ's `Message` defaulted to 0).
    */
   ttl?: number | null
   /** Keep the message in the store until it is delivered. Default false. */
