@@ -382,6 +382,11 @@ test('bad options and arguments are InvalidArgumentErrors naming what is wrong',
     await assert.rejects(a.send('', 'x'), InvalidArgumentError)
     await assert.rejects(a.send('b', 42 as unknown as string), InvalidArgumentError)
     await assert.rejects(a.send('b', 'x', { ttl: Number.NaN }), /ttl/)
+    // The same checks hold once a queue for the peer exists (the fast path).
+    await a.send('b', Buffer.from('queued'))
+    await assert.rejects(a.send('b', Buffer.from('x'), { ttl: Number.NaN }), InvalidArgumentError)
+    await assert.rejects(a.send('b', Buffer.from('x'), { ttl: '5' as unknown as number }), InvalidArgumentError)
+    assert.equal(a.queued('b'), 1)
   } finally {
     await a.close()
   }

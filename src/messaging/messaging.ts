@@ -169,7 +169,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     let ttlMs = Infinity
     if (ttl !== undefined && ttl !== null) {
-      if (typeof ttl !== 'number' || !(ttl !== 0)) return this.sendSlow(to, data, options)
+      // 0 (drop unless connected) and anything not a number (NaN included) take the checked path.
+      if (typeof ttl !== 'number' || !(ttl > 0 || ttl < 0)) return this.sendSlow(to, data, options)
       if (ttl > 0) ttlMs = ttl * 1000
     }
     const size = data.byteLength
@@ -456,7 +457,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     })
   }
 
-  /** Whole seconds of TTL left, as they go on the wire. */
+  /** @internal Whole seconds of TTL left, as they go on the wire. */
   wireTtl (q: PeerQueue, e: QueueEntry): number {
     if (e.eternal) return TTL_INFINITE
     const left = Math.floor((e.expiry - q.offlineAt(Date.now())) / 1000)
@@ -522,6 +523,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     else this.loaded.then(start, () => { conn.close() })
   }
 
+  /** @internal */
   identified (session: Session, ident: string): PeerQueue | Error {
     if (this.bindIdentityToCertificate) {
       const refused = checkIdentityCertificate(session.connection, ident)
@@ -558,6 +560,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return q
   }
 
+  /** @internal */
   received (session: Session, packet: Uint8Array, at: number, end: number): void {
     const from = session.ident!
     let window = this.dedup.get(from)
@@ -581,6 +584,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (s?.acks === true) s.ack(m.packet, m.uuidAt)
   }
 
+  /** @internal */
   acked (session: Session, uuids: Uint8Array): void {
     const q = session.queue!
     const unacked = q.unacked
@@ -591,6 +595,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     session.notify()
   }
 
+  /** @internal */
   written (session: Session, entries: readonly QueueEntry[]): void {
     const q = session.queue!
     for (const e of entries) if (e.state !== EntryState.Done) this.deliver(q, e)
@@ -610,6 +615,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return fresh.connection.direction === keep ? fresh : existing
   }
 
+  /** @internal */
   failed (session: Session, error: Error): void {
     if (error instanceof RedundantConnectionError) {
       this.log.debug('closing a redundant connection', { conn: session.connection.id, peer: session.ident ?? undefined })
@@ -620,6 +626,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.emit('error', { error, connection: session.connection, ...(session.ident !== null ? { ident: session.ident } : {}) })
   }
 
+  /** @internal */
   ended (session: Session): void {
     this.sessions.delete(session)
     const ident = session.ident
@@ -637,6 +644,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.sweep(q)
   }
 
+  /** @internal */
   inboxRoom (): Promise<void> | null {
     return this.inbox.full ? this.inbox.room() : null
   }
