@@ -271,6 +271,16 @@ test('a TLS listener drops a client that never completes the handshake', { skip 
   } finally {
     await linkL.close()
   }
+  // close() does not leave a client in its handshake behind until the (default 10 s) timeout.
+  const linkL2 = new Link()
+  const l2 = await linkL2.listen({ port: 0, tls: { key: alice.key, cert: alice.cert } })
+  const silent = net.connect({ host: '127.0.0.1', port: l2.port })
+  silent.on('error', () => {})
+  await once(silent, 'connect')
+  await new Promise((resolve) => setImmediate(resolve))
+  const t0 = performance.now()
+  await Promise.all([linkL2.close(), once(silent, 'close')])
+  assert.ok(performance.now() - t0 < 2000)
   await assert.rejects(new Link().listen({ port: 0, tls: { key: alice.key, cert: alice.cert }, handshakeTimeout: -1 }), InvalidArgumentError)
 })
 

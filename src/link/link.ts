@@ -244,6 +244,8 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
   private readonly servers = new Set<net.Server>()
   private readonly connectors = new Set<Connector>()
   private readonly live = new Set<Connection>()
+  /** The TCP sockets under TLS listeners, handshake done or not: close() drops those still in their handshake. */
+  private readonly tlsSockets = new Set<net.Socket>()
   private readonly unclaimed: Connection[] = []
   private readonly waiting = new Set<() => void>()
   private isClosed = false
@@ -285,12 +287,19 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
       throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })
     }
     server.maxConnections = maxConnections
+    if (options.tls !== undefined) {
+      server.on('connection', (raw: net.Socket) => {
+        this.tlsSockets.add(raw)
+        raw.once('close', () => { this.tlsSockets.delete(raw) })
+      })
+    }
     server.on('drop', (d?: net.DropArgument) => {
       this.log.warn('connection refused: maxConnections reached', { remote: d === undefined ? undefined : `${d.remoteAddress}:${d.remotePort}`, maxConnections })
     })
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       // node:tls leaves the socket open after a handshake timeout: drop it here.
       socket.destroy()
+      if (this.isClosed) return
       // A client certificate that failed verification closes the socket with no
       // error of its own (the error seen is "socket hang up"): say what happened.
       const refused = socket.authorizationError as Error | string | null | undefined
@@ -391,6 +400,8 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
       ...[...this.connectors].map(async (c) => { await c.close() })
     ])
     for (const c of this.live) c.close()
+    // Clients still in their TLS handshake are not connections yet; without this they would linger until handshakeTimeout.
+    for (const s of this.tlsSockets) s.destroy()
     await Promise.all([...this.live].map(async (c) => { await c.closed }))
   }
 
