@@ -24,6 +24,9 @@ export interface ConnectionOptions {
 
 let nextId = 1
 
+/** Bytes received and not yet taken by the source's reader, past which the socket is no longer read. */
+const READ_AHEAD = 256 * 1024
+
 export class Connection implements Duplex<Uint8Array, SinkChunk> {
   /** A short id for logs, unique in this process: `c1`, `c2`, ... */
   readonly id: string
@@ -139,19 +142,68 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
   }
 
   private async * readSocket (): AsyncGenerator<Uint8Array> {
+    // The socket in flowing mode, its chunks queued here and the socket paused
+    // while more than READ_AHEAD bytes wait: each chunk is handed on as it was
+    // read. (socket.iterator() calls read(), which concatenates whatever the stream
+    // has buffered into a new Buffer: one more copy of every byte received.)
+    const socket = this.socket
+    const queue: Buffer[] = []
+    let head = 0
+    let queued = 0
+    let ended = false
+    let failure: Error | null = null
+    let wake: (() => void) | null = null
+    const signal = (): void => { const w = wake; wake = null; w?.() }
+    const onData = (chunk: Buffer): void => {
+      queue.push(chunk)
+      queued += chunk.length
+      if (queued > READ_AHEAD) socket.pause()
+      signal()
+    }
+    const onEnd = (): void => { ended = true; signal() }
+    const onError = (err: Error): void => { failure ??= err; signal() }
+    const onClose = (): void => {
+      // Closed without an end or an error: destroyed under us.
+      if (!ended) failure ??= this.error ?? new ClosedError(`connection ${this.id} closed before the remote ended it`)
+      signal()
+    }
     try {
-      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
-      for await (const chunk of this.socket.iterator({ destroyOnReturn: false })) {
-        this.lastReceivedAt = Date.now()
-        yield chunk as Buffer
+      if (socket.destroyed) throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
+      socket.on('data', onData)
+      socket.once('end', onEnd)
+      socket.on('error', onError)
+      socket.once('close', onClose)
+      socket.resume()
+      while (true) {
+        if (head < queue.length) {
+          const chunk = queue[head]!
+          queue[head++] = undefined as unknown as Buffer
+          if (head === queue.length) { queue.length = 0; head = 0 }
+          queued -= chunk.length
+          if (queued <= READ_AHEAD && socket.isPaused() && !socket.destroyed) socket.resume()
+          this.lastReceivedAt = Date.now()
+          yield chunk
+          continue
+        }
+        if (failure !== null) throw failure
+        if (ended) return
+        await new Promise<void>((resolve) => { wake = resolve })
       }
     } catch (err) {
       // A connection we closed ourselves ends its source quietly.
       if (this.isClosing) return
       this.error ??= err as Error
       throw err
+    } finally {
+      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.off('error', onError)
+      socket.off('close', onClose)
+      if (!socket.destroyed) socket.pause()
     }
   }
+
 
   private isClosing = false
 
