@@ -15,7 +15,9 @@ export {
   FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT,
   FEATURE_ACK, EXTENSIONS_VERSION
 } from './transforms/frames.ts'
-export type { Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, AckFrame, ExtensionsFrame } from './transforms/frames.ts'
+export type {
+  Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame
+} from './transforms/frames.ts'
 export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef } from './store/types.ts'
 export { debugLogger, silentLogger } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'

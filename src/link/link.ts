@@ -59,6 +59,7 @@ export interface ListenOptions {
 export interface ConnectOptions {
   /** Host to connect to. Default `127.0.0.1`. */
   host?: string
+  /** Port to connect to (1 to 65535). */
   port: number
   /**
    * Connect with TLS using these `node:tls` options (ca, cert, key, servername,
@@ -69,7 +70,10 @@ export interface ConnectOptions {
    * from `connect()`.
    */
   tls?: tls.ConnectionOptions
-  /** Reconnect timing; `false` to connect once only. */
+  /**
+   * Reconnect timing; `false` to connect once only. Default: reconnect for ever,
+   * after 200 ms at first, doubling up to 5 s (see ReconnectOptions).
+   */
   reconnect?: ReconnectOptions | false
   /** Milliseconds a connection attempt (TCP and TLS handshake) may take. Default 10,000. */
   connectTimeout?: number
