@@ -67,6 +67,19 @@ function verifyOptions (o: MessagingOptions): void {
   }
 }
 
+/**
+ * A peer: its identity, a queue of outgoing messages per remote peer, and the
+ * messages received, on top of a Link. Messages are addressed by identity and
+ * go out whenever their peer is connected, through whichever connection.
+ *
+ * ```ts
+ * const link = new Link()
+ * await link.listen({ port: 4000 })
+ * const mq = new Messaging(link, { identity: 'bob' })
+ * await mq.send('alice', 'hello', { ttl: 600 })
+ * for await (const msg of mq.messages()) console.log(msg.from, msg.data)
+ * ```
+ */
 export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost, AsyncDisposable {
   readonly identity: string
   readonly plain: boolean
