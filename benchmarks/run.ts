@@ -180,6 +180,18 @@ console.log(widths.map((w) => '-'.repeat(w)).join('  '))
 for (const r of rows) console.log(line(r))
 console.log('')
 console.log(`medians of ${runs} run(s); ratios are against ${BASELINE}; rates over the receiver's first-to-last message; MB = 1e6 bytes`)
+
+// snakemq against every reference, next to issue 6's goals.
+const goalRows = goalTable(medians)
+if (goalRows.length > 0) {
+  console.log('')
+  const gh = ['snakemq', 'vs raw_net', 'vs raw_net_simple', 'vs zeromq', 'goal (issue 6)', 'met']
+  const gw = gh.map((h, c) => Math.max(h.length, ...goalRows.map((r) => (r[c] ?? '').length)))
+  const gl = (r: string[]): string => r.map((x, c) => (c === 0 || c >= 4 ? x.padEnd(gw[c]!) : x.padStart(gw[c]!))).join('  ').trimEnd()
+  console.log(gl(gh))
+  console.log(gw.map((w) => '-'.repeat(w)).join('  '))
+  for (const r of goalRows) console.log(gl(r))
+}
 if (idleRss !== undefined) console.log(`an idle child (node + tsx + the implementation module) peaks at ${fmt(idleRss, 1)} MB RSS`)
 console.log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${((Date.now() - started) / 1000).toFixed(1)} s`)
 for (const [name, why] of Object.entries(skipped)) console.log(`skipped ${name}: ${why}`)
@@ -199,6 +211,7 @@ if (opt.json !== undefined) {
       rss_mb_idle_child: idleRss ?? null,
       skipped,
       errors,
+      goals: goalRows.map(([what, vsRaw, vsSimple, vsZmq, goal, met]) => ({ what, vs_raw_net: vsRaw, vs_raw_net_simple: vsSimple, vs_zeromq: vsZmq, goal, met })),
       per_run: perRun
     }
   }
@@ -208,3 +221,40 @@ if (opt.json !== undefined) {
   log(`wrote ${file}`)
 }
 process.exitCode = errors.length > 0 ? 1 : 0
+
+/**
+ * Rows of the goals table: snakemq's ratio to each reference (for latencies,
+ * snakemq / reference, so lower is better there) and whether issue 6's goal is met.
+ * The raw goals are checked against both raw references: issue 6 calibrated them
+ * with a writer like raw_net_simple; raw_net is the batched ceiling.
+ */
+function goalTable (res: Table): string[][] {
+  const rows: string[][] = []
+  const get = (sc: ScenarioId, impl: string, key: string): number | undefined => res[sc]?.[impl]?.[key]
+  const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
+    a === undefined || b === undefined || !(b > 0) ? undefined : a / b
+  const x = (r: number | undefined): string => r === undefined ? '' : `${r.toFixed(2)}x`
+  const yes = (ok: boolean | undefined): string => ok === undefined ? '' : ok ? 'yes' : 'no'
+  const names = ['vs raw_net', 'vs raw_net_simple', 'vs zeromq']
+  const verdict = (oks: Array<boolean | undefined>): string =>
+    oks.map((o, i) => o === undefined ? '' : `${names[i]}: ${yes(o)}`).filter((t) => t !== '').join(', ')
+  const rel = (sc: ScenarioId, key: string, label: string, goal: string, check: (vsRaw: number | undefined, vsSimple: number | undefined, vsZmq: number | undefined) => Array<boolean | undefined>): void => {
+    const s = get(sc, 'snakemq', key)
+    if (s === undefined) return
+    const r = [ratio(s, get(sc, 'raw_net', key)), ratio(s, get(sc, 'raw_net_simple', key)), ratio(s, get(sc, 'zeromq', key))] as const
+    rows.push([label, x(r[0]), x(r[1]), x(r[2]), goal, verdict(check(...r))])
+  }
+  const atLeast = (r: number | undefined, v: number): boolean | undefined => r === undefined ? undefined : r >= v
+  const atMost = (r: number | undefined, v: number): boolean | undefined => r === undefined ? undefined : r <= v
+  rel('s1', 'msgs_per_s', 'S1 msgs/s', '>= 0.6x raw, >= 2x zeromq', (a, b, z) => [atLeast(a, 0.6), atLeast(b, 0.6), atLeast(z, 2)])
+  rel('s2', 'mb_per_s', 'S2 MB/s', '>= 0.9x raw', (a, b) => [atLeast(a, 0.9), atLeast(b, 0.9)])
+  rel('s3a', 'p50_us', 'S3a p50 (snakemq / ref)', '<= 1.5x raw', (a, b) => [atMost(a, 1.5), atMost(b, 1.5)])
+  rel('s3b', 'calls_per_s', 'S3b calls/s', '>= 0.6x raw', (a, b) => [atLeast(a, 0.6), atLeast(b, 0.6)])
+  const enq = get('s4', 'snakemq', 'enqueue_per_s')
+  if (enq !== undefined) rows.push(['S4 enqueues/s', '', '', '', `>= 100,000 (${fmt(enq, 0)})`, yes(enq >= 100_000)])
+  const drain = get('s4', 'snakemq', 'drain_s')
+  if (drain !== undefined) rows.push(['S4 drain s', '', '', '', `<= 0.5 (${fmt(drain, 3)})`, yes(drain <= 0.5)])
+  const mem = get('memory', 'snakemq', 'bytes_per_queued_msg')
+  if (mem !== undefined) rows.push(['Memory B/msg', '', '', '', `<= 200 (${fmt(mem, 0)})`, yes(mem <= 200)])
+  return rows
+}

@@ -171,7 +171,9 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     describe: (p) => `${n(need(p, 'queued'))} x ${need(p, 'size')} B queued in memory`,
     supports: (i) => i.memory !== undefined,
     metrics: [
-      { key: 'bytes_per_queued_msg', label: 'RSS bytes/msg', higherIsBetter: false, digits: 0 }
+      { key: 'bytes_per_queued_msg', label: 'RSS bytes/msg', higherIsBetter: false, digits: 0 },
+      { key: 'heap_bytes_per_queued_msg', label: 'of which JS heap', higherIsBetter: false, digits: 0 },
+      { key: 'bytes_per_queued_msg_shared_payload', label: 'RSS bytes/msg, one payload', higherIsBetter: false, digits: 0 }
     ],
     async run (ctx, p) {
       const impl = ctx.impl

@@ -6,13 +6,14 @@
 // S3 runs over the RPC layer (src/rpc) when it exists, else over plain Messaging
 // request/reply (a 4-byte call id in front of the payload, echoed by the server);
 // `rpcMode()` says which, and the harness prints it in the error list if neither works.
-// S4 comes from `snakemq-s4.ts` (written alongside) when that file exists.
+// S4 comes from `snakemq-s4.ts`.
 import { existsSync } from 'node:fs'
 import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { HOST, type Impl, type MemoryResult, type RoleControl, type RoleFn, type RpcConnection } from '../harness/types.ts'
 import type { Messaging } from '../../src/index.ts'
+import { s4, s4Roles } from './snakemq-s4.ts'
 
 type Lib = typeof import('../../src/index.ts')
 
@@ -45,11 +46,18 @@ async function listening (identity: string): Promise<{ mq: Messaging, port: numb
   return { mq: new Messaging(link, { identity }), port: listener.port }
 }
 
+/**
+ * Connects to the peer on `port` and resolves once the handshake is done, as the
+ * references start sending once their socket is connected. (Sending before that
+ * works too: the messages wait in the queue.)
+ */
 async function connected (identity: string, port: number): Promise<Messaging> {
   const { Link, Messaging } = await lib()
   const link = new Link()
   const mq = new Messaging(link, { identity })
+  const up = new Promise<void>((resolve) => { mq.once('connect', () => { resolve() }) })
   link.connect({ host: HOST, port })
+  await up
   return mq
 }
 
@@ -69,11 +77,6 @@ async function rpcModules (): Promise<RpcModules> {
 
 interface Echo { echo(data: Uint8Array): Promise<Uint8Array> }
 
-/** S4 by the persistence engineer, when written: its default export's `s4` and `roles`. */
-const S4_FILE = new URL('./snakemq-s4.ts', import.meta.url)
-const s4Impl: Impl | undefined = existsSync(S4_FILE)
-  ? (await import(S4_FILE.href) as { default?: Impl }).default
-  : undefined
 
 /** Memory: RSS per message with `queued` messages held for an absent peer. */
 const memoryRoles: Record<string, RoleFn> = {
@@ -185,7 +188,8 @@ const impl: Impl = {
     }
   },
 
-  ...(s4Impl?.s4 !== undefined ? { s4: s4Impl.s4.bind(s4Impl) } : {}),
+  // S4: persistent queues in a LevelStore (snakemq-s4.ts).
+  s4,
 
   async memory (h, { queued, size }): Promise<MemoryResult> {
     const run = async (shared: boolean): Promise<{ rss: number, heap: number }> => {
@@ -201,7 +205,7 @@ const impl: Impl = {
     } as MemoryResult
   },
 
-  roles: { ...s4Impl?.roles, ...memoryRoles }
+  roles: { ...s4Roles, ...memoryRoles }
 }
 
 export default impl
