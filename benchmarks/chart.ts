@@ -45,7 +45,7 @@ const GROUPS: Group[] = [
 /** Bars beyond this ratio are clipped (and say so), so one outlier does not flatten the rest. */
 const CLIP = 2.5
 
-const PALETTE: Record<string, string> = { raw_net: '#8c8c8c', zeromq: '#d9822b', snakemq: '#2b6cb0' }
+const PALETTE: Record<string, string> = { raw_net: '#8c8c8c', raw_net_simple: '#c4c4c4', zeromq: '#d9822b', snakemq: '#2b6cb0', snakemq_messaging: '#90cdf4' }
 const EXTRA = ['#38a169', '#805ad5', '#c53030']
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')

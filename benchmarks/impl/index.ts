@@ -11,7 +11,8 @@ export const IMPLEMENTATIONS: readonly ImplEntry[] = [
   { name: 'raw_net', file: 'raw-net.ts' },
   { name: 'raw_net_simple', file: 'raw-net-simple.ts' },
   { name: 'zeromq', file: 'zeromq.ts' },
-  { name: 'snakemq', file: 'snakemq.ts' }
+  { name: 'snakemq', file: 'snakemq.ts' },
+  { name: 'snakemq_messaging', file: 'snakemq-messaging.ts' }
 ]
 
 /** The reference every ratio is computed against. */

@@ -114,6 +114,51 @@ const memoryRoles: Record<string, RoleFn> = {
   }
 }
 
+/**
+ * S3 over plain Messaging: the client puts a 4-byte call id in front of the
+ * payload, the server sends each message back to its sender, the client routes
+ * replies by id. What the RPC layer is built on, without it.
+ */
+export const messagingServer: NonNullable<Impl['rpcServer']> = async (_args, ctl) => {
+  const { mq, port } = await listening('server')
+  ctl.ready({ port, mode: 'messaging' })
+  const serve = (async () => {
+    for await (const m of mq.messages()) await mq.send(m.from, m.data)
+  })()
+  await Promise.race([stopped(ctl), serve])
+  await mq.close()
+}
+
+export const messagingConnect: NonNullable<Impl['rpcConnect']> = async (args) => {
+  const mq = await connected('client', args.port)
+  const pending = new Map<number, (b: Uint8Array) => void>()
+  let nextId = 0
+  const replies = (async () => {
+    for await (const m of mq.messages()) {
+      const d = m.data
+      const id = ((d[0]! << 24) | (d[1]! << 16) | (d[2]! << 8) | d[3]!) >>> 0
+      const resolve = pending.get(id)
+      if (resolve === undefined) throw new Error(`reply to unknown call ${id}`)
+      pending.delete(id)
+      resolve(d.subarray(4))
+    }
+  })()
+  replies.catch(() => {})
+  return {
+    async call (req) {
+      const id = nextId
+      nextId = (nextId + 1) >>> 0
+      const msg = Buffer.allocUnsafe(4 + req.length)
+      msg.writeUInt32BE(id, 0)
+      msg.set(req, 4)
+      const reply = new Promise<Uint8Array>((resolve) => { pending.set(id, resolve) })
+      await mq.send('server', msg)
+      return await reply
+    },
+    async close () { await mq.close() }
+  }
+}
+
 const impl: Impl = {
   async streamReceiver (_args, ctl) {
     const { mq, port } = await listening('receiver')
@@ -133,57 +178,23 @@ const impl: Impl = {
     await mq.close()
   },
 
-  async rpcServer (_args, ctl) {
+  async rpcServer (args, ctl) {
+    if (!hasRpc) { await messagingServer(args, ctl); return }
     const { mq, port } = await listening('server')
-    if (hasRpc) {
-      const { RpcServer } = await rpcModules()
-      new RpcServer(mq).register('echo', { async echo (data: Uint8Array) { return data } })
-      ctl.ready({ port, mode: 'rpc' })
-      await stopped(ctl)
-    } else {
-      ctl.ready({ port, mode: 'messaging' })
-      const serve = (async () => {
-        for await (const m of mq.messages()) await mq.send(m.from, m.data)
-      })()
-      await Promise.race([stopped(ctl), serve])
-    }
+    const { RpcServer } = await rpcModules()
+    new RpcServer(mq).register('echo', { async echo (data: Uint8Array) { return data } })
+    ctl.ready({ port, mode: 'rpc' })
+    await stopped(ctl)
     await mq.close()
   },
 
   async rpcConnect (args): Promise<RpcConnection> {
+    if (!hasRpc) return await messagingConnect(args)
     const mq = await connected('client', args.port)
-    if (hasRpc) {
-      const { RpcClient } = await rpcModules()
-      const api = new RpcClient(mq).proxy<Echo>('server', 'echo')
-      return {
-        async call (req) { return await api.echo(req) },
-        async close () { await mq.close() }
-      }
-    }
-    const pending = new Map<number, (b: Uint8Array) => void>()
-    let nextId = 0
-    const replies = (async () => {
-      for await (const m of mq.messages()) {
-        const d = m.data
-        const id = ((d[0]! << 24) | (d[1]! << 16) | (d[2]! << 8) | d[3]!) >>> 0
-        const resolve = pending.get(id)
-        if (resolve === undefined) throw new Error(`reply to unknown call ${id}`)
-        pending.delete(id)
-        resolve(d.subarray(4))
-      }
-    })()
-    replies.catch(() => {})
+    const { RpcClient } = await rpcModules()
+    const api = new RpcClient(mq).proxy<Echo>('server', 'echo')
     return {
-      async call (req) {
-        const id = nextId
-        nextId = (nextId + 1) >>> 0
-        const msg = Buffer.allocUnsafe(4 + req.length)
-        msg.writeUInt32BE(id, 0)
-        msg.set(req, 4)
-        const reply = new Promise<Uint8Array>((resolve) => { pending.set(id, resolve) })
-        await mq.send('server', msg)
-        return await reply
-      },
+      async call (req) { return await api.echo(req) },
       async close () { await mq.close() }
     }
   },
