@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { pipe } from 'it-pipe'
 import { Link, Messaging, type Message } from '../src/index.ts'
-import { pair } from './helpers/util.ts'
+import { pair, waitFor } from './helpers/util.ts'
 
 /** Polls `cond` every few milliseconds until it holds; fails after `ms`. */
 async function until (cond: () => boolean, what: string, ms = 10_000, every = 5): Promise<void> {
@@ -201,10 +201,28 @@ test('Node streams: stream.pipeline ending early ends the messages() consumer; l
     const sink = new Writable({ objectMode: true, write (m: Message, _e, done) { got.push(text(m)); done() } })
     await pipeline(Readable.from(a.messages()), take<Message>(3), sink)
     assert.deepEqual(got, ['m0', 'm1', 'm2'])
-    // Readable.from() reads ahead by its highWaterMark (1): that message was taken
-    // from the consumer, so it does not come back here (see docs/TUTORIAL.md).
+    // Readable.from() reads ahead by its highWaterMark (1): with automatic acks that
+    // message was taken, and leaving counts as received (see docs/TUTORIAL.md).
     const rest = await pipe(a.messages(), take<Message>(6), async (source) => (await collect(source)).map(text))
     assert.deepEqual(rest, ['m4', 'm5', 'm6', 'm7', 'm8', 'm9'])
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('Node streams with manual acks: a pipeline ending early hands its unacknowledged read-ahead to the next consumer', async () => {
+  const { a, b } = await pair()
+  try {
+    for (let i = 0; i < 10; i++) await b.send('alice', `m${i}`)
+    const got: string[] = []
+    const sink = new Writable({ objectMode: true, write (m: Message, _e, done) { got.push(text(m)); m.ack(); done() } })
+    await pipeline(Readable.from(a.messages({ ack: 'manual' })), take<Message>(3), sink)
+    assert.deepEqual(got, ['m0', 'm1', 'm2'])
+    const rest = await pipe(a.messages(), take<Message>(7), async (source) => (await collect(source)).map(text))
+    assert.deepEqual(rest, ['m3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9'])
+    await waitFor(b, 'delivered', () => b.queued('alice') === 0).catch(() => {})
+    assert.equal(b.queued('alice'), 0, 'every message was acknowledged exactly through one consumer')
   } finally {
     await a.close()
     await b.close()

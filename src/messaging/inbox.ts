@@ -24,6 +24,8 @@ export class InboundMessage implements Message, AckTracker {
   ackShared = false
   private acked = false
   private hex: string | null = null
+  /** @internal The manual-ack consumer that took it and has not acknowledged it yet. */
+  holder: Consumer | null = null
 
   constructor (
     readonly from: string,
@@ -51,7 +53,19 @@ export class InboundMessage implements Message, AckTracker {
   ack (): void {
     if (this.acked) return
     this.acked = true
+    if (this.holder !== null) { this.holder.acknowledged(this); this.holder = null }
     this.inbox.release(this)
+  }
+
+  /**
+   * @internal Its consumer left without acknowledging it: a fresh copy goes to the
+   * next consumer, and this object's late ack() is ignored (it is no longer its to give).
+   */
+  handBack (): InboundMessage {
+    this.acked = true
+    this.holder = null
+    if (this.tracker.ackShared) return this
+    return new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.wireTtl, this.flags, this.inbox)
   }
 
   /** @internal A copy for a second consumer, sharing the acknowledgement. */
@@ -87,6 +101,8 @@ export class Consumer implements AsyncIterableIterator<Message> {
   private readonly prefix: Uint8Array | null
   private readonly filter: ((m: Message) => boolean) | null
   readonly manual: boolean
+  /** Manual mode: taken and not yet acknowledged, in the order taken. */
+  private readonly outstanding = new Set<InboundMessage>()
   private readonly onAbort: (() => void) | null = null
   private iterating = false
 
@@ -131,8 +147,13 @@ export class Consumer implements AsyncIterableIterator<Message> {
   }
 
   private take (m: InboundMessage): void {
-    if (!this.manual) this.last = m
+    if (!this.manual) { this.last = m; return }
+    m.holder = this
+    this.outstanding.add(m)
   }
+
+  /** @internal */
+  acknowledged (m: InboundMessage): void { this.outstanding.delete(m) }
 
   next (): Promise<IteratorResult<Message>> {
     if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
@@ -166,11 +187,15 @@ export class Consumer implements AsyncIterableIterator<Message> {
     if (this.ended) return
     this.ended = true
     if (this.onAbort !== null) this.options.signal?.removeEventListener('abort', this.onAbort)
-    const left = this.buffer.slice(this.head)
-    this.inbox.buffered -= left.length
-    for (const m of left) this.inbox.bufferedBytes -= m.data.byteLength
+    const buffered = this.buffer.slice(this.head)
+    this.inbox.buffered -= buffered.length
+    for (const m of buffered) this.inbox.bufferedBytes -= m.data.byteLength
     this.buffer = []
     this.head = 0
+    // With manual acks, what was taken but never acknowledged is handed back too
+    // (a stream adapter's read-ahead, a loop left early): nothing is lost.
+    const left = this.outstanding.size > 0 ? [...[...this.outstanding].map((m) => m.handBack()), ...buffered] : buffered
+    this.outstanding.clear()
     this.inbox.remove(this, left)
     const w = this.waiting
     this.waiting = null

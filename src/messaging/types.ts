@@ -130,7 +130,9 @@ export interface MessagesOptions {
   /**
    * When a message counts as received (and is acknowledged to its sender):
    * `'auto'` (default) once the consumer asks for the next message or leaves the
-   * loop; `'manual'` when `msg.ack()` is called.
+   * loop; `'manual'` when `msg.ack()` is called. With `'manual'`, messages taken
+   * but not acknowledged when the iteration ends (a loop left early, a stream
+   * adapter's read-ahead) are handed to the next consumer; their late `ack()` is ignored.
    */
   ack?: 'auto' | 'manual'
   /** Ends the iteration when aborted. */
