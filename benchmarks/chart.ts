@@ -75,7 +75,7 @@ function renderChart (doc: Record<string, unknown>): string {
   const W = 960
   const left = 60
   const right = 20
-  const top = 78
+  const top = 96
   const plotH = 300
   const bottom = top + plotH
   const maxRatio = Math.min(CLIP, Math.max(1.2, ...groups.flatMap((x) => x.bars.map((b) => b.ratio))))
@@ -97,17 +97,16 @@ function renderChart (doc: Record<string, unknown>): string {
   out.push(`<text x="${left}" y="42" fill="#555">${esc(sub.filter((s) => s !== '').join(' · '))}</text>`)
   if (meta.command !== undefined) out.push(`<text x="${left}" y="58" fill="#555">${esc(meta.command)}</text>`)
 
-  // Legend
-  let lx = W - right
-  for (let i = impls.length - 1; i >= 0; i--) {
-    const name = impls[i]!
-    lx -= 14 + name.length * 7 + 18
-    out.push(`<rect x="${lx}" y="14" width="12" height="12" fill="${color(name, i)}"/>`)
-    out.push(`<text x="${lx + 16}" y="24">${esc(name)}</text>`)
-  }
+  // Legend, on a row of its own under the title
+  let lx = left
+  impls.forEach((name, i) => {
+    out.push(`<rect x="${lx}" y="66" width="12" height="12" fill="${color(name, i)}"/>`)
+    out.push(`<text x="${lx + 16}" y="76">${esc(name)}</text>`)
+    lx += 16 + name.length * 7 + 18
+  })
   if (impls.includes('snakemq')) {
-    out.push(`<line x1="${W - right - 150}" y1="40" x2="${W - right - 126}" y2="40" stroke="#1a365d" stroke-width="2" stroke-dasharray="5,3"/>`)
-    out.push(`<text x="${W - right - 120}" y="44" fill="#1a365d">snakemq goal</text>`)
+    out.push(`<line x1="${lx}" y1="72" x2="${lx + 24}" y2="72" stroke="#1a365d" stroke-width="2" stroke-dasharray="5,3"/>`)
+    out.push(`<text x="${lx + 30}" y="76" fill="#1a365d">snakemq goal (issue 6)</text>`)
   }
 
   // Axis and grid
