@@ -27,3 +27,16 @@ export type { ConnectionOptions } from './link/connection.ts'
 export { certificateNames, checkIdentityCertificate } from './link/certificate.ts'
 export { throttle, TokenBucket } from './transforms/throttle.ts'
 export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, ThrottleTransform, Throttled } from './transforms/throttle.ts'
+export { RpcServer, rpcServerDefaults } from './rpc/server.ts'
+export type { RpcServerOptions, RegisterOptions } from './rpc/server.ts'
+export { RpcClient } from './rpc/client.ts'
+export type { RpcClientOptions } from './rpc/client.ts'
+export { asSignal } from './rpc/remote.ts'
+export type { Remote, RemoteMethod, RemoteSignal, RemoteCall, RemoteSignalSend, Signal, CallOptions, SignalOptions } from './rpc/remote.ts'
+export { encodeValue, decodeValue, defaultCodecLimits } from './rpc/codec.ts'
+export type { RpcCodecOptions } from './rpc/codec.ts'
+export {
+  RpcCodecError, RpcRemoteError, RpcUnknownObjectError, RpcUnknownMethodError, RpcCallKindError, RpcTimeoutError,
+  RpcProtocolError, RpcResultLostError
+} from './rpc/errors.ts'
+export { RPC_MAGIC, RPC_VERSION } from './rpc/wire.ts'

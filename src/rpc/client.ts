@@ -1,0 +1,372 @@
+// RpcClient: calls methods of objects registered on remote RpcServers, through
+// typed proxies whose calls are awaited. A call waits for its peer to connect;
+// after a reconnect, the calls still waiting for a result are sent again with
+// the same request id, which the server recognizes, so each call runs once and
+// gets its result once. Replies come off a Messaging shared with the application,
+// routed by the RPC prefix (docs/RPC.md).
+import { randomBytes } from 'node:crypto'
+import type { Messaging } from '../messaging/messaging.ts'
+import type { Message, MessagingEvents } from '../messaging/types.ts'
+import { ClosedError, InvalidArgumentError, SnakeMQError, abortError } from '../errors.ts'
+import { debugLogger, type Logger } from '../logging.ts'
+import { decodeValue, encodeValue, type RpcCodecOptions } from './codec.ts'
+import {
+  RpcCallKindError, RpcCodecError, RpcProtocolError, RpcRemoteError, RpcResultLostError, RpcTimeoutError,
+  RpcUnknownMethodError, RpcUnknownObjectError
+} from './errors.ts'
+import type { CallOptions, Remote, SignalOptions } from './remote.ts'
+import { addClient, hasServer, removeClient } from './registry.ts'
+import {
+  BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
+  allocMessage, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeId
+} from './wire.ts'
+
+export interface RpcClientOptions {
+  /**
+   * Default timeout of every call, in milliseconds (see CallOptions.timeout).
+   * Default none: like snakeMQ, a call waits as long as it takes for its peer to
+   * connect and answer. `null` or `Infinity`: none.
+   */
+  timeout?: number | null
+  /** Limits on encoded arguments and decoded results. Default: the codec's defaults. */
+  codec?: RpcCodecOptions
+  /** Where log lines go; default the `debug` namespace `snakemq:rpc`. */
+  logger?: Logger
+}
+
+/** A call waiting for its result. */
+interface PendingCall {
+  readonly peer: string
+  readonly object: string
+  readonly method: string
+  /** The request as sent, to send again after a reconnect. */
+  readonly message: Uint8Array
+  /** Epoch.now() + timeout, or Infinity. */
+  readonly deadline: number
+  /** The peer's connection epoch the request was (or will be) delivered in. */
+  epoch: number
+  readonly resolve: (reply: Uint8Array) => void
+  readonly reject: (error: Error) => void
+  timer: NodeJS.Timeout | undefined
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+function checkTimeout (timeout: unknown, name: string): number {
+  if (timeout === undefined || timeout === null || timeout === Infinity) return Infinity
+  if (typeof timeout !== 'number' || !(timeout > 0) || !Number.isFinite(timeout)) {
+    throw new InvalidArgumentError(`${name} must be a positive number of milliseconds, Infinity or null, got ${typeof timeout === 'number' ? timeout : typeof timeout}`)
+  }
+  // setTimeout's ceiling; longer is as good as none.
+  return timeout > 2 ** 31 - 1 ? Infinity : timeout
+}
+
+function checkPeer (peer: unknown): string {
+  if (typeof peer !== 'string' || peer.length === 0) throw new InvalidArgumentError('the peer must be a non-empty string')
+  return peer
+}
+
+/** Calls methods of objects served by RpcServers of other peers. See docs/RPC.md. */
+export class RpcClient implements AsyncDisposable {
+  readonly log: Logger
+  private readonly mq: Messaging
+  private readonly timeout: number
+  private readonly codec: RpcCodecOptions | undefined
+  /** Names this client in request ids; random, so a restarted client never reuses an id. */
+  private readonly clientId: Uint8Array = randomBytes(CLIENT_ID_BYTES)
+  private counter = 0
+  private readonly pending = new Map<number, PendingCall>()
+  /** Per peer: how many times it connected since this client exists. */
+  private readonly epochs = new Map<string, number>()
+  private readonly stop = new AbortController()
+  private readonly loop: Promise<void>
+  private closed = false
+  private readonly onConnect = (e: MessagingEvents['connect'][0]): void => { this.resend(e.ident) }
+
+  constructor (mq: Messaging, options: RpcClientOptions = {}) {
+    this.mq = mq
+    this.log = options.logger ?? debugLogger('rpc')
+    this.timeout = checkTimeout(options.timeout, 'timeout')
+    this.codec = options.codec
+    if (this.codec !== undefined) encodeValue(null, this.codec) // checks the limits now, not at the first call
+    mq.on('connect', this.onConnect)
+    addClient(mq)
+    this.loop = this.receive()
+  }
+
+  /**
+   * A proxy of the object `objectName` on the peer `peer`: `await proxy.add(1, 2)`.
+   * Every property read gives a remote method (except `then` and `toJSON`, which
+   * read as undefined, so a proxy is never taken for a promise); see `Remote<T>`
+   * for the options each method takes. Nothing is sent until a method is called.
+   */
+  proxy<T = Record<string, (...args: unknown[]) => unknown>> (peer: string, objectName: string): Remote<T> {
+    checkPeer(peer)
+    const objectBytes = encodeName(objectName, 'the object name')
+    const methods = new Map<string, unknown>()
+    const handler: ProxyHandler<object> = {
+      get: (_target, prop) => {
+        if (typeof prop !== 'string' || prop === 'then' || prop === 'toJSON') return undefined
+        let m = methods.get(prop)
+        if (m === undefined) {
+          m = this.remoteMethod(peer, objectName, objectBytes, prop)
+          methods.set(prop, m)
+        }
+        return m
+      },
+      set: () => false,
+      defineProperty: () => false,
+      deleteProperty: () => false
+    }
+    return new Proxy(Object.create(null) as object, handler) as Remote<T>
+  }
+
+  /**
+   * Calls `object.method(...args)` on `peer` and resolves with its result; the
+   * untyped form of `proxy(peer, object).method.with(options)(...args)`, for any name.
+   */
+  async call (peer: string, object: string, method: string, args: readonly unknown[] = [], options?: CallOptions): Promise<unknown> {
+    const segment = nameSegment(encodeName(object, 'the object name'), encodeName(method, 'the method name'))
+    return await this.invoke(checkPeer(peer), segment, object, method, args, options)
+  }
+
+  /** Sends `object.method(...args)` to `peer` as a signal; resolves once it is queued. */
+  async signal (peer: string, object: string, method: string, args: readonly unknown[] = [], options?: SignalOptions): Promise<void> {
+    const segment = nameSegment(encodeName(object, 'the object name'), encodeName(method, 'the method name'))
+    await this.sendSignal(checkPeer(peer), segment, args, options)
+  }
+
+  /** Calls waiting for their result. */
+  get pendingCalls (): number { return this.pending.size }
+
+  /** Rejects the calls still waiting with ClosedError and stops taking replies. Does not close the Messaging. Idempotent. */
+  async close (): Promise<void> {
+    if (!this.closed) {
+      this.closed = true
+      this.mq.off('connect', this.onConnect)
+      this.stop.abort()
+    }
+    await this.loop
+  }
+
+  async [Symbol.asyncDispose] (): Promise<void> { await this.close() }
+
+  private remoteMethod (peer: string, object: string, objectBytes: Uint8Array, method: string): unknown {
+    let segment: Uint8Array | Error
+    try {
+      segment = nameSegment(objectBytes, encodeName(method, 'the method name'))
+    } catch (err) {
+      segment = err as Error
+    }
+    const invoke = (args: unknown[], options: CallOptions | undefined): Promise<unknown> => {
+      return segment instanceof Error ? Promise.reject(segment) : this.invoke(peer, segment, object, method, args, options)
+    }
+    const fn = (...args: unknown[]): Promise<unknown> => invoke(args, undefined)
+    Object.defineProperty(fn, 'name', { value: method })
+    Object.defineProperty(fn, 'with', {
+      value: (options: CallOptions) => {
+        if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('with() takes an options object')
+        return (...args: unknown[]): Promise<unknown> => invoke(args, options)
+      }
+    })
+    Object.defineProperty(fn, 'signal', {
+      value: (options: SignalOptions = {}) => {
+        if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('signal() takes an options object')
+        return async (...args: unknown[]): Promise<void> => {
+          if (segment instanceof Error) throw segment
+          await this.sendSignal(peer, segment, args, options)
+        }
+      }
+    })
+    return fn
+  }
+
+  private async invoke (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<unknown> {
+    let reply: Uint8Array
+    try {
+      reply = await this.request(peer, segment, object, method, args, options)
+    } catch (err) {
+      // Made in a timer or an event handler: give it the stack of the code that awaits the call.
+      if (err instanceof SnakeMQError && !(err instanceof RpcCodecError)) Error.captureStackTrace(err)
+      throw err
+    }
+    return this.outcome(reply, peer, object, method)
+  }
+
+  private request (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new ClosedError('the RpcClient is closed'))
+    const timeout = options?.timeout === undefined ? this.timeout : checkTimeout(options.timeout, 'timeout')
+    const signal = options?.signal
+    if (signal?.aborted === true) return Promise.reject(abortError(signal))
+    if (!Array.isArray(args)) return Promise.reject(new InvalidArgumentError('the arguments must be an array'))
+    const body = encodeValue(args, this.codec)
+    const counter = ++this.counter
+    const message = allocMessage(Kind.Call, segment.length + body.length)
+    writeId(message, this.clientId, counter)
+    message.set(segment, BODY_OFFSET)
+    message.set(body, BODY_OFFSET + segment.length)
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const call: PendingCall = {
+        peer, object, method, message, deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
+        epoch: 0, resolve, reject, timer: undefined, signal: undefined, onAbort: undefined
+      }
+      this.pending.set(counter, call)
+      if (timeout !== Infinity) {
+        call.timer = setTimeout(() => { this.settle(counter, new RpcTimeoutError(peer, object, method, timeout)) }, timeout)
+      }
+      if (signal !== undefined) {
+        call.signal = signal
+        call.onAbort = () => { this.settle(counter, abortError(signal)) }
+        signal.addEventListener('abort', call.onAbort, { once: true })
+      }
+      this.transmit(counter, call)
+    })
+  }
+
+  /** Queues a call's request for its peer. */
+  private transmit (counter: number, call: PendingCall): void {
+    const epoch = this.epochs.get(call.peer) ?? 0
+    // Queued while the peer is away, it goes out with the next connection: no resend then.
+    call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
+    // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
+    const options = call.deadline === Infinity ? undefined : { ttl: Math.max(1, Math.ceil((call.deadline - Date.now()) / 1000)) }
+    this.mq.send(call.peer, call.message, options).catch((err: unknown) => {
+      this.settle(counter, err instanceof Error ? err : new Error(String(err)))
+    })
+  }
+
+  /** The peer connected (again): send every call that went out over an earlier connection and is still waiting. */
+  private resend (peer: string): void {
+    const epoch = (this.epochs.get(peer) ?? 0) + 1
+    this.epochs.set(peer, epoch)
+    let n = 0
+    for (const [counter, call] of this.pending) {
+      if (call.peer === peer && call.epoch < epoch) {
+        this.transmit(counter, call)
+        n++
+      }
+    }
+    if (n > 0) this.log.debug('calls sent again after a reconnect', { peer, calls: n })
+  }
+
+  /** Ends a pending call with its reply or an error; a call already ended is left alone. */
+  private settle (counter: number, outcome: Uint8Array | Error): void {
+    const call = this.pending.get(counter)
+    if (call === undefined) return
+    this.pending.delete(counter)
+    if (call.timer !== undefined) clearTimeout(call.timer)
+    if (call.onAbort !== undefined) call.signal!.removeEventListener('abort', call.onAbort)
+    if (outcome instanceof Uint8Array) call.resolve(outcome)
+    else call.reject(outcome)
+  }
+
+  private async sendSignal (peer: string, segment: Uint8Array, args: readonly unknown[], options: SignalOptions = {}): Promise<void> {
+    if (this.closed) throw new ClosedError('the RpcClient is closed')
+    if (!Array.isArray(args)) throw new InvalidArgumentError('the arguments must be an array')
+    const body = encodeValue(args, this.codec)
+    const message = allocMessage(Kind.Signal, segment.length + body.length)
+    writeId(message, this.clientId, ++this.counter)
+    message.set(segment, BODY_OFFSET)
+    message.set(body, BODY_OFFSET + segment.length)
+    await this.mq.send(peer, message, { ttl: options.ttl === undefined ? 0 : options.ttl, ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  }
+
+  private async receive (): Promise<void> {
+    try {
+      // Requests too when this Messaging has no RpcServer: they are answered, not left waiting.
+      const mq = this.mq
+      for await (const m of mq.messages({ prefix: RPC_MAGIC, filter: (m) => isReply(m.data) || !hasServer(mq), signal: this.stop.signal })) {
+        if (isReply(m.data)) this.onReply(m)
+        else this.noServer(m)
+      }
+    } catch (err) {
+      if (!this.stop.signal.aborted) this.log.error('the RPC reply loop failed', { error: err as Error })
+    }
+    // The client or its Messaging closed: nothing can answer the calls still waiting.
+    this.closed = true
+    this.mq.off('connect', this.onConnect)
+    removeClient(this.mq)
+    const closed = new ClosedError(this.stop.signal.aborted ? 'the RpcClient was closed' : 'the Messaging was closed')
+    for (const counter of [...this.pending.keys()]) this.settle(counter, closed)
+  }
+
+  /** A request reached this Messaging, which has no RpcServer: a call is told the object is unknown here. */
+  private noServer (m: Message): void {
+    const data = m.data
+    this.log.warn('an RPC request reached a Messaging without an RpcServer', { from: m.from })
+    if (data.length >= BODY_OFFSET && data[6] === RPC_VERSION && data[7] === Kind.Call) {
+      this.mq.send(m.from, failedMessage(data, Status.UnknownObject, 'no RpcServer'), { ttl: 60 }).catch((err: unknown) => {
+        this.log.warn('an RPC reply could not be queued', { to: m.from, error: err as Error })
+      })
+    }
+  }
+
+  private onReply (m: Message): void {
+    const data = m.data
+    if (data.length < BODY_OFFSET) {
+      this.log.warn('dropped an RPC reply too short to carry a request id', { from: m.from, bytes: data.length })
+      return
+    }
+    for (let i = 0; i < CLIENT_ID_BYTES; i++) {
+      // Another RpcClient's (on this Messaging, or one that is gone).
+      if (data[HEADER_BYTES + i] !== this.clientId[i]) return
+    }
+    if (data[6] !== RPC_VERSION) {
+      this.log.warn('dropped an RPC reply of an unsupported version', { from: m.from, version: data[6] })
+      return
+    }
+    const counter = readCounter(data)
+    const call = this.pending.get(counter)
+    if (call === undefined) {
+      // A second answer to a resent call, or one that came after its call timed out or was aborted.
+      this.log.debug('a reply to no waiting call', { from: m.from })
+      return
+    }
+    if (m.from !== call.peer) {
+      this.log.warn('dropped an RPC reply from a peer the call was not sent to', { from: m.from, peer: call.peer })
+      return
+    }
+    this.settle(counter, data)
+  }
+
+  /** The result of a call from its reply, or the error it stands for. */
+  private outcome (reply: Uint8Array, peer: string, object: string, method: string): unknown {
+    const kind = reply[7]
+    if (kind === Kind.Result) return decodeValue(tail(reply, BODY_OFFSET), this.codec)
+    if (kind === Kind.Thrown) {
+      const remote = decodeValue(tail(reply, BODY_OFFSET), this.codec)
+      throw remoteError(remote, peer, object, method)
+    }
+    if (kind === Kind.Failed && reply.length > BODY_OFFSET) {
+      const status = reply[BODY_OFFSET]
+      const detail = failedDetail(reply)
+      switch (status) {
+        case Status.UnknownObject: throw new RpcUnknownObjectError(peer, object)
+        case Status.UnknownMethod: throw new RpcUnknownMethodError(peer, object, method)
+        case Status.CallKind: throw new RpcCallKindError(peer, object, method)
+        case Status.BadArguments: throw new RpcCodecError(`${JSON.stringify(peer)} could not decode the arguments of ${object}.${method}: ${detail}`)
+        case Status.BadResult: throw new RpcCodecError(`${JSON.stringify(peer)} could not encode the result of ${object}.${method}: ${detail}`)
+        case Status.ResultLost: throw new RpcResultLostError(`${object}.${method} ran on ${JSON.stringify(peer)}, but its result was lost: the reply expired and the server no longer holds it`)
+        case Status.Withheld: throw new RpcRemoteError(peer, object, method, { name: 'Error', message: `${object}.${method} failed on ${JSON.stringify(peer)} (the server does not transfer exceptions)` })
+        case Status.BadRequest:
+        case Status.UnsupportedVersion:
+          throw new RpcProtocolError(`${JSON.stringify(peer)} refused the request for ${object}.${method}: ${detail}`)
+      }
+    }
+    throw new RpcProtocolError(`${JSON.stringify(peer)} sent a reply to ${object}.${method} that this version does not understand (kind ${kind})`)
+  }
+}
+
+/** The error a call rejects with when the remote method threw `remote` (decoded). */
+function remoteError (remote: unknown, peer: string, object: string, method: string): RpcRemoteError {
+  if (remote instanceof Error) {
+    const stack = Object.getOwnPropertyDescriptor(remote, 'stack')?.value as unknown
+    return new RpcRemoteError(peer, object, method, {
+      name: typeof remote.name === 'string' ? remote.name : 'Error',
+      message: typeof remote.message === 'string' ? remote.message : '',
+      stack: typeof stack === 'string' ? stack : undefined,
+      code: (remote as { code?: unknown }).code
+    }, { cause: remote })
+  }
+  return new RpcRemoteError(peer, object, method, { name: 'Error', message: 'the remote method failed with a value that is not an error' }, { cause: remote })
+}
