@@ -5,7 +5,8 @@ export { Connection } from './link/connection.ts'
 export type { Duplex, SinkChunk } from './link/connection.ts'
 export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
 export type {
-  Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent
+  Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
+  MessagingEvent, MessagingEventType, EventsOptions
 } from './messaging/types.ts'
 export {
   PacketDecoder, decodePackets, encodePackets, encodePacketBatch, uint32BEDecode, uint32BEEncode, DEFAULT_MAX_PACKET_SIZE
@@ -19,6 +20,9 @@ export type {
   Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame
 } from './transforms/frames.ts'
 export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef } from './store/types.ts'
+export { MemoryStore } from './store/memory.ts'
+export { LevelStore, LEVEL_STORE_FORMAT } from './store/level.ts'
+export type { LevelStoreOptions } from './store/level.ts'
 export { debugLogger, silentLogger } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'
 export * from './errors.ts'
