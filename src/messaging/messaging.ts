@@ -41,10 +41,12 @@ export const messagingDefaults = {
 
 /**
  * Queued and not yet sent to a connected peer, past which send() waits for the
- * connection to take more: two outgoing batches, so the connection always has the
- * next one ready, and the queue (and the garbage collector's work) stays small.
+ * connection to take more. Small, so what is queued or in flight stays young
+ * (the scavenger copies every entry that outlives it): measured in S1, 2,048
+ * gave 800k msg/s where 8,192 gave 690k, and the sender's CPU per message fell
+ * from 1.6 to 1.35 µs.
  */
-const PACE_MESSAGES = 8192
+const PACE_MESSAGES = 2048
 const PACE_BYTES = 8 * 1024 * 1024
 
 /** send()'s default options: one shared object instead of a new one per call. */
@@ -165,7 +167,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * connected. By default the promise resolves once the message is queued (for a
    * persistent message: written to the store); with `wait: 'delivered'`, once the
    * peer acknowledged it. While the peer is connected but its connection is behind
-   * (over 8,192 messages or 8 MiB queued and not yet sent), the promise also waits
+   * (over 2,048 messages or 8 MiB queued and not yet sent), the promise also waits
    * until the connection has taken more, so a loop of `await send()` goes at the
    * connection's pace instead of filling the queue to its limit. Data of up to
    * 1 KiB is copied; larger `data` is not: do not modify it afterwards.
