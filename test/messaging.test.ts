@@ -493,3 +493,22 @@ test('close() flushes the acknowledgement of the message the loop holds, so the 
     await b.close()
   }
 })
+
+test('messages no consumer wants do not stall a peer that reads only with a filter (an RPC-only peer)', async () => {
+  const { a, b } = await pair({ receiveBuffer: 64 })
+  try {
+    const it = a.messages({ prefix: 'rpc:' })
+    for (let i = 0; i < 2000; i++) await b.send('alice', `plain ${i}`)
+    await b.send('alice', 'rpc:reply')
+    const m = (await it.next()).value as Message
+    assert.equal(Buffer.from(m.data).toString(), 'rpc:reply')
+    await it.return!()
+    // Past the receive buffer the unwanted ones were dropped as received (and logged):
+    // only the last receiveBuffer of them still wait for a consumer, unacknowledged.
+    await waitFor(b, 'delivered', () => b.queued('alice') <= 64).catch(() => {})
+    assert.ok(b.queued('alice') <= 64, `sender still holds ${b.queued('alice')}`)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

@@ -108,6 +108,9 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
   /** True for a TLS connection. */
   get encrypted (): boolean { return 'encrypted' in this.socket && this.socket.encrypted === true }
 
+  /** True while the socket's write buffer is full and the sink waits for it to drain. */
+  get congested (): boolean { return this.socket.writableNeedDrain }
+
   /** True once the socket has closed. */
   get isOpen (): boolean { return !this.isClosed && !this.socket.destroyed }
 

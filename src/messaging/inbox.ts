@@ -211,10 +211,12 @@ export class Consumer implements AsyncIterableIterator<Message> {
 
 export class Inbox {
   private consumers: Consumer[] = []
+  /** Messages no consumer has asked for (yet). */
   private unrouted: InboundMessage[] = []
-  /** Messages waiting in consumers' buffers or unrouted. */
+  private unroutedBytes = 0
+  /** Messages waiting in consumers' buffers. */
   buffered = 0
-  /** Bytes of message data waiting in consumers' buffers or unrouted. */
+  /** Bytes of message data waiting in consumers' buffers. */
   bufferedBytes = 0
   private roomWaiters: Array<() => void> = []
   private closed = false
@@ -228,7 +230,16 @@ export class Inbox {
     readonly log: Logger
   ) {}
 
-  get full (): boolean { return this.buffered >= this.limit || this.bufferedBytes >= this.byteLimit }
+  /**
+   * Full: stop reading the sockets. Messages waiting for a consumer count; so do
+   * unrouted ones while there is no consumer at all (the application has not
+   * started reading). Once it reads, unrouted messages never stall the sockets
+   * (see dispatch()), or a peer that reads only RPC would stop getting replies.
+   */
+  get full (): boolean {
+    return this.buffered >= this.limit || this.bufferedBytes >= this.byteLimit ||
+      (this.consumers.length === 0 && (this.unrouted.length >= this.limit || this.unroutedBytes >= this.byteLimit))
+  }
 
   /** Resolves when there is room again (or the inbox is closed). */
   async room (): Promise<void> {
@@ -243,9 +254,10 @@ export class Inbox {
     if (this.unrouted.length > 0) {
       const pending = this.unrouted
       this.unrouted = []
-      this.buffered -= pending.length
-      for (const m of pending) { this.bufferedBytes -= m.data.byteLength; this.dispatch(m) }
+      this.unroutedBytes = 0
+      for (const m of pending) this.dispatch(m)
     }
+    this.wakeRoom()
     return c
   }
 
@@ -258,8 +270,16 @@ export class Inbox {
     if (targets.length === 0) targets = cs.filter((c) => !c.filtered)
     if (targets.length === 0) {
       this.unrouted.push(m)
-      this.buffered++
-      this.bufferedBytes += m.data.byteLength
+      this.unroutedBytes += m.data.byteLength
+      // The application reads, but with filters none of these match: past the
+      // receive buffer the oldest is dropped, as received, rather than stalling
+      // every connection. Before anyone reads, they wait (and the sockets stop).
+      while (cs.length > 0 && (this.unrouted.length > this.limit || this.unroutedBytes > this.byteLimit)) {
+        const old = this.unrouted.shift()!
+        this.unroutedBytes -= old.data.byteLength
+        this.log.warn('no consumer takes messages like this one: dropped', { from: old.from, uuid: old.uuid, bytes: old.data.byteLength })
+        this.release(old)
+      }
       return
     }
     m.tracker.ackRefs = targets.length
@@ -309,6 +329,7 @@ export class Inbox {
     for (const c of [...this.consumers]) c.close()
     this.closed = true
     this.unrouted = []
+    this.unroutedBytes = 0
     this.buffered = 0
     this.bufferedBytes = 0
     for (const w of this.roomWaiters) w()

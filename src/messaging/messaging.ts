@@ -196,7 +196,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
-    } else if (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES) {
+    } else if (this.behind(q)) {
       return this.pace(q, undefined).then(() => result)
     }
     return Promise.resolve(result)
@@ -239,7 +239,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    else if (q.connected && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)) await this.pace(q, signal)
+    else if (this.behind(q)) await this.pace(q, signal)
     return { uuid }
   }
 
@@ -405,11 +405,23 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /**
+   * Whether a connected peer's connection is behind this process: more is queued
+   * than it has taken, while it could take more. When the remote is what holds
+   * things up (its acknowledgement window is full, or the socket waits to drain),
+   * send() does not pace: the queue and its limits absorb the backlog.
+   */
+  private behind (q: PeerQueue): boolean {
+    if (!q.connected || this.closing !== null || (q.unsent <= PACE_MESSAGES && q.unsentBytes <= PACE_BYTES)) return false
+    const s = this.peers.get(q.peer)
+    return s !== undefined && !s.connection.congested && (!s.acks || q.unacked.size < this.maxUnacked)
+  }
+
+  /**
    * Waits (the message being queued already) until the connection took more of
    * the queue, the peer went away, or `signal` aborted.
    */
   private async pace (q: PeerQueue, signal: AbortSignal | undefined): Promise<void> {
-    while (q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)) {
+    while (this.behind(q)) {
       if (signal === undefined) await q.paced()
       else if (signal.aborted || await raceAbort(q.paced(), signal).then(() => false, () => true)) return
     }
