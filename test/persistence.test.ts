@@ -506,7 +506,7 @@ test('non-persistent messages stay in memory even when a store is configured', a
 interface Vectors {
   sessions: Array<{ name: string, sent_to_snakemq_hex: string, received_from_snakemq_hex: string }>
 }
-const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('../../shared/vectors/snakemq-1.6.json', import.meta.url)), 'utf8')) as Vectors
+const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('./fixtures/snakemq-1.6.json', import.meta.url)), 'utf8')) as Vectors
 const recorded = (prefix: string): Vectors['sessions'][number] => vectors.sessions.find((s) => s.name.startsWith(prefix))!
 
 test('with a recorded snakeMQ 1.6 peer (no announcement): no ACK frames, delivered = written, and a persistent message leaves the store once written', async () => {

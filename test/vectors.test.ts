@@ -1,8 +1,10 @@
-// Byte-exact checks against bytes recorded from a real snakeMQ 1.6 peer
-// (../shared/vectors/snakemq-1.6.json), in both directions.
+// Byte-exact checks against bytes recorded from a real snakeMQ 1.6 peer, in both
+// directions. test/fixtures/snakemq-1.6.json is a copy of the project's shared
+// ../shared/vectors/snakemq-1.6.json, so a clone runs on its own; where the shared
+// original is present, the first test checks the copy has not drifted.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -15,8 +17,15 @@ interface Vectors {
   frames: Array<{ name: string, frame_hex: string, packet_hex: string }>
   sessions: Array<{ name: string, sent_to_snakemq_hex: string, received_from_snakemq_hex: string, connection_after: 'open' | 'closed' }>
 }
-const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('../../shared/vectors/snakemq-1.6.json', import.meta.url)), 'utf8')) as Vectors
+const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('./fixtures/snakemq-1.6.json', import.meta.url)), 'utf8')) as Vectors
 const session = (prefix: string): Vectors['sessions'][number] => vectors.sessions.find((s) => s.name.startsWith(prefix))!
+
+const shared = fileURLToPath(new URL('../../shared/vectors/snakemq-1.6.json', import.meta.url))
+test('the vector fixture is the recorded file, byte for byte (where the shared original is beside the repo)', () => {
+  const copy = readFileSync(fileURLToPath(new URL('./fixtures/snakemq-1.6.json', import.meta.url)))
+  assert.ok(copy.length > 0)
+  if (existsSync(shared)) assert.ok(readFileSync(shared).equals(copy), 'test/fixtures/snakemq-1.6.json differs from shared/vectors')
+})
 
 for (const v of vectors.frames) {
   test(`frame "${v.name}" decodes and re-encodes byte for byte`, () => {
