@@ -196,7 +196,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
-    } else if (this.behind(q)) {
+    } else if (this.over(q)) {
       return this.pace(q, undefined).then(() => result)
     }
     return Promise.resolve(result)
@@ -239,7 +239,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.peers.get(to)?.notify()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    else if (this.behind(q)) await this.pace(q, signal)
+    else if (this.over(q)) await this.pace(q, signal)
     return { uuid }
   }
 
@@ -416,15 +416,25 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return s !== undefined && !s.connection.congested && (!s.acks || q.unacked.size < this.maxUnacked)
   }
 
+  /** Whether more is queued and unsent for a connected peer than send() lets pile up without pacing. */
+  private over (q: PeerQueue): boolean {
+    return q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)
+  }
+
   /**
    * Waits (the message being queued already) until the connection took more of
-   * the queue, the peer went away, or `signal` aborted.
+   * the queue, the peer went away, or `signal` aborted. When the remote is what
+   * holds things up, waits one turn of the event loop and no more, so its
+   * acknowledgements get in: a stalled remote must not keep send() from
+   * resolving (the queue limits bound what waits), but a producer should not
+   * race ahead of it either, each message it queues outliving a scavenge.
    */
   private async pace (q: PeerQueue, signal: AbortSignal | undefined): Promise<void> {
     while (this.behind(q)) {
       if (signal === undefined) await q.paced()
       else if (signal.aborted || await raceAbort(q.paced(), signal).then(() => false, () => true)) return
     }
+    if (this.over(q)) await new Promise<void>((resolve) => { setImmediate(resolve) })
   }
 
   private async storeEntry (q: PeerQueue, entry: QueueEntry): Promise<void> {
