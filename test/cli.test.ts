@@ -4,6 +4,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -337,7 +338,7 @@ test('--throttle limits the bytes a peer writes per second', async (t) => {
   assert.ok(ms >= 1500, `took ${ms} ms`)
 })
 
-test('npm run demo plays the tutorial scene and exits 0 by itself', async (t) => {
+test('npm run demo plays its three scenes (tutorial, crash and restart from a store, RPC) and exits 0 by itself', async (t) => {
   const t0 = performance.now()
   const demo = new Smq([join(ROOT, 'examples', 'demo.ts')], ['--import', 'tsx'])
   const { code } = await demo.exited
@@ -345,7 +346,23 @@ test('npm run demo plays the tutorial scene and exits 0 by itself', async (t) =>
   const out = demo.junk.join('\n')
   assert.equal(code, 0, out + demo.stderr)
   for (const line of ['alice  got "hello" from bob', 'bob    got "hello" from alice', 'bob    got "hey bob, jack here" from jack',
-    'jack   got "hi jack, alice here" from alice', 'bob    is connected to jack', 'alice  is connected to jack', 'All three peers']) {
+    'jack   got "hi jack, alice here" from alice', 'bob    is connected to jack', 'alice  is connected to jack', 'All three peers',
+    // Persistence: queued, crashed, restarted from the store, all delivered.
+    'alice  queued 3 message(s) for carol', 'alice  crashed (SIGKILL) with 3 persistent messages queued for carol',
+    'alice  restarted from its store', 'alice  is done: delivered 3 message(s) from its store, received 0: all expectations met',
+    'carol  is done: received 3', 'carol got all 3 messages',
+    // RPC: a result and a remote error.
+    'alice  got calc.add(2, 3) = 5', 'alice  caught the remote RangeError: division by zero (code E_DIV_ZERO), thrown on bob at',
+    'All three scenes played']) {
     assert.ok(out.includes(line), `the demo tells: ${line}\n${out}`)
   }
+  const parcels = demo.junk.filter((l) => l.includes('carol  got "a parcel for carol" from alice') && l.includes('sent before the crash'))
+  assert.equal(parcels.length, 3, out)
+  // The crash comes after the messages were queued, and before alice restarts.
+  const order = ['alice  queued 3', 'alice  crashed', 'carol  starts', 'alice  restarted', 'carol  got', 'alice  got calc.add'].map((s) => out.indexOf(s))
+  assert.deepEqual(order, [...order].sort((a, b) => a - b), out)
+  // The temporary store is gone.
+  const store = /with a store in (\S+),/.exec(out)?.[1]
+  assert.ok(store !== undefined, out)
+  assert.ok(!existsSync(store), `the demo removed ${store}`)
 })
