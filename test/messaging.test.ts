@@ -4,17 +4,8 @@ import {
   Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
   type Message
 } from '../src/index.ts'
-import { RawPeer, connected, pair, payload, waitFor } from './helpers/util.ts'
+import { RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
 
-async function take (mq: Messaging, n: number, options = {}): Promise<Message[]> {
-  const got: Message[] = []
-  if (n === 0) return got
-  for await (const m of mq.messages(options)) {
-    got.push(m)
-    if (got.length === n) break
-  }
-  return got
-}
 
 test('messages flow both ways, whichever side listens', async () => {
   const { a, b } = await pair()

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { pipe } from 'it-pipe'
 import {
-  Link, Messaging, throttle, InvalidArgumentError, AbortError, type Connection, type Message, type MessagingEvents,
+  Link, Messaging, throttle, InvalidArgumentError, AbortError, type Connection, type MessagingEvents,
   type SinkChunk
 } from '../src/index.ts'
-import { connected, waitFor } from './helpers/util.ts'
+import { connected, take, waitFor } from './helpers/util.ts'
 
 async function * chunks (total: number, size: number): AsyncGenerator<Uint8Array> {
   for (let sent = 0; sent < total; sent += size) yield new Uint8Array(Math.min(size, total - sent))
@@ -209,14 +209,6 @@ test('closing a connection ends a throttled source and sink at once', async () =
   }
 })
 
-async function take (mq: Messaging, n: number): Promise<Message[]> {
-  const got: Message[] = []
-  for await (const m of mq.messages()) {
-    got.push(m)
-    if (got.length === n) break
-  }
-  return got
-}
 
 test('keepalive passes through a slow throttle: many small messages, and one message bigger than a keepalive interval of bytes', async () => {
   const keepalive = { interval: 150, wait: 250 }

@@ -12,12 +12,12 @@ import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import {
   Link, Messaging, IdentityMismatchError, InvalidArgumentError, PeerCertificateError, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-  certificateNames, type Connection, type Message, type MessagingEvents, type MessagingOptions, type ConnectOptions,
+  certificateNames, type Connection, type MessagingEvents, type MessagingOptions, type ConnectOptions,
   type ListenOptions
 } from '../src/index.ts'
 import { parseSubjectAltNames } from '../src/link/certificate.ts'
 import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
-import { connected, waitFor } from './helpers/util.ts'
+import { connected, take, waitFor } from './helpers/util.ts'
 
 const skip = !(await hasOpenssl()) && 'the openssl command line is not installed'
 
@@ -62,14 +62,6 @@ function clientTls (pair: KeyPair, trust: KeyPair = ca): NonNullable<ConnectOpti
 
 const fast = { minDelay: 20, maxDelay: 200 }
 
-async function take (mq: Messaging, n: number): Promise<Message[]> {
-  const got: Message[] = []
-  for await (const m of mq.messages()) {
-    got.push(m)
-    if (got.length === n) break
-  }
-  return got
-}
 
 type ConnectEvent = MessagingEvents['connect'][0]
 type ErrorEvent = MessagingEvents['error'][0]

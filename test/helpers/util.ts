@@ -3,7 +3,7 @@
 import net from 'node:net'
 import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
-import { Link, Messaging, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
+import { Link, Messaging, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
 
 /** Resolves with the first emission of `event` that passes `filter`; rejects after `ms`. */
 export async function waitFor<T = unknown> (emitter: EventEmitter, event: string, filter: (v: T) => boolean = () => true, ms = 10_000): Promise<T> {
@@ -103,4 +103,15 @@ export function payload (i: number, size = 16): Buffer {
   const b = Buffer.alloc(size)
   b.writeUInt32BE(i, 0)
   return b
+}
+
+/** Takes `n` messages from a new consumer of `mq`, then leaves its loop. */
+export async function take (mq: Messaging, n: number, options: MessagesOptions = {}): Promise<Message[]> {
+  const got: Message[] = []
+  if (n === 0) return got
+  for await (const m of mq.messages(options)) {
+    got.push(m)
+    if (got.length === n) break
+  }
+  return got
 }
