@@ -144,40 +144,79 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
     }
   }
 
-  private async * readSocket (): AsyncGenerator<Uint8Array> {
-    // The socket in flowing mode, its chunks queued here and the socket paused
-    // while more than READ_AHEAD bytes wait: each chunk is handed on as it was
-    // read. (socket.iterator() calls read(), which concatenates whatever the stream
-    // has buffered into a new Buffer: one more copy of every byte received.)
+  private readSocket (): AsyncIterableIterator<Uint8Array> {
+    // The socket in flowing mode, its chunks handed to a waiting reader directly or
+    // queued, the socket paused while more than READ_AHEAD bytes wait: each chunk is
+    // handed on as it was read, one promise per chunk. (socket.iterator() calls
+    // read(), which concatenates whatever the stream has buffered into a new
+    // Buffer, one more copy of every byte; an async generator here would add
+    // several promise hops per chunk.)
     const socket = this.socket
     const queue: Buffer[] = []
     let head = 0
     let queued = 0
     let ended = false
     let failure: Error | null = null
-    let wake: (() => void) | null = null
-    const signal = (): void => { const w = wake; wake = null; w?.() }
+    let finished = false
+    let waiting: { resolve: (r: IteratorResult<Uint8Array>) => void, reject: (e: Error) => void } | null = null
+    const DONE: IteratorResult<Uint8Array> = { value: undefined, done: true }
+
+    const detach = (): void => {
+      if (finished) return
+      finished = true
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.off('error', onError)
+      socket.off('close', onClose)
+      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
+      if (!socket.destroyed) socket.pause()
+      queue.length = 0
+      head = 0
+    }
+    /** How the source ends on `err`: quietly for a connection we closed ourselves, else with the error. */
+    const outcome = (err: Error): Promise<IteratorResult<Uint8Array>> => {
+      detach()
+      if (this.isClosing) return Promise.resolve(DONE)
+      this.error ??= err
+      return Promise.reject(err)
+    }
+    const settle = (): void => {
+      const w = waiting
+      if (w === null) return
+      waiting = null
+      if (failure !== null) {
+        detach()
+        if (this.isClosing) { w.resolve(DONE); return }
+        this.error ??= failure
+        w.reject(failure)
+      } else if (ended) {
+        detach()
+        w.resolve(DONE)
+      }
+    }
     const onData = (chunk: Buffer): void => {
+      const w = waiting
+      if (w !== null && head === queue.length) {
+        waiting = null
+        this.lastReceivedAt = Date.now()
+        w.resolve({ value: chunk, done: false })
+        return
+      }
       queue.push(chunk)
       queued += chunk.length
       if (queued > READ_AHEAD) socket.pause()
-      signal()
     }
-    const onEnd = (): void => { ended = true; signal() }
-    const onError = (err: Error): void => { failure ??= err; signal() }
+    const onEnd = (): void => { ended = true; settle() }
+    const onError = (err: Error): void => { failure ??= err; settle() }
     const onClose = (): void => {
       // Closed without an end or an error: destroyed under us.
       if (!ended) failure ??= this.error ?? new ClosedError(`connection ${this.id} closed before the remote ended it`)
-      signal()
+      settle()
     }
-    try {
-      if (socket.destroyed) throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
-      socket.on('data', onData)
-      socket.once('end', onEnd)
-      socket.on('error', onError)
-      socket.once('close', onClose)
-      socket.resume()
-      while (true) {
+
+    const reader: AsyncIterableIterator<Uint8Array> = {
+      next: (): Promise<IteratorResult<Uint8Array>> => {
+        if (finished) return Promise.resolve(DONE)
         if (head < queue.length) {
           const chunk = queue[head]!
           queue[head++] = undefined as unknown as Buffer
@@ -185,27 +224,35 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
           queued -= chunk.length
           if (queued <= READ_AHEAD && socket.isPaused() && !socket.destroyed) socket.resume()
           this.lastReceivedAt = Date.now()
-          yield chunk
-          continue
+          return Promise.resolve({ value: chunk, done: false })
         }
-        if (failure !== null) throw failure
-        if (ended) return
-        await new Promise<void>((resolve) => { wake = resolve })
-      }
-    } catch (err) {
-      // A connection we closed ourselves ends its source quietly.
-      if (this.isClosing) return
-      this.error ??= err as Error
-      throw err
-    } finally {
-      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      socket.off('error', onError)
-      socket.off('close', onClose)
-      if (!socket.destroyed) socket.pause()
+        if (failure !== null) return outcome(failure)
+        if (ended) { detach(); return Promise.resolve(DONE) }
+        if (waiting !== null) return Promise.reject(new AlreadyIteratingError(`connection ${this.id}: next() called before the previous call settled`))
+        return new Promise((resolve, reject) => { waiting = { resolve, reject } })
+      },
+      return: (): Promise<IteratorResult<Uint8Array>> => {
+        const w = waiting
+        waiting = null
+        detach()
+        w?.resolve(DONE)
+        return Promise.resolve(DONE)
+      },
+      [Symbol.asyncIterator] () { return this }
     }
+
+    if (socket.destroyed) {
+      failure = this.error ?? new ClosedError(`connection ${this.id} is closed`)
+    } else {
+      socket.on('data', onData)
+      socket.once('end', onEnd)
+      socket.on('error', onError)
+      socket.once('close', onClose)
+      socket.resume()
+    }
+    return reader
   }
+
 
 
   private isClosing = false
