@@ -8,6 +8,9 @@ import { PacketTooLargeError, TruncatedPacketError } from '../errors.ts'
 /** Default largest packet payload accepted: 64 MiB. */
 export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 
+/** Packets of at least this many bytes that span chunks are assembled in place. */
+const ASSEMBLE_IN_PLACE = 64 * 1024
+
 /** Packets with payloads of at least this many bytes are written without being copied. */
 const COPY_LIMIT = 16 * 1024
 
@@ -42,13 +45,16 @@ export class PacketDecoder {
   private readonly pending = new Uint8ArrayList()
   /** Length of the packet being assembled, or -1 while reading its header. */
   private need = -1
+  /** A large packet being assembled in place, and how much of it has arrived. */
+  private big: Buffer | null = null
+  private bigFilled = 0
 
   constructor (options: PacketDecoderOptions = {}) {
     this.maxPacketSize = options.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE
   }
 
   /** Bytes received but not yet part of a whole packet. */
-  get buffered (): number { return this.pending.byteLength }
+  get buffered (): number { return this.pending.byteLength + (this.big !== null ? this.bigFilled : 0) }
 
   /** Returns every packet completed by `chunk`; throws PacketTooLargeError on a header over the limit. */
   push (chunk: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
@@ -66,6 +72,13 @@ export class PacketDecoder {
    */
   each (chunk: Uint8Array, onPacket: (buf: Uint8Array, start: number, end: number) => boolean): boolean {
     let offset = 0
+    if (this.big !== null) {
+      offset = this.fill(chunk, 0)
+      if (offset < 0) return true
+      const big = this.big
+      this.big = null
+      if (!onPacket(big, 0, big.length)) return false
+    }
     if (this.need >= 0 || this.pending.byteLength > 0) {
       // Finish the packet begun in earlier chunks.
       if (this.need < 0) {
@@ -93,7 +106,16 @@ export class PacketDecoder {
     while (end - offset >= 4) {
       const len = ((chunk[offset]! << 24) | (chunk[offset + 1]! << 16) | (chunk[offset + 2]! << 8) | chunk[offset + 3]!) >>> 0
       if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
-      if (end - offset - 4 < len) break
+      if (end - offset - 4 < len) {
+        if (len >= ASSEMBLE_IN_PLACE) {
+          // A large packet: copied into its own buffer as its chunks arrive.
+          this.big = Buffer.allocUnsafe(len)
+          this.bigFilled = 0
+          this.fill(chunk, offset + 4)
+          return true
+        }
+        break
+      }
       offset += 4
       if (!onPacket(chunk, offset, offset + len)) return false
       offset += len
@@ -107,9 +129,19 @@ export class PacketDecoder {
 
   /** Throws TruncatedPacketError when bytes of an unfinished packet are left. */
   end (): void {
+    if (this.big !== null) throw new TruncatedPacketError(`the stream ended inside a packet (${this.bigFilled} of ${this.big.length} bytes)`)
     if (this.need >= 0 || this.pending.byteLength > 0) {
       throw new TruncatedPacketError(`the stream ended inside a packet (${this.pending.byteLength} bytes left over)`)
     }
+  }
+
+  /** Copies the head of `chunk` from `offset` into the packet being assembled; the offset after it, or -1 if the chunk was used up. */
+  private fill (chunk: Uint8Array, offset: number): number {
+    const big = this.big!
+    const n = Math.min(big.length - this.bigFilled, chunk.length - offset)
+    big.set(n === chunk.length ? chunk : chunk.subarray(offset, offset + n), this.bigFilled)
+    this.bigFilled += n
+    return this.bigFilled === big.length ? offset + n : -1
   }
 
   /** Takes the 4-byte header off `pending`; the limit is checked before any payload is kept. */
