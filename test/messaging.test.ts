@@ -503,3 +503,35 @@ test('messages no consumer wants do not stall a peer that reads only with a filt
     await b.close()
   }
 })
+
+test('a remote cycling through identities cannot grow per-peer state past maxIdlePeers', async () => {
+  const forgotten: string[] = []
+  const logger = { debug (msg: string, f?: Record<string, unknown>) { if (msg === 'forgot an idle peer') forgotten.push(String(f?.peer)) }, info () {}, warn () {}, error () {} }
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice', maxIdlePeers: 5, logger })
+  try {
+    for (let i = 0; i < 20; i++) {
+      const name = `visitor-${i}`
+      const raw = await RawPeer.connect(l.port)
+      const ident = Buffer.from(name)
+      const packet = Buffer.alloc(4 + 1 + ident.length)
+      packet.writeUInt32BE(1 + ident.length, 0)
+      packet[4] = 2
+      ident.copy(packet, 5)
+      const up = connected(a, name)
+      raw.write(Buffer.concat([Buffer.from('000000050000000001', 'hex'), packet]))
+      await up
+      const gone = waitFor(a, 'disconnect')
+      raw.destroy()
+      await gone
+    }
+    // The 15 longest gone were forgotten, oldest first; the last 5 are remembered.
+    assert.deepEqual(forgotten, Array.from({ length: 15 }, (_, i) => `visitor-${i}`))
+    // A peer with messages waiting is never forgotten: its queue is its state.
+    await a.send('visitor-0', 'still queued')
+    assert.equal(a.queued('visitor-0'), 1)
+  } finally {
+    await a.close()
+  }
+})

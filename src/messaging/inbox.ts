@@ -9,6 +9,7 @@ import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
 import { uuidHex } from './uuid.ts'
 import type { Message, MessagesOptions } from './types.ts'
 import type { Logger } from '../logging.ts'
+import type { DedupWindow } from './dedup.ts'
 
 /** Counts the consumers still holding a message; the last one acknowledges it. */
 interface AckTracker { ackRefs: number, ackDone: boolean, ackShared: boolean }
@@ -36,6 +37,8 @@ export class InboundMessage implements Message, AckTracker {
     readonly uuidAt: number,
     /** @internal Where the sender's dedup window remembers it. */
     readonly ticket: number,
+    /** @internal That window (kept here: the peer's window may be replaced while this message waits). */
+    readonly window: DedupWindow,
     private readonly wireTtl: number,
     readonly flags: number,
     private readonly inbox: Inbox
@@ -65,12 +68,12 @@ export class InboundMessage implements Message, AckTracker {
     this.acked = true
     this.holder = null
     if (this.tracker.ackShared) return this
-    return new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.wireTtl, this.flags, this.inbox)
+    return new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.window, this.wireTtl, this.flags, this.inbox)
   }
 
   /** @internal A copy for a second consumer, sharing the acknowledgement. */
   share (): InboundMessage {
-    const m = new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.wireTtl, this.flags, this.inbox)
+    const m = new InboundMessage(this.from, this.data, this.packet, this.uuidAt, this.ticket, this.window, this.wireTtl, this.flags, this.inbox)
     m.tracker = this.tracker
     return m
   }

@@ -36,7 +36,8 @@ export const messagingDefaults = {
   maxUnacked: 8192,
   receiveBuffer: 1024,
   receiveBufferBytes: 64 * 1024 * 1024,
-  dedupWindow: 65_536
+  dedupWindow: 65_536,
+  maxIdlePeers: 10_000
 } as const
 
 /**
@@ -103,6 +104,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   private readonly peers = new Map<string, Session>()
   private readonly sessions = new Set<Session>()
   private readonly dedup = new Map<string, DedupWindow>()
+  /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers). */
+  private readonly idle = new Set<string>()
+  private readonly maxIdlePeers: number
   private readonly expiryTimers = new Map<string, { timer: NodeJS.Timeout, at: number }>()
   private readonly inbox: Inbox
   private readonly loaded: Promise<void>
@@ -130,6 +134,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.queueBytes = positiveInt(options.queueLimits?.bytes, 'queueLimits.bytes', messagingDefaults.queueBytes)
     this.maxUnacked = positiveInt(options.maxUnacked, 'maxUnacked', messagingDefaults.maxUnacked)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
+    this.maxIdlePeers = positiveInt(options.maxIdlePeers, 'maxIdlePeers', messagingDefaults.maxIdlePeers)
     this.keepalive = options.keepalive
     this.bindIdentityToCertificate = options.bindIdentityToCertificate === true
     this.inbox = new Inbox(
@@ -585,6 +590,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       return this.queueFor(ident)
     }
     this.peers.set(ident, session)
+    this.idle.delete(ident)
     const q = this.queueFor(ident)
     const now = Date.now()
     q.clock = { offline: q.offlineAt(now), since: now, connected: true }
@@ -612,11 +618,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const ticket = window.add(packet, at)
     const ttl = ((packet[at + 16]! << 24) | (packet[at + 17]! << 16) | (packet[at + 18]! << 8) | packet[at + 19]!) >>> 0
     const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
-    this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, ttl, flags, this.inbox))
+    this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, window, ttl, flags, this.inbox))
   }
 
   private receivedByApp (m: InboundMessage): void {
-    this.dedup.get(m.from)?.markDone(m.ticket)
+    m.window.markDone(m.ticket)
     const s = this.peers.get(m.from)
     if (s?.acks === true) s.ack(m.packet, m.uuidAt)
   }
@@ -679,6 +685,23 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const error = session.error ?? session.connection.error
     this.emit('disconnect', { ident, connection: session.connection, certificate: session.connection.peerCertificate, ...(error !== undefined ? { error } : {}) })
     this.sweep(q)
+    if (q.count === 0) this.forgetIdle(ident)
+  }
+
+  /** Records that a peer is gone with nothing queued, and forgets the longest-gone ones past maxIdlePeers. */
+  private forgetIdle (ident: string): void {
+    this.idle.delete(ident)
+    this.idle.add(ident)
+    while (this.idle.size > this.maxIdlePeers) {
+      const oldest = this.idle.values().next().value!
+      this.idle.delete(oldest)
+      const q = this.queues.get(oldest)
+      // Only state nothing depends on: not connected, nothing queued, no clock in the store.
+      if (this.peers.has(oldest) || (q !== undefined && q.count > 0) || this.clocksStored.has(oldest)) continue
+      this.queues.delete(oldest)
+      this.dedup.delete(oldest)
+      this.log.debug('forgot an idle peer', { peer: oldest })
+    }
   }
 
   /** @internal */

@@ -52,6 +52,13 @@ export interface MessagingOptions {
   /** How many recent message UUIDs per peer are remembered to drop duplicates. Default 65,536. */
   dedupWindow?: number
   /**
+   * Peers that are disconnected and have nothing queued whose state (duplicate
+   * window, queue) is kept; past this the longest-gone are forgotten, so a remote
+   * cycling through identities cannot grow memory without bound. A forgotten
+   * peer that comes back starts with a fresh duplicate window. Default 10,000.
+   */
+  maxIdlePeers?: number
+  /**
    * Turn off the acknowledged-delivery extension and behave exactly like snakeMQ
    * 1.6 (a message counts as delivered once written to the socket). Default false.
    */
