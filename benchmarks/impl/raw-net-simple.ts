@@ -10,7 +10,8 @@
 // with a writer like this one; `raw-net.ts` is the batched, tuned variant.
 import net from 'node:net'
 import { once } from 'node:events'
-import { HOST, type Impl, type RoleControl, type RpcConnection } from '../harness/types.ts'
+import type { Impl, RpcConnection } from '../harness/types.ts'
+import { connect, listen, stopped } from '../harness/sockets.ts'
 
 const MAX_FRAME = 64 * 1024 * 1024
 
@@ -41,27 +42,8 @@ function reader (onFrame: (frame: Buffer) => void): (chunk: Buffer) => void {
   }
 }
 
-function listen (server: net.Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const addr = server.address()
-      if (addr === null || typeof addr === 'string') reject(new Error('no TCP address'))
-      else resolve(addr.port)
-    })
-  })
-}
 
-async function connect (port: number): Promise<net.Socket> {
-  const socket = net.connect({ host: HOST, port, noDelay: true })
-  await once(socket, 'connect')
-  return socket
-}
 
-function stopped (ctl: RoleControl): Promise<void> {
-  if (ctl.stop.aborted) return Promise.resolve()
-  return once(ctl.stop, 'abort').then(() => {})
-}
 
 const impl: Impl = {
   async streamReceiver (_args, ctl) {

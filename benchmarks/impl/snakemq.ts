@@ -8,10 +8,10 @@
 // `rpcMode()` says which, and the harness prints it in the error list if neither works.
 // S4 comes from `snakemq-s4.ts`.
 import { existsSync } from 'node:fs'
-import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { HOST, type Impl, type MemoryResult, type RoleControl, type RoleFn, type RpcConnection } from '../harness/types.ts'
+import { HOST, type Impl, type MemoryResult, type RoleFn, type RpcConnection } from '../harness/types.ts'
+import { stopped } from '../harness/sockets.ts'
 import type { Messaging } from '../../src/index.ts'
 import { s4, s4Roles } from './snakemq-s4.ts'
 
@@ -21,10 +21,6 @@ async function lib (): Promise<Lib> {
   return await import('../../src/index.ts')
 }
 
-function stopped (ctl: RoleControl): Promise<void> {
-  if (ctl.stop.aborted) return Promise.resolve()
-  return once(ctl.stop, 'abort').then(() => {})
-}
 
 /** Resolves once nothing is queued for anyone (everything acknowledged). */
 function allDelivered (mq: Messaging): Promise<void> {

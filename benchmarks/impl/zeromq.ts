@@ -2,8 +2,8 @@
 // shows: Push/Pull for the one-way streams, Dealer/Router for request/response, one
 // awaited send() or receive() per message. `zeromq` is a devDependency with prebuilt
 // binaries and is imported lazily, so the harness can report why it is missing.
-import { once } from 'node:events'
-import { HOST, type Impl, type RoleControl, type RpcConnection } from '../harness/types.ts'
+import { HOST, type Impl, type RpcConnection } from '../harness/types.ts'
+import { stopped } from '../harness/sockets.ts'
 
 type Zmq = typeof import('zeromq')
 
@@ -17,10 +17,6 @@ function portOf (endpoint: string | null): number {
   return Number(m[1])
 }
 
-function stopped (ctl: RoleControl): Promise<void> {
-  if (ctl.stop.aborted) return Promise.resolve()
-  return once(ctl.stop, 'abort').then(() => {})
-}
 
 const impl: Impl = {
   async unavailable () {
