@@ -11,7 +11,7 @@ import {
   Link, Messaging, SnakeMQError, PacketTooLargeError, ProtocolError, IncompatibleProtocolError, HandshakeTimeoutError,
   type Connection, type Message, type MessagingOptions
 } from '../src/index.ts'
-import { RawPeer, connected, packets } from './helpers/util.ts'
+import { RawPeer, connected, packets, waitFor } from './helpers/util.ts'
 import { seededRandom } from './helpers/faulty-proxy.ts'
 import { settledHeap } from './helpers/gc.ts'
 
@@ -94,13 +94,12 @@ class Fixture {
   /** The error the server reported for the connection `raw` made, once it comes. */
   async errorFor (raw: RawPeer, ms = 10_000): Promise<Error> {
     const port = raw.socket.localPort
-    const deadline = Date.now() + ms
-    while (Date.now() < deadline) {
-      const e = this.errors.find((x) => x.connection?.remotePort === port)
-      if (e !== undefined) return e.error
-      await sleep(10)
-    }
-    throw new Error(`no error reported for the connection from port ${port}`)
+    const mine = (x: ConnectionError): boolean => x.connection?.remotePort === port
+    const seen = this.errors.find(mine)
+    if (seen !== undefined) return seen.error
+    const e = await waitFor<ConnectionError>(this.server, 'error', mine, ms)
+      .catch(() => { throw new Error(`no error reported for the connection from port ${port}`) })
+    return e.error
   }
 
   /** Opens a raw connection, writes `bytes`, and waits for the server to close it; returns the error it reported. */
