@@ -94,7 +94,16 @@ function startsWith (data: Uint8Array, prefix: Uint8Array): boolean {
   return true
 }
 
-/** One `messages()` iteration. */
+/**
+ * @internal A consumer that is called with each message, synchronously as it is
+ * received, instead of being iterated (RPC's way in: no promise per message). The
+ * message counts as received once the handler returns (auto acknowledgement).
+ */
+export interface MessageHandler {
+  (m: Message): void
+}
+
+/** One `messages()` iteration, or one handler (see MessageHandler). */
 export class Consumer implements AsyncIterableIterator<Message> {
   private buffer: InboundMessage[] = []
   private head = 0
@@ -108,8 +117,17 @@ export class Consumer implements AsyncIterableIterator<Message> {
   private readonly outstanding = new Set<InboundMessage>()
   private readonly onAbort: (() => void) | null = null
   private iterating = false
+  /** A paused handler's messages wait in the buffer (and count against the receive buffer). */
+  private handlerPaused = false
 
-  constructor (private readonly inbox: Inbox, private readonly options: MessagesOptions) {
+  constructor (
+    private readonly inbox: Inbox,
+    private readonly options: MessagesOptions,
+    private readonly handler: MessageHandler | null = null,
+    /** Called once when this consumer ends (its signal, the Messaging closing). */
+    private readonly onEnd: (() => void) | null = null
+  ) {
+    if (handler !== null && options.ack === 'manual') throw new TypeError('a handler consumer acknowledges automatically')
     this.prefix = toPrefix(options.prefix)
     this.filter = options.filter ?? null
     this.manual = options.ack === 'manual'
@@ -137,6 +155,10 @@ export class Consumer implements AsyncIterableIterator<Message> {
 
   /** @internal Hands a message to this consumer. */
   push (m: InboundMessage): void {
+    if (this.handler !== null && !this.handlerPaused && this.head === this.buffer.length) {
+      this.handle(m)
+      return
+    }
     const w = this.waiting
     if (w !== null) {
       this.waiting = null
@@ -157,6 +179,30 @@ export class Consumer implements AsyncIterableIterator<Message> {
 
   /** @internal */
   acknowledged (m: InboundMessage): void { this.outstanding.delete(m) }
+
+  private handle (m: InboundMessage): void {
+    try {
+      this.handler!(m)
+    } catch (err) {
+      this.inbox.log.error('a message handler threw; the message counts as received', { from: m.from, error: err as Error })
+    }
+    m.ack()
+  }
+
+  /** @internal A handler consumer stops being called; what arrives meanwhile waits in its buffer. */
+  pause (): void { this.handlerPaused = true }
+
+  /** @internal A paused handler consumer is called again, first with what waited. */
+  resume (): void {
+    if (this.handler === null || !this.handlerPaused) return
+    this.handlerPaused = false
+    while (!this.handlerPaused && !this.ended && this.head < this.buffer.length) {
+      const m = this.buffer[this.head++]!
+      if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 }
+      this.inbox.taken(m)
+      this.handle(m)
+    }
+  }
 
   next (): Promise<IteratorResult<Message>> {
     if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
@@ -203,9 +249,11 @@ export class Consumer implements AsyncIterableIterator<Message> {
     const w = this.waiting
     this.waiting = null
     w?.({ value: undefined, done: true })
+    this.onEnd?.()
   }
 
   [Symbol.asyncIterator] (): this {
+    if (this.handler !== null) throw new TypeError('a handler consumer is not iterated')
     if (this.iterating) throw new AlreadyIteratingError('this messages() iterator is already being iterated; call messages() again for another consumer')
     this.iterating = true
     return this
@@ -250,8 +298,8 @@ export class Inbox {
     await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
   }
 
-  consumer (options: MessagesOptions): Consumer {
-    const c = new Consumer(this, options)
+  consumer (options: MessagesOptions, handler: MessageHandler | null = null, onEnd: (() => void) | null = null): Consumer {
+    const c = new Consumer(this, options, handler, onEnd)
     if (this.closed || options.signal?.aborted === true) { c.end(); return c }
     this.consumers.push(c)
     if (this.unrouted.length > 0) {

@@ -14,7 +14,7 @@ import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
 import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.ts'
-import { Inbox, InboundMessage } from './inbox.ts'
+import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { Session, type SessionHost } from './session.ts'
 import { lastUuidHex, newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow } from './dedup.ts'
@@ -207,6 +207,27 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     return Promise.resolve(result)
   }
 
+  /**
+   * @internal Queues `data` for `to` like `send(to, data, { ttl })`, without a
+   * promise: for RPC, which sends a message per call and has nothing to await.
+   * Falls back on `send()` for anything but the common case; `onError` gets what
+   * it would have rejected with. `ttl` in seconds, > 0; undefined for none.
+   */
+  post (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown) => void): void {
+    const q = this.queues.get(to)
+    const size = data.byteLength
+    if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
+        q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) {
+      this.send(to, data, ttl === undefined ? NO_OPTIONS : { ttl }).catch(onError)
+      return
+    }
+    const ttlMs = ttl === undefined ? Infinity : ttl * 1000
+    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, 0, false)
+    q.push(entry)
+    this.peers.get(to)?.notify()
+    if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
+  }
+
   private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions): Promise<SendResult> {
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
@@ -264,6 +285,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    */
   messages (options: MessagesOptions = {}): AsyncIterableIterator<Message> {
     return this.inbox.consumer(options)
+  }
+
+  /**
+   * @internal Calls `handler` with each received message that `options` selects,
+   * synchronously as it arrives; the message counts as received when it returns.
+   * `onEnd` runs once the consumer ends (its signal aborted, or this Messaging
+   * closing). The returned consumer can be paused, resumed and ended. For RPC.
+   */
+  consume (options: MessagesOptions, handler: MessageHandler, onEnd?: () => void): Consumer {
+    return this.inbox.consumer(options, handler, onEnd ?? null)
   }
 
   /**

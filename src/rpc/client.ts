@@ -7,9 +7,10 @@
 import { randomBytes } from 'node:crypto'
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingEvents } from '../messaging/types.ts'
+import type { Consumer } from '../messaging/inbox.ts'
 import { ClosedError, InvalidArgumentError, SnakeMQError, abortError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { decodeValue, encodeValue, type RpcCodecOptions } from './codec.ts'
+import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
 import {
   RpcCallKindError, RpcCodecError, RpcProtocolError, RpcRemoteError, RpcResultLostError, RpcTimeoutError,
   RpcUnknownMethodError, RpcUnknownObjectError
@@ -18,7 +19,7 @@ import type { CallOptions, Remote, SignalOptions } from './remote.ts'
 import { addClient, hasServer, removeClient } from './registry.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
-  allocMessage, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeId
+  allocMessage, copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
 
 export interface RpcClientOptions {
@@ -78,9 +79,11 @@ export class RpcClient implements AsyncDisposable {
   private readonly pending = new Map<number, PendingCall>()
   /** Per peer: how many times it connected since this client exists. */
   private readonly epochs = new Map<string, number>()
-  private readonly stop = new AbortController()
-  private readonly loop: Promise<void>
+  /** Takes replies off the Messaging as they arrive. */
+  private readonly replies: Consumer
   private closed = false
+  /** close() was called (rather than the Messaging closing). */
+  private closedHere = false
   private readonly onConnect = (e: MessagingEvents['connect'][0]): void => { this.resend(e.ident) }
 
   constructor (mq: Messaging, options: RpcClientOptions = {}) {
@@ -91,7 +94,12 @@ export class RpcClient implements AsyncDisposable {
     if (this.codec !== undefined) encodeValue(null, this.codec) // checks the limits now, not at the first call
     mq.on('connect', this.onConnect)
     addClient(mq)
-    this.loop = this.receive()
+    // Requests too when this Messaging has no RpcServer: they are answered, not left waiting.
+    this.replies = mq.consume(
+      { prefix: RPC_MAGIC, filter: (m) => isReply(m.data) || !hasServer(mq) },
+      (m) => { if (isReply(m.data)) this.onReply(m); else this.noServer(m) },
+      () => { this.ended() }
+    )
   }
 
   /**
@@ -142,11 +150,9 @@ export class RpcClient implements AsyncDisposable {
   /** Rejects the calls still waiting with ClosedError and stops taking replies. Does not close the Messaging. Idempotent. */
   async close (): Promise<void> {
     if (!this.closed) {
-      this.closed = true
-      this.mq.off('connect', this.onConnect)
-      this.stop.abort()
+      this.closedHere = true
+      this.replies.end()
     }
-    await this.loop
   }
 
   async [Symbol.asyncDispose] (): Promise<void> { await this.close() }
@@ -199,12 +205,12 @@ export class RpcClient implements AsyncDisposable {
     const signal = options?.signal
     if (signal?.aborted === true) return Promise.reject(abortError(signal))
     if (!Array.isArray(args)) return Promise.reject(new InvalidArgumentError('the arguments must be an array'))
-    const body = encodeValue(args, this.codec)
+    // The arguments encoded after room for the envelope, which is then written in front.
+    const message = encodeAfter(BODY_OFFSET + segment.length, args, this.codec)
     const counter = ++this.counter
-    const message = allocMessage(Kind.Call, segment.length + body.length)
+    writeHeader(message, Kind.Call)
     writeId(message, this.clientId, counter)
-    message.set(segment, BODY_OFFSET)
-    message.set(body, BODY_OFFSET + segment.length)
+    copyBytes(message, segment, BODY_OFFSET)
     return new Promise<Uint8Array>((resolve, reject) => {
       const call: PendingCall = {
         peer, object, method, message, deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
@@ -229,8 +235,8 @@ export class RpcClient implements AsyncDisposable {
     // Queued while the peer is away, it goes out with the next connection: no resend then.
     call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
     // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
-    const options = call.deadline === Infinity ? undefined : { ttl: Math.max(1, Math.ceil((call.deadline - Date.now()) / 1000)) }
-    this.mq.send(call.peer, call.message, options).catch((err: unknown) => {
+    const ttl = call.deadline === Infinity ? undefined : Math.max(1, Math.ceil((call.deadline - Date.now()) / 1000))
+    this.mq.post(call.peer, call.message, ttl, (err: unknown) => {
       this.settle(counter, err instanceof Error ? err : new Error(String(err)))
     })
   }
@@ -271,22 +277,12 @@ export class RpcClient implements AsyncDisposable {
     await this.mq.send(peer, message, { ttl: options.ttl === undefined ? 0 : options.ttl, ...(options.signal !== undefined ? { signal: options.signal } : {}) })
   }
 
-  private async receive (): Promise<void> {
-    try {
-      // Requests too when this Messaging has no RpcServer: they are answered, not left waiting.
-      const mq = this.mq
-      for await (const m of mq.messages({ prefix: RPC_MAGIC, filter: (m) => isReply(m.data) || !hasServer(mq), signal: this.stop.signal })) {
-        if (isReply(m.data)) this.onReply(m)
-        else this.noServer(m)
-      }
-    } catch (err) {
-      if (!this.stop.signal.aborted) this.log.error('the RPC reply loop failed', { error: err as Error })
-    }
-    // The client or its Messaging closed: nothing can answer the calls still waiting.
+  /** The client or its Messaging closed: nothing can answer the calls still waiting. */
+  private ended (): void {
     this.closed = true
     this.mq.off('connect', this.onConnect)
     removeClient(this.mq)
-    const closed = new ClosedError(this.stop.signal.aborted ? 'the RpcClient was closed' : 'the Messaging was closed')
+    const closed = new ClosedError(this.closedHere ? 'the RpcClient was closed' : 'the Messaging was closed')
     for (const counter of [...this.pending.keys()]) this.settle(counter, closed)
   }
 

@@ -146,14 +146,22 @@ function verifyLimit (options: RpcCodecOptions, name: keyof RpcCodecOptions): nu
  * ArrayBuffer (as a Buffer's is): use its byteOffset and byteLength.
  */
 export function encodeValue (value: unknown, options?: RpcCodecOptions): Uint8Array {
+  return encodeAfter(0, value, options)
+}
+
+/**
+ * @internal `encodeValue(value)` after `headroom` bytes left for the caller to
+ * fill (an RPC envelope), so the message is made without a second copy.
+ */
+export function encodeAfter (headroom: number, value: unknown, options?: RpcCodecOptions): Uint8Array {
   const limits = resolveLimits(options)
   // A getter run while encoding may itself encode; it then gets a fresh encoder.
   const encoder = sharedEncoder.busy ? new Encoder() : sharedEncoder
-  encoder.start(limits)
+  encoder.start(limits, headroom)
   try {
     encoder.count(1)
     encoder.value(value, 0)
-    if (encoder.pos > limits.maxBytes) {
+    if (encoder.pos - headroom > limits.maxBytes) {
       throw new EncodeFailure(`a value whose encoding is longer than maxBytes (${limits.maxBytes} bytes)`)
     }
     return encoder.output()
@@ -231,17 +239,22 @@ class Encoder {
   /** The same memory as `buf`, for Buffer's native UTF-8 and hex writers. */
   node = Buffer.from(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
   pos = 0
+  /** Bytes before the value (left for the caller); limits count from here. */
+  base = 0
   values = 0
   busy = false
   limits: Limits = defaultCodecLimits
   /** The containers enclosing the value being encoded, outermost first: cycle detection. */
   readonly ancestors: object[] = []
 
-  start (limits: Limits): void {
+  start (limits: Limits, headroom: number): void {
     this.busy = true
     this.limits = limits
-    this.pos = 0
+    this.base = headroom
     this.values = 0
+    this.pos = 0
+    this.reserve(headroom)
+    this.pos = headroom
   }
 
   finish (): void {
@@ -274,7 +287,7 @@ class Encoder {
     if (need <= this.buf.length) return
     // Reservations overshoot by at most 16 bytes (a tag, a varint, a float);
     // anything beyond that is a real overflow, refused before growing.
-    if (need > this.limits.maxBytes + 16) {
+    if (need - this.base > this.limits.maxBytes + 16) {
       throw new EncodeFailure(`a value whose encoding is longer than maxBytes (${this.limits.maxBytes} bytes)`)
     }
     const old = this.buf.subarray(0, this.pos)

@@ -7,15 +7,19 @@
 // so the two together never exceed the limit.
 import PQueue from 'p-queue'
 
-/** A task; it must handle its own errors (a rejection is ignored here). */
-export type LimitedTask = () => Promise<void>
+/**
+ * A task: it returns a promise if it goes on after returning, nothing if it is
+ * done. It must handle its own errors (a throw or rejection is ignored here).
+ */
+export type LimitedTask = () => void | Promise<void>
 
 export class CallLimiter {
   /** Tasks started without the queue and not yet done. */
   private direct = 0
   private readonly queue: PQueue
   private idleWaiters: Array<() => void> = []
-  private readonly onDirectDone = (): void => { this.done() }
+  /** Gives back a slot taken with tryEnter(). */
+  readonly leave = (): void => { this.done() }
 
   constructor (readonly limit: number) {
     this.queue = new PQueue({ concurrency: limit })
@@ -26,15 +30,34 @@ export class CallLimiter {
   /** Tasks waiting for a slot. */
   get waiting (): number { return this.queue.size }
 
-  run (task: LimitedTask): void {
+  /**
+   * Takes a slot if one is free and nothing waits for one: the caller then runs
+   * its task at once, without a closure, and calls leave() once it is done.
+   */
+  tryEnter (): boolean {
     const q = this.queue
     if (this.direct < this.limit && q.size === 0 && q.pending === 0) {
       this.direct++
-      task().then(this.onDirectDone, this.onDirectDone)
+      return true
+    }
+    return false
+  }
+
+  run (task: LimitedTask): void {
+    if (this.tryEnter()) {
+      // Run now; a task that finished before returning frees its slot at once.
+      let pending: void | Promise<void>
+      try {
+        pending = task()
+      } catch {
+        pending = undefined
+      }
+      if (pending === undefined) this.done()
+      else pending.then(this.leave, this.leave)
       return
     }
     this.resize()
-    q.add(task).catch(() => {})
+    this.queue.add(task).catch(() => {})
   }
 
   /** Resolves once fewer than `n` tasks are waiting. */

@@ -7,15 +7,16 @@
 import { types } from 'node:util'
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message } from '../messaging/types.ts'
+import type { Consumer } from '../messaging/inbox.ts'
 import { InvalidArgumentError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { decodeValue, encodeValue, type RpcCodecOptions } from './codec.ts'
+import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, SNAKEMQ_REQUEST_PREFIX, Status,
-  encodeName, failedMessage, hasMagic, isReply, parseRequest, readCounter, replyMessage, tail
+  copyId, encodeName, failedMessage, hasMagic, isReply, parseRequest, readCounter, replyMessage, tail, writeHeader
 } from './wire.ts'
 
 export interface RpcServerOptions {
@@ -253,8 +254,11 @@ export class RpcServer implements AsyncDisposable {
   private readonly replyTtl: number
   private readonly codec: RpcCodecOptions | undefined
   private readonly cache: ResultCache
-  private readonly stop = new AbortController()
-  private readonly loops: Promise<void>
+  /** Takes requests off the Messaging as they arrive (paused while maxQueued wait). */
+  private readonly requests: Consumer
+  /** Takes pickled snakeMQ requests, to refuse them. */
+  private readonly pickles: Consumer
+  private paused = false
   private closing: Promise<void> | null = null
 
   constructor (mq: Messaging, options: RpcServerOptions = {}) {
@@ -274,7 +278,13 @@ export class RpcServer implements AsyncDisposable {
     if (this.codec !== undefined) encodeValue(null, this.codec) // checks the limits now, not at the first call
     this.limiter = new CallLimiter(concurrency)
     addServer(mq)
-    this.loops = Promise.all([this.serve(), this.refusePickles()]).then(() => {})
+    // Replies too when this Messaging has no RpcClient: someone must take them.
+    this.requests = mq.consume({ prefix: RPC_MAGIC, filter: (m) => !isReply(m.data) || !hasClients(mq) }, (m) => { this.onRequest(m) })
+    this.pickles = mq.consume({ prefix: SNAKEMQ_REQUEST_PREFIX }, (m) => {
+      this.log.error('refused a snakeMQ RPC request: it is a Python pickle, which this library never decodes', {
+        from: m.from, uuid: m.uuid, bytes: m.data.length
+      })
+    })
   }
 
   /**
@@ -318,8 +328,8 @@ export class RpcServer implements AsyncDisposable {
    */
   async close (): Promise<void> {
     this.closing ??= (async () => {
-      this.stop.abort()
-      await this.loops
+      this.requests.end()
+      this.pickles.end()
       await this.limiter.idle()
       removeServer(this.mq)
     })()
@@ -328,29 +338,18 @@ export class RpcServer implements AsyncDisposable {
 
   async [Symbol.asyncDispose] (): Promise<void> { await this.close() }
 
-  private async serve (): Promise<void> {
-    // Replies too when this Messaging has no RpcClient: someone must take them.
-    const mq = this.mq
-    const requests = mq.messages({ prefix: RPC_MAGIC, filter: (m) => !isReply(m.data) || !hasClients(mq), signal: this.stop.signal })
-    try {
-      for await (const m of requests) {
-        this.receive(m)
-        if (this.limiter.waiting >= this.maxQueued) await this.limiter.waitingBelow(this.maxQueued)
-      }
-    } catch (err) {
-      if (!this.stop.signal.aborted) this.log.error('the RPC request loop failed', { error: err as Error })
-    }
-  }
-
-  private async refusePickles (): Promise<void> {
-    try {
-      for await (const m of this.mq.messages({ prefix: SNAKEMQ_REQUEST_PREFIX, signal: this.stop.signal })) {
-        this.log.error('refused a snakeMQ RPC request: it is a Python pickle, which this library never decodes', {
-          from: m.from, uuid: m.uuid, bytes: m.data.length
-        })
-      }
-    } catch (err) {
-      if (!this.stop.signal.aborted) this.log.error('the snakeMQ request loop failed', { error: err as Error })
+  /** A request arrived (synchronously, from the Messaging's receive path). */
+  private onRequest (m: Message): void {
+    this.receive(m)
+    // Backpressure: past maxQueued waiting calls, requests wait in the Messaging,
+    // whose receive buffer then fills and stops reading from the sockets.
+    if (!this.paused && this.limiter.waiting >= this.maxQueued) {
+      this.paused = true
+      this.requests.pause()
+      void this.limiter.waitingBelow(this.maxQueued).then(() => {
+        this.paused = false
+        this.requests.resume()
+      })
     }
   }
 
@@ -398,7 +397,7 @@ export class RpcServer implements AsyncDisposable {
         if (args instanceof Error) {
           this.log.warn('dropped a signal whose arguments could not be decoded', { from, object, method, error: args })
         } else {
-          this.limiter.run(async () => { await this.runSignal(registered!.target, fn, args, from, object, method) })
+          this.limiter.run(() => this.runSignal(registered!.target, fn, args, from, object, method))
         }
       }
       return
@@ -427,19 +426,40 @@ export class RpcServer implements AsyncDisposable {
       return
     }
     const entry = this.cache.start(data, from)
-    this.limiter.run(async () => {
-      let reply: Uint8Array
-      try {
-        const outcome = this.runCall(registered.target, fn, args, data, from, object, method)
-        reply = outcome instanceof Uint8Array ? outcome : await outcome
-      } catch (err) {
-        // Only an error object whose own getters throw while it is reported gets here.
-        this.log.error('the outcome of a call could not be encoded', { from, object, method, error: describeError(err) })
-        reply = failedMessage(data, Status.BadResult, 'the outcome of the call could not be encoded')
-      }
-      this.cache.finish(entry, reply)
-      this.reply(m, reply)
-    })
+    const limiter = this.limiter
+    if (limiter.tryEnter()) {
+      // A slot is free: run it now. A method that returns a plain value is
+      // answered before this returns, with no closure and no promise on the way.
+      const pending = this.execute(registered.target, fn, args, m, object, method, entry)
+      if (pending === undefined) limiter.leave()
+      else pending.then(limiter.leave, limiter.leave)
+    } else {
+      limiter.run(() => this.execute(registered.target, fn, args, m, object, method, entry))
+    }
+  }
+
+  /** Runs a call and sends its reply; returns a promise if the method's result is one. */
+  private execute (target: object, fn: Method, args: unknown[], m: Message, object: string, method: string, entry: CacheEntry): void | Promise<void> {
+    let outcome: Uint8Array | Promise<Uint8Array>
+    try {
+      outcome = this.runCall(target, fn, args, m.data, m.from, object, method)
+    } catch (err) {
+      this.callFailed(err, m, object, method, entry)
+      return
+    }
+    if (outcome instanceof Uint8Array) { this.callDone(outcome, m, entry); return }
+    return outcome.then((reply) => { this.callDone(reply, m, entry) }, (err: unknown) => { this.callFailed(err, m, object, method, entry) })
+  }
+
+  private callDone (reply: Uint8Array, m: Message, entry: CacheEntry): void {
+    this.cache.finish(entry, reply)
+    this.reply(m, reply)
+  }
+
+  private callFailed (err: unknown, m: Message, object: string, method: string, entry: CacheEntry): void {
+    // Only an error object whose own getters throw while it is reported gets here.
+    this.log.error('the outcome of a call could not be encoded', { from: m.from, object, method, error: describeError(err) })
+    this.callDone(failedMessage(m.data, Status.BadResult, 'the outcome of the call could not be encoded'), m, entry)
   }
 
   private decodeArgs (data: Uint8Array, offset: number): unknown[] | Error {
@@ -470,7 +490,10 @@ export class RpcServer implements AsyncDisposable {
 
   private resultReply (result: unknown, request: Uint8Array, from: string, object: string, method: string): Uint8Array {
     try {
-      return replyMessage(request, Kind.Result, encodeValue(result, this.codec))
+      const out = encodeAfter(BODY_OFFSET, result, this.codec)
+      writeHeader(out, Kind.Result)
+      copyId(out, request)
+      return out
     } catch (err) {
       this.log.warn('the result of a call could not be encoded', { from, object, method, error: err as Error })
       return failedMessage(request, Status.BadResult, (err as Error).message)
@@ -485,12 +508,13 @@ export class RpcServer implements AsyncDisposable {
     return replyMessage(request, Kind.Thrown, this.encodeError(err))
   }
 
-  private async runSignal (target: object, fn: Method, args: unknown[], from: string, object: string, method: string): Promise<void> {
+  private runSignal (target: object, fn: Method, args: unknown[], from: string, object: string, method: string): void | Promise<void> {
+    const failed = (err: unknown): void => { this.log.error('a signal failed', { from, object, method, error: describeError(err) }) }
     try {
       const result = fn.apply(target, args)
-      if (isThenable(result)) await result
+      if (isThenable(result)) return Promise.resolve(result).then(() => {}, failed)
     } catch (err) {
-      this.log.error('a signal failed', { from, object, method, error: describeError(err) })
+      failed(err)
     }
   }
 
@@ -513,9 +537,14 @@ export class RpcServer implements AsyncDisposable {
 
   private reply (request: Message, reply: Uint8Array): void {
     const ttl = Math.min(this.replyTtl, Math.max(1, request.ttl ?? Infinity))
-    this.mq.send(request.from, reply, { ttl }).catch((err: unknown) => {
-      this.log.warn('an RPC reply could not be queued', { to: request.from, error: err as Error })
-    })
+    const to = request.from
+    // replyTtl 0: the reply goes only to a caller connected now.
+    if (ttl > 0) this.mq.post(to, reply, ttl, (err) => { this.replyFailed(to, err) })
+    else this.mq.send(to, reply, { ttl }).catch((err: unknown) => { this.replyFailed(to, err) })
+  }
+
+  private replyFailed (to: string, err: unknown): void {
+    this.log.warn('an RPC reply could not be queued', { to, error: err as Error })
   }
 }
 

@@ -99,22 +99,41 @@ export function nameSegment (object: Uint8Array, method: Uint8Array): Uint8Array
   return out
 }
 
+/** Writes the magic, the version and `kind` at the start of `out`. */
+export function writeHeader (out: Uint8Array, kind: Kind): void {
+  // Byte by byte: for a few bytes, TypedArray.set costs more than the copy.
+  for (let i = 0; i < RPC_MAGIC.length; i++) out[i] = RPC_MAGIC[i]!
+  out[6] = RPC_VERSION
+  out[7] = kind
+}
+
 /** Allocates a message of `bodyBytes` body bytes with its header written; the caller writes the id and the body. */
 export function allocMessage (kind: Kind, bodyBytes: number): Buffer {
   // allocUnsafe: small messages come from Node's pool, and every byte is written below or by the caller.
   const out = Buffer.allocUnsafe(BODY_OFFSET + bodyBytes)
-  out.set(RPC_MAGIC, 0)
-  out[6] = RPC_VERSION
-  out[7] = kind
+  writeHeader(out, kind)
   return out
 }
 
 /** Writes a request id: the client's 8 bytes and the counter (an integer below 2^53) big-endian. */
-export function writeId (out: Buffer, clientId: Uint8Array, counter: number): void {
-  out.set(clientId, HEADER_BYTES)
+export function writeId (out: Uint8Array, clientId: Uint8Array, counter: number): void {
+  for (let i = 0; i < CLIENT_ID_BYTES; i++) out[HEADER_BYTES + i] = clientId[i]!
   const high = Math.floor(counter / 0x1_0000_0000)
-  out.writeUInt32BE(high, HEADER_BYTES + CLIENT_ID_BYTES)
-  out.writeUInt32BE(counter - high * 0x1_0000_0000, HEADER_BYTES + CLIENT_ID_BYTES + 4)
+  const low = counter - high * 0x1_0000_0000
+  const at = HEADER_BYTES + CLIENT_ID_BYTES
+  out[at] = high >>> 24; out[at + 1] = high >>> 16; out[at + 2] = high >>> 8; out[at + 3] = high
+  out[at + 4] = low >>> 24; out[at + 5] = low >>> 16; out[at + 6] = low >>> 8; out[at + 7] = low
+}
+
+/** Copies the request id of `request` into `out`. */
+export function copyId (out: Uint8Array, request: Uint8Array): void {
+  for (let i = HEADER_BYTES; i < BODY_OFFSET; i++) out[i] = request[i]!
+}
+
+/** Copies `src` into `out` at `at` (byte by byte when small: see writeHeader). */
+export function copyBytes (out: Uint8Array, src: Uint8Array, at: number): void {
+  if (src.length > 64) { out.set(src, at); return }
+  for (let i = 0; i < src.length; i++) out[at + i] = src[i]!
 }
 
 /** Reads the counter of a request id (the caller checked the length). */
@@ -129,8 +148,8 @@ export function readCounter (data: Uint8Array): number {
 /** A reply to the request whose message is `request`, with `body` after the id. */
 export function replyMessage (request: Uint8Array, kind: Kind, body: Uint8Array): Buffer {
   const out = allocMessage(kind, body.length)
-  out.set(request.subarray(HEADER_BYTES, BODY_OFFSET), HEADER_BYTES)
-  out.set(body, BODY_OFFSET)
+  copyId(out, request)
+  copyBytes(out, body, BODY_OFFSET)
   return out
 }
 
