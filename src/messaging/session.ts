@@ -68,6 +68,10 @@ export class Session {
   private pingSentAt = -1
   /** A PING waits in `control` for the next batch. */
   private pingQueued = false
+  /** The batch being written carries a PING. */
+  private batchHasPing = false
+  /** Messages in the batch being written. */
+  private sent: QueueEntry[] = []
   /** The PING sent last is on the socket (not still queued behind our own outgoing bytes). */
   private pingWritten = false
   private handshakeTimer: NodeJS.Timeout | null = null
@@ -96,12 +100,25 @@ export class Session {
     if (this.wake === null || this.wakeScheduled) return
     this.wakeScheduled = true
     // setImmediate, not a microtask: everything sent in this turn of the event loop goes out as one batch.
-    setImmediate(() => {
-      this.wakeScheduled = false
-      const w = this.wake
-      this.wake = null
-      w?.()
-    })
+    setImmediate(this.onWake)
+  }
+
+  private readonly onWake = (): void => {
+    this.wakeScheduled = false
+    if (this.wake === null) return
+    // The generator is parked, so the sink waits for it and holds nothing: the
+    // batch can be written from here, saving the hops through the generator and
+    // the sink (a round trip's worth of promises on each side of a request/reply).
+    if (!this.stopped && !this.endAfterFlush && this.connection.directWritable) {
+      const batch = this.nextBatch()
+      if (batch === null) return
+      this.connection.writeNow(batch)
+      this.batchWritten()
+      return
+    }
+    const w = this.wake
+    this.wake = null
+    w()
   }
 
   /** Acknowledges a received message (its UUID: the 16 bytes at `at` of `uuid`) to the remote. */
@@ -266,50 +283,67 @@ export class Session {
     const first = new PacketBatch(64 + this.host.identity.length * 3)
     for (const f of hello) first.frame(f)
     yield first.finish()
-    let sent: QueueEntry[] = []
     while (!this.stopped) {
-      const control = this.control
-      this.control = []
-      const withPing = this.pingQueued
-      this.pingQueued = false
-      const q = this.queue
-      if (q !== null && !this.endAfterFlush) {
-        const room = this.acks ? this.host.maxUnacked - q.unacked.size : BATCH_MESSAGES
-        if (room > 0) q.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, sent)
-        // Senders pacing themselves to this connection may go on (they run once this batch is on its way).
-        if (sent.length > 0) q.wakePaced()
-      }
-      const acks = this.ackCount
-      if (control.length === 0 && acks === 0 && sent.length === 0) {
+      const batch = this.nextBatch()
+      if (batch === null) {
         if (this.endAfterFlush) { await this.connection.end(); return }
         await new Promise<void>((resolve) => { this.wake = resolve })
         continue
       }
-      let bytes = 16 * control.length + ackPacketBytes(acks, ACK_BATCH)
-      for (const e of sent) bytes += messagePacketBytes(e.size)
-      const batch = new PacketBatch(bytes)
-      for (const f of control) batch.frame(f)
-      if (acks > 0) {
-        batch.acks(this.ackBuf, acks, ACK_BATCH)
-        this.ackCount = 0
+      yield batch
+      this.batchWritten()
+    }
+  }
+
+  /**
+   * The next batch to write: control frames, acknowledgements, then messages
+   * (which go into `sent`); null when there is nothing to send.
+   */
+  private nextBatch (): Uint8Array[] | null {
+    const control = this.control
+    const q = this.queue
+    const sent = this.sent
+    if (q !== null && !this.endAfterFlush) {
+      const room = this.acks ? this.host.maxUnacked - q.unacked.size : BATCH_MESSAGES
+      if (room > 0) q.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, sent)
+      // Senders pacing themselves to this connection may go on (they run once this batch is on its way).
+      if (sent.length > 0) q.wakePaced()
+    }
+    const acks = this.ackCount
+    if (control.length === 0 && acks === 0 && sent.length === 0) return null
+    this.control = []
+    this.batchHasPing = this.pingQueued
+    this.pingQueued = false
+    let bytes = 16 * control.length + ackPacketBytes(acks, ACK_BATCH)
+    for (const e of sent) bytes += messagePacketBytes(e.size)
+    const batch = new PacketBatch(bytes)
+    for (const f of control) batch.frame(f)
+    if (acks > 0) {
+      batch.acks(this.ackBuf, acks, ACK_BATCH)
+      this.ackCount = 0
+    }
+    if (q !== null) {
+      for (const e of sent) {
+        const ttl = e.eternal ? TTL_INFINITE : this.host.wireTtl(q, e)
+        const data = e.external
+        if (data === null) batch.message(e.buf, e.at, ttl, e.flags, e.buf, e.at + UUID_BYTES, e.size)
+        else batch.message(e.buf, e.at, ttl, e.flags, data, 0, e.size)
+        if (this.acks) { e.state = EntryState.Sent; q.unacked.add(e) }
       }
-      if (q !== null) {
-        for (const e of sent) {
-          const ttl = e.eternal ? TTL_INFINITE : this.host.wireTtl(q, e)
-          const data = e.external
-          if (data === null) batch.message(e.buf, e.at, ttl, e.flags, e.buf, e.at + UUID_BYTES, e.size)
-          else batch.message(e.buf, e.at, ttl, e.flags, data, 0, e.size)
-          if (this.acks) { e.state = EntryState.Sent; q.unacked.add(e) }
-        }
-      }
-      yield batch.finish()
-      // The remote's answer can only come once our PING is on the socket: its wait starts now.
-      if (withPing && this.pingSentAt >= 0) { this.pingSentAt = Date.now(); this.pingWritten = true }
-      // The sink pulls again only after it wrote the batch: for a plain snakeMQ peer that is delivery.
-      if (sent.length > 0) {
-        if (!this.acks && !this.stopped) this.host.written(this, sent)
-        sent = []
-      }
+    }
+    return batch.finish()
+  }
+
+  /** The batch nextBatch() made is on the socket. */
+  private batchWritten (): void {
+    // The remote's answer can only come once our PING is on the socket: its wait starts now.
+    if (this.batchHasPing && this.pingSentAt >= 0) { this.pingSentAt = Date.now(); this.pingWritten = true }
+    this.batchHasPing = false
+    // For a plain snakeMQ peer, written is delivered.
+    const sent = this.sent
+    if (sent.length > 0) {
+      this.sent = []
+      if (!this.acks && !this.stopped) this.host.written(this, sent)
     }
   }
 
