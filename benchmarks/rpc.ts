@@ -1,7 +1,8 @@
 // RPC against the floor, in the same run: snakemq's RpcClient/RpcServer over one
-// Link and Messaging per side, against a raw node:net id-echo (the tuned
-// reference of benchmarks/impl/raw-net.ts), both between two processes on
-// 127.0.0.1, driven by the same code (benchmarks/harness/rpc-driver.ts):
+// Link and Messaging per side, against two raw node:net id-echoes (the tuned,
+// batching benchmarks/impl/raw-net.ts and the one-write-per-message
+// benchmarks/impl/raw-net-simple.ts), all between two processes on 127.0.0.1,
+// driven by the same code (benchmarks/harness/rpc-driver.ts):
 //
 //   - sequential: 5,000 calls (1,000 with --quick) one at a time after 500 warm-up
 //     calls, each timed: p50, p99, calls/s;
@@ -16,8 +17,9 @@
 // Goals (issue 4): sequential p50 at most 1.5x raw, in-flight rate at least 0.6x raw.
 //
 //   npx tsx benchmarks/rpc.ts [--quick] [--runs N] [--profile DIR] 
-//                              [--impl raw_net,snakemq_messaging,snakemq_rpc] [--only seq,par]
+//                              [--impl raw_net,raw_net_simple,snakemq_messaging,snakemq_rpc] [--only seq,par]
 //                              [--node-args="--flag ..."]   (extra node flags for the children)
+//                              [--scale N]   (N times as many calls, for steady-state profiles)
 //
 // The implementations alternate within each run; the table shows medians. With
 // --profile every child writes a V8 CPU profile to DIR (read one with
@@ -29,12 +31,12 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { driveRpc, type RpcDriveArgs, type RpcDriveResult } from './harness/rpc-driver.ts'
-import { HOST, type RoleControl, type RpcConnection } from './harness/types.ts'
+import { HOST, type Impl, type RoleControl, type RpcConnection } from './harness/types.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 const REPO = resolve(SELF, '..', '..')
 
-type ImplName = 'raw_net' | 'snakemq_messaging' | 'snakemq_rpc'
+type ImplName = 'raw_net' | 'raw_net_simple' | 'snakemq_messaging' | 'snakemq_rpc'
 type Figures = Record<'p50' | 'p99' | 'seq' | 'par' | 'seqCpu' | 'parCpu', number[]>
 interface ChildSpec { impl: ImplName, role: 'server' | 'client', args: Record<string, number> }
 type FromChild =
@@ -148,6 +150,11 @@ async function messagingConnect (port: number): Promise<RpcConnection> {
   }
 }
 
+/** The raw node:net references: batched writes (raw_net) or one write per message (raw_net_simple). */
+async function rawImpl (impl: ImplName): Promise<Impl> {
+  return impl === 'raw_net_simple' ? (await import('./impl/raw-net-simple.ts')).default : (await import('./impl/raw-net.ts')).default
+}
+
 async function child (spec: ChildSpec): Promise<void> {
   const stop = stopSignal()
   if (spec.role === 'server') {
@@ -156,7 +163,7 @@ async function child (spec: ChildSpec): Promise<void> {
     } else if (spec.impl === 'snakemq_messaging') {
       await messagingServer(stop)
     } else {
-      const raw = (await import('./impl/raw-net.ts')).default
+      const raw = await rawImpl(spec.impl)
       const ctl = { ready: (info?: { port?: number }) => { void tell({ type: 'ready', port: info!.port! }) }, stop } as unknown as RoleControl
       await raw.rpcServer!({ size: spec.args.size! }, ctl)
     }
@@ -168,7 +175,7 @@ async function child (spec: ChildSpec): Promise<void> {
     ? await snakemqConnect(port)
     : spec.impl === 'snakemq_messaging'
       ? await messagingConnect(port)
-      : await (await import('./impl/raw-net.ts')).default.rpcConnect!({ host: HOST, port, size: spec.args.size! })
+      : await (await rawImpl(spec.impl)).rpcConnect!({ host: HOST, port, size: spec.args.size! })
   try {
     const before = cpuUs()
     const result = await driveRpc(conn, spec.args as unknown as RpcDriveArgs)
@@ -251,7 +258,7 @@ function median (xs: number[]): number {
 
 async function main (): Promise<void> {
   const { values: opt } = parseArgs({
-    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, profile: { type: 'string' }, impl: { type: 'string' }, only: { type: 'string' }, 'node-args': { type: 'string' } },
+    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, profile: { type: 'string' }, scale: { type: 'string' }, impl: { type: 'string' }, only: { type: 'string' }, 'node-args': { type: 'string' } },
     strict: true
   })
   const quick = opt.quick
@@ -262,12 +269,14 @@ async function main (): Promise<void> {
     await mkdir(dir, { recursive: true })
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${dir}`)
   }
-  const sequential = { calls: quick ? 1000 : 5000, inflight: 1, warmup: quick ? 200 : 500 }
-  const inflight = { calls: quick ? 5000 : 20_000, inflight: 100, warmup: quick ? 500 : 2000 }
-  const all: ImplName[] = ['raw_net', 'snakemq_messaging', 'snakemq_rpc']
+  // --scale N: N times the calls (not the warm-up), for profiles of the steady state.
+  const scale = Math.max(1, Number(opt.scale ?? 1))
+  const sequential = { calls: (quick ? 1000 : 5000) * scale, inflight: 1, warmup: quick ? 200 : 500 }
+  const inflight = { calls: (quick ? 5000 : 20_000) * scale, inflight: 100, warmup: quick ? 500 : 2000 }
+  const all: ImplName[] = ['raw_net', 'raw_net_simple', 'snakemq_messaging', 'snakemq_rpc']
   const impls = opt.impl === undefined ? all : all.filter((i) => opt.impl!.split(',').includes(i))
   const empty = (): Figures => ({ p50: [], p99: [], seq: [], par: [], seqCpu: [], parCpu: [] })
-  const figures: Record<ImplName, Figures> = { raw_net: empty(), snakemq_messaging: empty(), snakemq_rpc: empty() }
+  const figures: Record<ImplName, Figures> = { raw_net: empty(), raw_net_simple: empty(), snakemq_messaging: empty(), snakemq_rpc: empty() }
   const only = opt.only === undefined ? ['seq', 'par'] : opt.only.split(',')
   for (let run = 1; run <= runs; run++) {
     for (const impl of impls) {
@@ -294,11 +303,11 @@ async function main (): Promise<void> {
   /** One table: `lower` picks the figure where lower is better (p50, CPU), `higher` where higher is. */
   const print = (title: string, lower: Pick, higher: Pick): void => {
     const row = (label: string, key: keyof Figures, pick: Pick, goal = ''): string[] => {
-      const [a, m, b] = all.map((i) => pick(figures[i][key]))
-      return [label, fmt(a!), fmt(m!), fmt(b!), `${(b! / a!).toFixed(2)}x`, goal]
+      const [a, s, m, b] = all.map((i) => pick(figures[i][key]))
+      return [label, fmt(a!), fmt(s!), fmt(m!), fmt(b!), `${(b! / a!).toFixed(2)}x`, `${(b! / s!).toFixed(2)}x`, goal]
     }
     const table = [
-      ['', 'raw_net', 'snakemq_messaging', 'snakemq_rpc', 'rpc/raw', 'goal'],
+      ['', 'raw_net', 'raw_net_simple', 'snakemq_messaging', 'snakemq_rpc', 'rpc/raw_net', 'rpc/simple', 'goal'],
       row('sequential p50 (µs)', 'p50', lower, '<= 1.5x'),
       row('sequential p99 (µs)', 'p99', lower),
       row('sequential calls/s', 'seq', higher),
@@ -316,10 +325,13 @@ async function main (): Promise<void> {
   if (runs > 1) print('best of the runs (on a busy machine, the closest to what the code costs):', min, max)
   console.log('(CPU: user + system time of client and server together, per call, warm-up included)')
   const rpc = figures.snakemq_rpc
-  const raw = figures.raw_net
-  const p50Ok = median(rpc.p50) <= 1.5 * median(raw.p50)
-  const parOk = median(rpc.par) >= 0.6 * median(raw.par)
-  console.log(`\ngoals (medians): p50 ${p50Ok ? 'met' : 'missed'}, in-flight rate ${parOk ? 'met' : 'missed'}`)
+  for (const ref of ['raw_net', 'raw_net_simple'] as const) {
+    const raw = figures[ref]
+    if (raw.p50.length === 0 && raw.par.length === 0) continue
+    const p50Ok = median(rpc.p50) <= 1.5 * median(raw.p50)
+    const parOk = median(rpc.par) >= 0.6 * median(raw.par)
+    console.log(`goals against ${ref} (medians): p50 ${p50Ok ? 'met' : 'missed'}, in-flight rate ${parOk ? 'met' : 'missed'}`)
+  }
 }
 
 const childArg = process.argv.indexOf('--child')
