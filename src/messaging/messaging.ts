@@ -198,7 +198,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent === true ? FLAG_PERSISTENT : 0, false)
     const result = { uuid: lastUuidHex() }
     q.push(entry)
-    this.peers.get(to)?.notify()
+    this.peers.get(to)?.notifyMessage()
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     } else if (this.over(q)) {
@@ -224,7 +224,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const ttlMs = ttl === undefined ? Infinity : ttl * 1000
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, 0, false)
     q.push(entry)
-    this.peers.get(to)?.notify()
+    this.peers.get(to)?.notifyMessage()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
   }
 
@@ -262,7 +262,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       entry.state = EntryState.Storing
       await this.storeEntry(q, entry)
     }
-    this.peers.get(to)?.notify()
+    this.peers.get(to)?.notifyMessage()
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
     else if (this.over(q)) await this.pace(q, signal)

@@ -61,6 +61,9 @@ export class Session {
   private ackCount = 0
   private wake: (() => void) | null = null
   private wakeScheduled = false
+  private immediate: NodeJS.Immediate | undefined = undefined
+  /** A microtask flush is queued (see notifyMessage). */
+  private flushQueued = false
   private endAfterFlush = false
   private stopped = false
   private lastRecv = Date.now()
@@ -100,11 +103,38 @@ export class Session {
     if (this.wake === null || this.wakeScheduled) return
     this.wakeScheduled = true
     // setImmediate, not a microtask: everything sent in this turn of the event loop goes out as one batch.
-    setImmediate(this.onWake)
+    this.immediate = setImmediate(this.onWake)
+  }
+
+  /**
+   * A message was queued. When nothing is in flight on this connection (a
+   * request, or the reply to one), it is written once the microtasks now queued
+   * have run, not at the end of the turn: that saves a request/reply the trip
+   * through the event loop on each side (about 3.5 µs each, measured). Otherwise
+   * (a stream of messages, a plain snakeMQ peer), as notify(): one batch per turn.
+   */
+  notifyMessage (): void {
+    const q = this.queue
+    if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0) {
+      this.flushQueued = true
+      queueMicrotask(this.onFlush)
+      return
+    }
+    this.notify()
+  }
+
+  private readonly onFlush = (): void => {
+    this.flushQueued = false
+    if (this.wakeScheduled) {
+      clearImmediate(this.immediate)
+      this.wakeScheduled = false
+    }
+    this.onWake()
   }
 
   private readonly onWake = (): void => {
     this.wakeScheduled = false
+    // Not parked: the generator is busy and takes what is queued when it comes round.
     if (this.wake === null) return
     // The generator is parked, so the sink waits for it and holds nothing: the
     // batch can be written from here, saving the hops through the generator and
