@@ -298,7 +298,10 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
     const socket = this.socket
     const rate = this.throttle?.outgoing
     const chunks = rate === undefined ? source : this.throttled(throttle(rate, { signal: this.closing.signal })(source), false)
-    for await (const chunk of chunks) {
+    for await (const item of chunks) {
+      // Named: in some orders of checking files (CI's linter) the type service
+      // makes the element of this union of iterables `any`.
+      const chunk = item as SinkChunk
       if (!this.isOpen) throw this.error ?? new ClosedError(`connection ${this.id} is closed`)
       const ok = this.writeChunk(chunk)
       if (!ok && socket.writableNeedDrain) await this.drained()
