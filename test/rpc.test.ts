@@ -703,6 +703,37 @@ test('100 concurrent calls all resolve, run at most `concurrency` at a time', as
   }
 })
 
+test('past maxQueued waiting calls the server stops taking requests, and takes them again as calls finish', async () => {
+  const t = await setup({ concurrency: 1, maxQueued: 2 })
+  const started = new EventEmitter()
+  let mostWaiting = 0
+  t.server.register('work', {
+    async job (i: number): Promise<number> {
+      mostWaiting = Math.max(mostWaiting, t.server.waiting)
+      await new Promise<void>((resolve) => { started.emit('start', resolve) })
+      return i + 100
+    }
+  })
+  try {
+    const work = t.client.proxy<{ job (i: number): Promise<number> }>('alice', 'work')
+    const next = (): Promise<() => void> => waitFor<() => void>(started, 'start')
+    let gate = next()
+    const calls = Array.from({ length: 10 }, (_, i) => work.job(i))
+    for (let i = 0; i < 10; i++) {
+      const release = await gate
+      // One call runs at a time; at most maxQueued wait for it, the rest stay in the Messaging.
+      assert.equal(t.server.running, 1)
+      assert.ok(t.server.waiting <= 2, `${t.server.waiting} calls waiting, maxQueued 2`)
+      if (i < 9) gate = next()
+      release()
+    }
+    assert.deepEqual(await Promise.all(calls), Array.from({ length: 10 }, (_, i) => i + 100))
+    assert.ok(mostWaiting <= 2)
+  } finally {
+    await t.close()
+  }
+})
+
 test('structured values round-trip through a call', async () => {
   const t = await setup()
   try {
