@@ -19,7 +19,7 @@ import type { CallOptions, Remote, SignalOptions } from './remote.ts'
 import { addClient, hasServer, removeClient } from './registry.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
-  allocMessage, copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
+  copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
 
 export interface RpcClientOptions {
@@ -205,12 +205,8 @@ export class RpcClient implements AsyncDisposable {
     const signal = options?.signal
     if (signal?.aborted === true) return Promise.reject(abortError(signal))
     if (!Array.isArray(args)) return Promise.reject(new InvalidArgumentError('the arguments must be an array'))
-    // The arguments encoded after room for the envelope, which is then written in front.
-    const message = encodeAfter(BODY_OFFSET + segment.length, args, this.codec)
     const counter = ++this.counter
-    writeHeader(message, Kind.Call)
-    writeId(message, this.clientId, counter)
-    copyBytes(message, segment, BODY_OFFSET)
+    const message = this.requestMessage(Kind.Call, counter, segment, args)
     return new Promise<Uint8Array>((resolve, reject) => {
       const call: PendingCall = {
         peer, object, method, message, deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
@@ -266,14 +262,19 @@ export class RpcClient implements AsyncDisposable {
     else call.reject(outcome)
   }
 
+  /** A Call or Signal: the arguments encoded after room for the envelope, which is then written in front. */
+  private requestMessage (kind: Kind, counter: number, segment: Uint8Array, args: readonly unknown[]): Uint8Array {
+    const message = encodeAfter(BODY_OFFSET + segment.length, args, this.codec)
+    writeHeader(message, kind)
+    writeId(message, this.clientId, counter)
+    copyBytes(message, segment, BODY_OFFSET)
+    return message
+  }
+
   private async sendSignal (peer: string, segment: Uint8Array, args: readonly unknown[], options: SignalOptions = {}): Promise<void> {
     if (this.closed) throw new ClosedError('the RpcClient is closed')
     if (!Array.isArray(args)) throw new InvalidArgumentError('the arguments must be an array')
-    const body = encodeValue(args, this.codec)
-    const message = allocMessage(Kind.Signal, segment.length + body.length)
-    writeId(message, this.clientId, ++this.counter)
-    message.set(segment, BODY_OFFSET)
-    message.set(body, BODY_OFFSET + segment.length)
+    const message = this.requestMessage(Kind.Signal, ++this.counter, segment, args)
     await this.mq.send(peer, message, { ttl: options.ttl === undefined ? 0 : options.ttl, ...(options.signal !== undefined ? { signal: options.signal } : {}) })
   }
 
