@@ -11,8 +11,9 @@
 // The CPU rows add up both processes' user and system time per call: on a busy
 // machine they vary less than the times do.
 //
-// A third column, snakemq_messaging, is a bare request/reply over Messaging (no RPC
+// The snakemq_messaging column is a bare request/reply over Messaging (no RPC
 // layer): the difference between it and snakemq_rpc is what RPC itself costs.
+// Every implementation is the harness's (benchmarks/impl/), as in `npm run bench`'s S3.
 //
 // Goals (issue 4): sequential p50 at most 1.5x raw, in-flight rate at least 0.6x raw.
 //
@@ -31,7 +32,7 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { driveRpc, type RpcDriveArgs, type RpcDriveResult } from './harness/rpc-driver.ts'
-import { HOST, type Impl, type RoleControl, type RpcConnection } from './harness/types.ts'
+import { HOST, type Impl, type RoleControl } from './harness/types.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 const REPO = resolve(SELF, '..', '..')
@@ -64,10 +65,6 @@ function stopSignal (): AbortSignal {
   return ac.signal
 }
 
-async function aborted (signal: AbortSignal): Promise<void> {
-  if (!signal.aborted) await once(signal, 'abort')
-}
-
 /** Sends to the parent; resolves once the message is handed over (so exiting right after loses nothing). */
 async function tell (m: FromChild): Promise<void> {
   if (m.type === 'ready') readyCpu = cpuUs()
@@ -77,105 +74,25 @@ async function tell (m: FromChild): Promise<void> {
   })
 }
 
-async function snakemqServer (stop: AbortSignal): Promise<void> {
-  const { Link, Messaging, RpcServer } = await import('../src/index.ts')
-  const link = new Link()
-  const listener = await link.listen({ host: HOST, port: 0 })
-  const mq = new Messaging(link, { identity: 'server' })
-  const server = new RpcServer(mq)
-  server.register('bench', { echo (data: Uint8Array): Uint8Array { return data } })
-  await tell({ type: 'ready', port: listener.port })
-  await aborted(stop)
-  await server.close()
-  await mq.close()
-}
-
-async function snakemqConnect (port: number): Promise<RpcConnection> {
-  const { Link, Messaging, RpcClient } = await import('../src/index.ts')
-  const link = new Link()
-  const mq = new Messaging(link, { identity: 'client' })
-  link.connect({ host: HOST, port })
-  const client = new RpcClient(mq)
-  const bench = client.proxy<{ echo (data: Uint8Array): Uint8Array }>('server', 'bench')
-  return {
-    call: (req) => bench.echo(req),
-    async close () { await client.close(); await mq.close() }
+async function implOf (impl: ImplName): Promise<Impl> {
+  switch (impl) {
+    case 'raw_net': return (await import('./impl/raw-net.ts')).default
+    case 'raw_net_simple': return (await import('./impl/raw-net-simple.ts')).default
+    case 'snakemq_messaging': return (await import('./impl/snakemq-messaging.ts')).default
+    case 'snakemq_rpc': return (await import('./impl/snakemq.ts')).default
   }
-}
-
-/** Messaging alone, as a reference for what RPC adds: the server echoes each message; the client matches replies by a 4-byte id. */
-async function messagingServer (stop: AbortSignal): Promise<void> {
-  const { Link, Messaging } = await import('../src/index.ts')
-  const link = new Link()
-  const listener = await link.listen({ host: HOST, port: 0 })
-  const mq = new Messaging(link, { identity: 'server' })
-  await tell({ type: 'ready', port: listener.port })
-  const serve = (async () => {
-    for await (const m of mq.messages({ signal: stop })) void mq.send(m.from, m.data)
-  })()
-  await aborted(stop)
-  await serve
-  await mq.close()
-}
-
-async function messagingConnect (port: number): Promise<RpcConnection> {
-  const { Link, Messaging } = await import('../src/index.ts')
-  const link = new Link()
-  const mq = new Messaging(link, { identity: 'client' })
-  link.connect({ host: HOST, port })
-  const pending = new Map<number, (b: Uint8Array) => void>()
-  let nextId = 0
-  const stop = new AbortController()
-  const replies = (async () => {
-    for await (const m of mq.messages({ signal: stop.signal })) {
-      const d = m.data
-      const id = ((d[0]! << 24) | (d[1]! << 16) | (d[2]! << 8) | d[3]!) >>> 0
-      const resolve = pending.get(id)
-      pending.delete(id)
-      resolve?.(d.subarray(4))
-    }
-  })()
-  return {
-    async call (req) {
-      const id = nextId
-      nextId = (nextId + 1) >>> 0
-      const msg = Buffer.allocUnsafe(4 + req.length)
-      msg.writeUInt32BE(id, 0)
-      msg.set(req, 4)
-      const reply = new Promise<Uint8Array>((resolve) => { pending.set(id, resolve) })
-      await mq.send('server', msg)
-      return await reply
-    },
-    async close () { stop.abort(); await replies; await mq.close() }
-  }
-}
-
-/** The raw node:net references: batched writes (raw_net) or one write per message (raw_net_simple). */
-async function rawImpl (impl: ImplName): Promise<Impl> {
-  return impl === 'raw_net_simple' ? (await import('./impl/raw-net-simple.ts')).default : (await import('./impl/raw-net.ts')).default
 }
 
 async function child (spec: ChildSpec): Promise<void> {
   const stop = stopSignal()
+  const impl = await implOf(spec.impl)
   if (spec.role === 'server') {
-    if (spec.impl === 'snakemq_rpc') {
-      await snakemqServer(stop)
-    } else if (spec.impl === 'snakemq_messaging') {
-      await messagingServer(stop)
-    } else {
-      const raw = await rawImpl(spec.impl)
-      const ctl = { ready: (info?: { port?: number }) => { void tell({ type: 'ready', port: info!.port! }) }, stop } as unknown as RoleControl
-      await raw.rpcServer!({ size: spec.args.size! }, ctl)
-    }
+    const ctl = { ready: (info?: { port?: number }) => { void tell({ type: 'ready', port: info!.port! }) }, stop } as unknown as RoleControl
+    await impl.rpcServer!({ size: spec.args.size! }, ctl)
     await tell({ type: 'cpu', cpuUs: cpuUs() - readyCpu })
     return
   }
-  const port = spec.args.port!
-  const conn = spec.impl === 'snakemq_rpc'
-    ? await snakemqConnect(port)
-    : spec.impl === 'snakemq_messaging'
-      ? await messagingConnect(port)
-      : await (await rawImpl(spec.impl)).rpcConnect!({ host: HOST, port, size: spec.args.size! })
+  const conn = await impl.rpcConnect!({ host: HOST, port: spec.args.port!, size: spec.args.size! })
   try {
     const before = cpuUs()
     const result = await driveRpc(conn, spec.args as unknown as RpcDriveArgs)

@@ -71,6 +71,7 @@ async function rpcModules (): Promise<RpcModules> {
   return { RpcClient: client!.RpcClient as RpcModules['RpcClient'], RpcServer: server!.RpcServer as RpcModules['RpcServer'] }
 }
 
+// The proxy's shape (the server's echo itself returns its argument as is).
 interface Echo { echo(data: Uint8Array): Promise<Uint8Array> }
 
 
@@ -178,7 +179,7 @@ const impl: Impl = {
     if (!hasRpc) { await messagingServer(args, ctl); return }
     const { mq, port } = await listening('server')
     const { RpcServer } = await rpcModules()
-    new RpcServer(mq).register('echo', { async echo (data: Uint8Array) { return data } })
+    new RpcServer(mq).register('echo', { echo (data: Uint8Array) { return data } })
     ctl.ready({ port, mode: 'rpc' })
     await stopped(ctl)
     await mq.close()
