@@ -18,6 +18,7 @@ import {
   PacketTooLargeError, ProtocolError, TruncatedPacketError, ClosedError, MessageDroppedError, QueueFullError,
   type Connection, type Frame, type Message, type SinkChunk, type QueueStore, type StoreBatch
 } from '../src/index.ts'
+import type { ChunkHandler, PushReader } from '../src/link/connection.ts'
 import { MemoryStore } from '../src/store/memory.ts'
 import { encodeValue, decodeValue } from '../src/rpc/codec.ts'
 import { RpcCodecError } from '../src/rpc/errors.ts'
@@ -247,6 +248,8 @@ class MemEnd {
   outbox: Buffer[] = []
   private inbox: Buffer[] = []
   private wake: (() => void) | null = null
+  private handler: ChunkHandler | null = null
+  private paused = false
   private markClosed!: () => void
 
   constructor (readonly direction: 'inbound' | 'outbound') {
@@ -264,6 +267,31 @@ class MemEnd {
   get pending (): number { let n = 0; for (const c of this.outbox) n += c.length; return n }
 
   get source (): AsyncIterable<Uint8Array> { return this.read() }
+
+  /** Hands bytes to `handler` as they are delivered, as Connection.push() does with a socket's data events. */
+  push (handler: ChunkHandler): PushReader {
+    this.handler = handler
+    const reader: PushReader = {
+      pause: () => { this.paused = true },
+      resume: () => {
+        this.paused = false
+        queueMicrotask(() => { this.handOn() })
+      },
+      stop: () => { this.handler = null }
+    }
+    queueMicrotask(() => { this.handOn() })
+    return reader
+  }
+
+  /** Gives what waits in the inbox to the push reader, unless paused. */
+  private handOn (): void {
+    while (this.handler !== null && !this.paused && this.inbox.length > 0) this.handler.data(this.inbox.shift()!)
+    if (this.handler !== null && !this.isOpen && this.inbox.length === 0) {
+      const h = this.handler
+      this.handler = null
+      h.end(null)
+    }
+  }
 
   private async * read (): AsyncGenerator<Uint8Array> {
     while (true) {
@@ -298,6 +326,7 @@ class MemEnd {
 
   private receive (c: Buffer): void {
     this.inbox.push(c)
+    if (this.handler !== null) { this.handOn(); return }
     const w = this.wake
     this.wake = null
     w?.()
@@ -311,6 +340,7 @@ class MemEnd {
     const w = this.wake
     this.wake = null
     w?.()
+    if (this.handler !== null) queueMicrotask(() => { this.handOn() })
     this.markClosed()
     this.other.close()
   }

@@ -22,6 +22,22 @@ export interface ConnectionOptions {
   throttle?: ThrottleRates | null
 }
 
+/** @internal What `Connection.push()` hands the bytes from the remote to. */
+export interface ChunkHandler {
+  /** A chunk as read from the socket. */
+  data (chunk: Buffer): void
+  /** Nothing more comes: null when the remote ended (or we closed), else why it failed. */
+  end (error: Error | null): void
+}
+
+/** @internal Controls a push reader: the socket is not read while paused. */
+export interface PushReader {
+  pause (): void
+  resume (): void
+  /** Stops reading for good (the socket stays open); `end` is not called. */
+  stop (): void
+}
+
 let nextId = 1
 
 /** Bytes received and not yet taken by the source's reader, past which the socket is no longer read. */
@@ -254,6 +270,72 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
   }
 
 
+
+  /**
+   * @internal Reads the socket with callbacks instead of `source`, for a reader
+   * that handles each chunk synchronously: no promise per chunk. Ends the way
+   * `source` does: `end(null)` once the remote ended its side or, quietly, when
+   * we closed the connection ourselves; `end(error)` when it failed. Returns
+   * null when an incoming throttle applies (read `source` then). Single
+   * consumer, as `source`.
+   */
+  push (handler: ChunkHandler): PushReader | null {
+    if (this.throttle?.incoming !== undefined) return null
+    if (this.sourceTaken) throw new AlreadyIteratingError(`connection ${this.id}: its source is already being read`)
+    this.sourceTaken = true
+    const socket = this.socket
+    let finished = false
+    let paused = false
+    const detach = (): void => {
+      if (finished) return
+      finished = true
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.off('error', onError)
+      socket.off('close', onClose)
+      // Stopping reading must not close the socket: the sink may still be flushing.
+      if (!socket.destroyed) socket.pause()
+    }
+    const finish = (err: Error | null): void => {
+      if (finished) return
+      detach()
+      if (err === null || this.isClosing) { handler.end(null); return }
+      this.error ??= err
+      handler.end(err)
+    }
+    const onData = (chunk: Buffer): void => {
+      this.lastReceivedAt = Date.now()
+      handler.data(chunk)
+    }
+    const onEnd = (): void => { finish(null) }
+    const onError = (err: Error): void => { finish(err) }
+    // Closed without an end or an error: destroyed under us.
+    const onClose = (): void => { finish(this.error ?? new ClosedError(`connection ${this.id} closed before the remote ended it`)) }
+    const reader: PushReader = {
+      pause: () => {
+        if (finished || paused) return
+        paused = true
+        if (!socket.destroyed) socket.pause()
+      },
+      resume: () => {
+        if (finished || !paused) return
+        paused = false
+        if (!socket.destroyed) socket.resume()
+      },
+      stop: detach
+    }
+    if (socket.destroyed) {
+      // Reported after push() returns, as `source` reports it at its first next().
+      queueMicrotask(() => { finish(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
+    } else {
+      socket.on('data', onData)
+      socket.once('end', onEnd)
+      socket.on('error', onError)
+      socket.once('close', onClose)
+      socket.resume()
+    }
+    return reader
+  }
 
   private isClosing = false
 
