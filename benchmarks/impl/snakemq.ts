@@ -191,7 +191,8 @@ const impl: Impl = {
     const { RpcClient } = await rpcModules()
     const api = new RpcClient(mq).proxy<Echo>('server', 'echo')
     return {
-      async call (req) { return await api.echo(req) },
+      // The proxy's promise as it is, as the raw references hand back theirs.
+      call (req) { return api.echo(req) },
       async close () { await mq.close() }
     }
   },

@@ -314,12 +314,24 @@ export class Inbox {
 
   dispatch (m: InboundMessage): void {
     const cs = this.consumers
-    // The common case, one consumer without a filter, allocates nothing.
+    // The common cases, one consumer without a filter or one whose filter takes
+    // the message (RPC's), allocate nothing.
     if (cs.length === 1 && !cs[0]!.filtered) { cs[0]!.push(m); return }
-    let targets: Consumer[] = []
-    for (const c of cs) if (c.filtered && c.matches(m)) targets.push(c)
-    if (targets.length === 0) targets = cs.filter((c) => !c.filtered)
-    if (targets.length === 0) {
+    let first: Consumer | null = null
+    let more: Consumer[] | null = null
+    for (const c of cs) {
+      if (!c.filtered || !c.matches(m)) continue
+      if (first === null) first = c
+      else (more ??= []).push(c)
+    }
+    if (first === null) {
+      for (const c of cs) {
+        if (c.filtered) continue
+        if (first === null) first = c
+        else (more ??= []).push(c)
+      }
+    }
+    if (first === null) {
       this.unrouted.push(m)
       this.unroutedBytes += m.data.byteLength
       // The application reads, but with filters none of these match: past the
@@ -333,10 +345,11 @@ export class Inbox {
       }
       return
     }
-    m.tracker.ackRefs = targets.length
-    m.tracker.ackShared = targets.length > 1
-    targets[0]!.push(m)
-    for (let i = 1; i < targets.length; i++) targets[i]!.push(m.share())
+    if (more === null) { first.push(m); return }
+    m.tracker.ackRefs = 1 + more.length
+    m.tracker.ackShared = true
+    first.push(m)
+    for (const c of more) c.push(m.share())
   }
 
   /** A consumer took a message from its buffer. */

@@ -210,15 +210,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   /**
    * @internal Queues `data` for `to` like `send(to, data, { ttl })`, without a
    * promise: for RPC, which sends a message per call and has nothing to await.
-   * Falls back on `send()` for anything but the common case; `onError` gets what
-   * it would have rejected with. `ttl` in seconds, > 0; undefined for none.
+   * Falls back on `send()` for anything but the common case; `onError(err, context)`
+   * gets what it would have rejected with (a context rather than a closure: no
+   * allocation per message). `ttl` in seconds, > 0; undefined for none.
    */
-  post (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown) => void): void {
+  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C): void {
     const q = this.queues.get(to)
     const size = data.byteLength
     if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
         q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) {
-      this.send(to, data, ttl === undefined ? NO_OPTIONS : { ttl }).catch(onError)
+      this.send(to, data, ttl === undefined ? NO_OPTIONS : { ttl }).catch((err: unknown) => { onError(err, context) })
       return
     }
     const ttlMs = ttl === undefined ? Infinity : ttl * 1000
@@ -666,7 +667,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       const e = unacked.find(uuids, i)
       if (e !== undefined) this.deliver(q, e)
     }
-    session.notify()
+    // Room in the window: messages held back by maxUnacked can go now.
+    if (q.unsent > 0) session.notify()
   }
 
   /** @internal */

@@ -232,9 +232,12 @@ export class RpcClient implements AsyncDisposable {
     call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
     // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
     const ttl = call.deadline === Infinity ? undefined : Math.max(1, Math.ceil((call.deadline - Date.now()) / 1000))
-    this.mq.post(call.peer, call.message, ttl, (err: unknown) => {
-      this.settle(counter, err instanceof Error ? err : new Error(String(err)))
-    })
+    this.mq.post(call.peer, call.message, ttl, this.notQueued, counter)
+  }
+
+  /** A request could not be queued: its call fails with why. */
+  private readonly notQueued = (err: unknown, counter: number): void => {
+    this.settle(counter, err instanceof Error ? err : new Error(String(err)))
   }
 
   /** The peer connected (again): send every call that went out over an earlier connection and is still waiting. */
