@@ -17,6 +17,7 @@ import {
 } from './errors.ts'
 import type { CallOptions, Remote, SignalOptions } from './remote.ts'
 import { addClient, hasServer, removeClient } from './registry.ts'
+import { CounterTable } from './counter-table.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
   copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
@@ -76,7 +77,7 @@ export class RpcClient implements AsyncDisposable {
   /** Names this client in request ids; random, so a restarted client never reuses an id. */
   private readonly clientId: Uint8Array = randomBytes(CLIENT_ID_BYTES)
   private counter = 0
-  private readonly pending = new Map<number, PendingCall>()
+  private readonly pending = new CounterTable<PendingCall>()
   /** Per peer: how many times it connected since this client exists. */
   private readonly epochs = new Map<string, number>()
   /** Takes replies off the Messaging as they arrive. */
@@ -245,7 +246,7 @@ export class RpcClient implements AsyncDisposable {
     const epoch = (this.epochs.get(peer) ?? 0) + 1
     this.epochs.set(peer, epoch)
     let n = 0
-    for (const [counter, call] of this.pending) {
+    for (const [counter, call] of this.pending.entries()) {
       if (call.peer === peer && call.epoch < epoch) {
         this.transmit(counter, call)
         n++
@@ -287,7 +288,7 @@ export class RpcClient implements AsyncDisposable {
     this.mq.off('connect', this.onConnect)
     removeClient(this.mq)
     const closed = new ClosedError(this.closedHere ? 'the RpcClient was closed' : 'the Messaging was closed')
-    for (const counter of [...this.pending.keys()]) this.settle(counter, closed)
+    for (const [counter] of this.pending.entries()) this.settle(counter, closed)
   }
 
   /** A request reached this Messaging, which has no RpcServer: a call is told the object is unknown here. */

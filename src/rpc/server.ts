@@ -14,6 +14,7 @@ import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './c
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
+import { CounterTable } from './counter-table.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, SNAKEMQ_REQUEST_PREFIX, Status,
   copyId, encodeName, failedMessage, hasMagic, isReply, parseRequest, readCounter, replyMessage, tail, writeHeader,
@@ -120,7 +121,7 @@ interface CachedClient {
   readonly key: string
   readonly from: string
   readonly id: Uint8Array
-  readonly calls: Map<number, CacheEntry>
+  readonly calls: CounterTable<CacheEntry>
 }
 
 /**
@@ -174,7 +175,7 @@ class ResultCache {
     let client = this.clients.get(key)
     if (client === undefined) {
       if (!create) return undefined
-      client = { key, from, id: data.slice(HEADER_BYTES, HEADER_BYTES + CLIENT_ID_BYTES), calls: new Map() }
+      client = { key, from, id: data.slice(HEADER_BYTES, HEADER_BYTES + CLIENT_ID_BYTES), calls: new CounterTable() }
       this.clients.set(key, client)
     }
     this.last = client

@@ -1,0 +1,63 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import { CounterTable } from '../src/rpc/counter-table.ts'
+
+// Operations: a new counter a few after the last one (as calls are numbered); one
+// behind it (a resend, a reordered request); a jump far ahead (past the ring's
+// largest size, past 2^32); deleting or reading a key held (or, past their count,
+// one that is not).
+const ops = fc.array(fc.oneof(
+  { weight: 10, arbitrary: fc.record({ op: fc.constant('next' as const), step: fc.integer({ min: 1, max: 3 }) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('old' as const), back: fc.integer({ min: 0, max: 300 }) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('jump' as const), by: fc.constantFrom(100, 70_000, 200_000, 2 ** 32 + 5) }) },
+  { weight: 8, arbitrary: fc.record({ op: fc.constant('delete' as const), pick: fc.nat(400) }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('get' as const), pick: fc.nat(400) }) }
+), { maxLength: 2000 })
+
+test('a CounterTable answers like a Map through window slides, growth, stragglers and long jumps', () => {
+  fc.assert(fc.property(fc.nat(2 ** 40), ops, (start, list) => {
+    const table = new CounterTable<string>()
+    const model = new Map<number, string>()
+    let last = start
+    let n = 0
+    const keyAt = (pick: number): number => {
+      const keys = [...model.keys()]
+      return pick < keys.length ? keys[pick]! : last + 1 + pick
+    }
+    for (const o of list) {
+      let key: number
+      switch (o.op) {
+        case 'next': key = last = last + o.step; break
+        case 'old': key = Math.max(0, last - o.back); break
+        case 'jump': key = last = last + o.by; break
+        case 'delete': key = keyAt(o.pick); assert.equal(table.delete(key), model.delete(key)); continue
+        case 'get': key = keyAt(o.pick); assert.equal(table.get(key), model.get(key)); continue
+      }
+      const value = `v${n++}`
+      table.set(key, value)
+      model.set(key, value)
+      assert.equal(table.size, model.size)
+    }
+    for (const [k, v] of model) assert.equal(table.get(k), v)
+    const entries = table.entries()
+    assert.deepEqual(new Map(entries), model)
+    assert.equal(entries.length, model.size)
+    assert.equal(table.size, model.size)
+  }), { numRuns: 300 })
+})
+
+test('a CounterTable lists its entries oldest counter first, stragglers before the window', () => {
+  const t = new CounterTable<number>()
+  for (let k = 10; k < 100_000; k++) {
+    t.set(k, k)
+    if (k > 10 && k - 1 !== 10 && k - 1 !== 50) t.delete(k - 1)
+  }
+  // 10 and 50 were left behind as the window moved on; 99,999 is the newest.
+  assert.deepEqual(t.entries().map(([k]) => k), [10, 50, 99_999])
+  assert.equal(t.get(10), 10)
+  assert.equal(t.get(50), 50)
+  assert.equal(t.delete(10), true)
+  assert.equal(t.get(10), undefined)
+  assert.equal(t.size, 2)
+})
