@@ -660,11 +660,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** @internal */
-  acked (session: Session, uuids: Uint8Array): void {
+  acked (session: Session, packet: Uint8Array, at: number, end: number): void {
     const q = session.queue!
     const unacked = q.unacked
-    for (let i = 0; i < uuids.length; i += 16) {
-      const e = unacked.find(uuids, i)
+    for (let i = at; i < end; i += 16) {
+      const e = unacked.find(packet, i)
       if (e !== undefined) this.deliver(q, e)
     }
     // Room in the window: messages held back by maxUnacked can go now.

@@ -39,7 +39,8 @@ export interface SessionHost {
   identified (session: Session, ident: string): PeerQueue | Error
   /** A MESSAGE: its UUID is the 16 bytes at `at` of `packet`, then TTL, flags, and the data up to `end`. */
   received (session: Session, packet: Uint8Array, at: number, end: number): void
-  acked (session: Session, uuids: Uint8Array): void
+  /** An ACK: the 16-byte UUIDs in `packet[at..end)`. */
+  acked (session: Session, packet: Uint8Array, at: number, end: number): void
   /** A plain snakeMQ peer: these entries were written to the socket. */
   written (session: Session, entries: readonly QueueEntry[]): void
   failed (session: Session, error: Error): void
@@ -112,7 +113,8 @@ export class Session {
   /**
    * A message was queued. When nothing is in flight on this connection (a
    * request, or the reply to one), it is written once the microtasks now queued
-   * have run, not at the end of the turn: that saves a request/reply the trip
+   * have run (or, for a reply made while a received chunk is handled, as soon as
+   * the chunk is done), not at the end of the turn: that saves a request/reply the trip
    * through the event loop on each side (about 3.5 µs each, measured). Otherwise
    * (a stream of messages, a plain snakeMQ peer), as notify(): one batch per turn.
    */
@@ -123,7 +125,7 @@ export class Session {
     // made. (100 RPC calls in flight: +10 % calls/s; a stream, with more in flight,
     // keeps its large batches.)
     if (this.wake !== null && this.acks && q !== null && q.unsent >= EARLY_FLUSH && q.unacked.size < EARLY_FLUSH_IN_FLIGHT) {
-      this.onFlush()
+      this.flushNow()
       return
     }
     if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0) {
@@ -134,7 +136,12 @@ export class Session {
     this.notify()
   }
 
+  /** The microtask notifyMessage() queued; the flush may have been done already (see startReading). */
   private readonly onFlush = (): void => {
+    if (this.flushQueued) this.flushNow()
+  }
+
+  private flushNow (): void {
     this.flushQueued = false
     if (this.wakeScheduled) {
       clearImmediate(this.immediate)
@@ -233,6 +240,10 @@ export class Session {
           this.fail(err as Error)
         }
         if (this.stopped) { reader!.stop(); return }
+        // Replies made while handling this chunk go out now, with the chunk's
+        // acknowledgements, rather than after the stream's own bookkeeping and
+        // the microtasks (about 1 µs per request/reply, measured).
+        if (this.flushQueued) this.flushNow()
         // Only an identified remote can fill the inbox: pausing a handshake for a full
         // inbox would keep this connection from ever identifying (and from sending).
         const room = this.queue !== null ? this.host.inboxRoom() : null
@@ -288,6 +299,11 @@ export class Session {
       this.host.received(this, buf, start + 1, end)
       return !this.stopped
     }
+    // So is ACK (a well-formed one, on a connection that agreed to them).
+    if (buf[start] === FrameType.Ack && this.acks && this.queue !== null && end - start > 1 && (end - start - 1) % UUID_BYTES === 0) {
+      this.host.acked(this, buf, start + 1, end)
+      return !this.stopped && !this.endAfterFlush
+    }
     const f = decodeFrame(buf.subarray(start, end))
     if (f === null) {
       this.host.log.debug('ignored a frame of unknown type', { conn: this.connection.id, peer: this.ident ?? undefined, type: buf[start], bytes: end - start })
@@ -304,7 +320,7 @@ export class Session {
         this.fail(new ProtocolError('MESSAGE before IDENTIFICATION'))
         return
       case FrameType.Ack:
-        if (this.queue !== null && this.acks) this.host.acked(this, f.uuids)
+        if (this.queue !== null && this.acks) this.host.acked(this, f.uuids, 0, f.uuids.length)
         else this.host.log.debug('ignored ACK: acknowledged delivery not agreed on this connection', { conn: this.connection.id, peer: this.ident ?? undefined })
         return
       case FrameType.Ping:

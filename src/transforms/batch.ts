@@ -26,7 +26,7 @@ export class PacketBatch {
 
   /** `capacity`: the bytes expected (see messagePacketBytes); the buffer grows if more come. */
   constructor (capacity: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(capacity, 64))
+    this.buf = Buffer.allocUnsafe(capacity)
   }
 
   /** True while nothing was added. */
@@ -111,15 +111,25 @@ export class PacketBatch {
       const bytes = n * UUID_BYTES
       this.room(5 + bytes)
       this.header(1 + bytes)
-      this.buf[this.pos++] = FrameType.Ack
-      this.buf.set(uuids.subarray(i * UUID_BYTES, i * UUID_BYTES + bytes), this.pos)
-      this.pos += bytes
+      const b = this.buf
+      let p = this.pos
+      b[p++] = FrameType.Ack
+      const from = i * UUID_BYTES
+      // A few UUIDs (a request/reply's) are copied by hand: cheaper than making a view to set() from.
+      if (bytes <= 128) {
+        for (let j = 0; j < bytes; j++) b[p + j] = uuids[from + j]!
+      } else {
+        b.set(uuids.subarray(from, from + bytes), p)
+      }
+      this.pos = p + bytes
     }
   }
 
   /** The chunks to write, in order. */
   finish (): Uint8Array[] {
-    if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
+    // Sized exactly (the common case): the buffer itself, no view of it.
+    if (this.start === 0 && this.pos === this.buf.length) this.chunks.push(this.buf)
+    else if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
     this.start = this.pos
     return this.chunks
   }
