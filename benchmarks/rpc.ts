@@ -4,9 +4,12 @@
 // benchmarks/impl/raw-net-simple.ts), all between two processes on 127.0.0.1,
 // driven by the same code (benchmarks/harness/rpc-driver.ts):
 //
-//   - sequential: 5,000 calls (1,000 with --quick) one at a time after 500 warm-up
-//     calls, each timed: p50, p99, calls/s;
-//   - in flight: 20,000 calls (5,000) with 100 in flight after 2,000 warm-up: calls/s.
+//   - sequential: 5,000 calls (1,000 with --quick) one at a time after 2,000 (200)
+//     warm-up calls, each timed: p50, p99, calls/s;
+//   - in flight: 50,000 calls (5,000) with 100 in flight after 20,000 (500) warm-up
+//     calls: calls/s. (The counts are RPC_RUNS in harness/rpc-driver.ts, shared with
+//     `npm run bench`; --warmup N sets both warm-ups, e.g. 2000 for the figures of
+//     the issue-4 work before the warm-up was lengthened.)
 //
 // The CPU rows add up both processes' user and system time per call: on a busy
 // machine they vary less than the times do.
@@ -21,6 +24,7 @@
 //                              [--impl raw_net,raw_net_simple,snakemq_messaging,snakemq_rpc] [--only seq,par]
 //                              [--node-args="--flag ..."]   (extra node flags for the children)
 //                              [--scale N]   (N times as many calls, for steady-state profiles)
+//                              [--warmup N]  (warm-up calls, both modes)
 //
 // The implementations alternate within each run; the table shows medians. With
 // --profile every child writes a V8 CPU profile to DIR (read one with
@@ -31,7 +35,7 @@ import { mkdir } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { driveRpc, type RpcDriveArgs, type RpcDriveResult } from './harness/rpc-driver.ts'
+import { driveRpc, RPC_RUNS, type RpcDriveArgs, type RpcDriveResult } from './harness/rpc-driver.ts'
 import { HOST, type Impl, type RoleControl } from './harness/types.ts'
 
 const SELF = fileURLToPath(import.meta.url)
@@ -175,11 +179,11 @@ function median (xs: number[]): number {
 
 async function main (): Promise<void> {
   const { values: opt } = parseArgs({
-    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, profile: { type: 'string' }, scale: { type: 'string' }, impl: { type: 'string' }, only: { type: 'string' }, 'node-args': { type: 'string' } },
+    options: { quick: { type: 'boolean', default: false }, runs: { type: 'string' }, profile: { type: 'string' }, scale: { type: 'string' }, warmup: { type: 'string' }, impl: { type: 'string' }, only: { type: 'string' }, 'node-args': { type: 'string' } },
     strict: true
   })
   const quick = opt.quick
-  const runs = Number(opt.runs ?? (quick ? 1 : 3))
+  const runCount = Number(opt.runs ?? (quick ? 1 : 3))
   const nodeArgs = (opt['node-args'] ?? '').split(' ').filter((a) => a !== '')
   if (opt.profile !== undefined) {
     const dir = resolve(process.env.INIT_CWD ?? process.cwd(), opt.profile)
@@ -188,17 +192,19 @@ async function main (): Promise<void> {
   }
   // --scale N: N times the calls (not the warm-up), for profiles of the steady state.
   const scale = Math.max(1, Number(opt.scale ?? 1))
-  const sequential = { calls: (quick ? 1000 : 5000) * scale, inflight: 1, warmup: quick ? 200 : 500 }
-  const inflight = { calls: (quick ? 5000 : 20_000) * scale, inflight: 100, warmup: quick ? 500 : 2000 }
+  const runs = quick ? RPC_RUNS.quick : RPC_RUNS
+  const warmup = opt.warmup === undefined ? null : Number(opt.warmup)
+  const sequential = { ...runs.sequential, calls: runs.sequential.calls * scale, ...(warmup !== null ? { warmup } : {}) }
+  const inflight = { ...runs.inflight, calls: runs.inflight.calls * scale, ...(warmup !== null ? { warmup } : {}) }
   const all: ImplName[] = ['raw_net', 'raw_net_simple', 'snakemq_messaging', 'snakemq_rpc']
   const impls = opt.impl === undefined ? all : all.filter((i) => opt.impl!.split(',').includes(i))
   const empty = (): Figures => ({ p50: [], p99: [], seq: [], par: [], seqCpu: [], parCpu: [] })
   const figures: Record<ImplName, Figures> = { raw_net: empty(), raw_net_simple: empty(), snakemq_messaging: empty(), snakemq_rpc: empty() }
   const only = opt.only === undefined ? ['seq', 'par'] : opt.only.split(',')
-  for (let run = 1; run <= runs; run++) {
+  for (let run = 1; run <= runCount; run++) {
     for (const impl of impls) {
       if (only.includes('seq')) {
-        process.stderr.write(`run ${run}/${runs} ${impl} sequential...\n`)
+        process.stderr.write(`run ${run}/${runCount} ${impl} sequential...\n`)
         const s = await measure(impl, sequential, nodeArgs)
         figures[impl].p50.push(s.p50_us!)
         figures[impl].p99.push(s.p99_us!)
@@ -206,7 +212,7 @@ async function main (): Promise<void> {
         figures[impl].seqCpu.push(s.clientCpu + s.serverCpu)
       }
       if (only.includes('par')) {
-        process.stderr.write(`run ${run}/${runs} ${impl} 100 in flight...\n`)
+        process.stderr.write(`run ${run}/${runCount} ${impl} 100 in flight...\n`)
         const p = await measure(impl, inflight, nodeArgs)
         figures[impl].par.push(p.calls_per_s)
         figures[impl].parCpu.push(p.clientCpu + p.serverCpu)
@@ -237,9 +243,9 @@ async function main (): Promise<void> {
     lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '))
     console.log(`${title}\n\n${lines.join('\n')}\n`)
   }
-  console.log(`RPC over loopback, 16-byte payloads, ${runs} run(s); sequential ${sequential.calls} calls, in flight ${inflight.calls} calls\n`)
+  console.log(`RPC over loopback, 16-byte payloads, ${runCount} run(s); sequential ${sequential.calls} calls after ${sequential.warmup} warm-up, in flight ${inflight.calls} calls after ${inflight.warmup} warm-up\n`)
   print('medians of the runs:', median, median)
-  if (runs > 1) print('best of the runs (on a busy machine, the closest to what the code costs):', min, max)
+  if (runCount > 1) print('best of the runs (on a busy machine, the closest to what the code costs):', min, max)
   console.log('(CPU: user + system time of client and server together, per call, warm-up included)')
   const rpc = figures.snakemq_rpc
   for (const ref of ['raw_net', 'raw_net_simple'] as const) {

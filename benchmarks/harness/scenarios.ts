@@ -1,7 +1,7 @@
 // The scenarios: their sizes (full and --quick), what they report, and how one run of
 // one implementation is carried out with child processes.
 import { HOST, type Impl } from './types.ts'
-import type { RpcDriveResult } from './rpc-driver.ts'
+import { RPC_RUNS, type RpcDriveResult } from './rpc-driver.ts'
 import { failureOf, session, type SessionOptions } from './spawn.ts'
 
 export type ScenarioId = 's1' | 's2' | 's3a' | 's3b' | 's4' | 'memory'
@@ -126,7 +126,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
   {
     id: 's3a',
     title: 'S3a sequential RPC',
-    params: (q) => ({ calls: q ? 1_000 : 5_000, warmup: q ? 200 : 500, inflight: 1, size: 16 }),
+    params: (q) => ({ ...(q ? RPC_RUNS.quick.sequential : RPC_RUNS.sequential), size: 16 }),
     describe: (p) => `${n(need(p, 'calls'))} calls, 1 in flight`,
     supports: (i) => i.rpcServer !== undefined && i.rpcConnect !== undefined,
     metrics: [
@@ -139,7 +139,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
   {
     id: 's3b',
     title: 'S3b pipelined RPC',
-    params: (q) => ({ calls: q ? 5_000 : 20_000, warmup: q ? 500 : 2_000, inflight: 100, size: 16 }),
+    params: (q) => ({ ...(q ? RPC_RUNS.quick.inflight : RPC_RUNS.inflight), size: 16 }),
     describe: (p) => `${n(need(p, 'calls'))} calls, ${need(p, 'inflight')} in flight`,
     supports: (i) => i.rpcServer !== undefined && i.rpcConnect !== undefined,
     metrics: [
