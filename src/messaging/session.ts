@@ -180,7 +180,8 @@ export class Session {
     }
     for (let i = 0; i < UUID_BYTES; i++) buf[o + i] = uuid[at + i]!
     this.ackCount++
-    this.notify()
+    // A flush already queued (a reply made for this very message) carries it.
+    if (!this.flushQueued) this.notify()
   }
 
   /** Closes the connection because of `error`. */
