@@ -209,7 +209,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
 
   /**
    * @internal Queues `data` for `to` like `send(to, data, { ttl })`, without a
-   * promise: for RPC, which sends a message per call and has nothing to await.
+   * promise: for RPC, which sends a message per call and has nothing to await,
+   * and acknowledges each message it answers before it answers (so, with
+   * nothing in flight, the message may be written at once).
    * Falls back on `send()` for anything but the common case; `onError(err, context)`
    * gets what it would have rejected with (a context rather than a closure: no
    * allocation per message). `ttl` in seconds, > 0; undefined for none.
@@ -225,7 +227,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const ttlMs = ttl === undefined ? Infinity : ttl * 1000
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, 0, false)
     q.push(entry)
-    this.peers.get(to)?.notifyMessage()
+    this.peers.get(to)?.notifyMessage(true)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
   }
 

@@ -69,6 +69,8 @@ export class Session {
   private immediate: NodeJS.Immediate | undefined = undefined
   /** A microtask flush is queued (see notifyMessage). */
   private flushQueued = false
+  /** A received chunk is being handled (see notifyMessage). */
+  private reading = false
   private endAfterFlush = false
   private stopped = false
   private lastRecv = Date.now()
@@ -117,8 +119,10 @@ export class Session {
    * the chunk is done), not at the end of the turn: that saves a request/reply the trip
    * through the event loop on each side (about 3.5 µs each, measured). Otherwise
    * (a stream of messages, a plain snakeMQ peer), as notify(): one batch per turn.
+   * `acked`: the sender has already acknowledged whatever this message answers,
+   * so outside the reading of a chunk it may be written at once.
    */
-  notifyMessage (): void {
+  notifyMessage (acked = false): void {
     const q = this.queue
     // A burst of replies (or requests) made in one go, with little in flight: the
     // first EARLY_FLUSH go out now, so the remote starts on them while the rest are
@@ -129,6 +133,9 @@ export class Session {
       return
     }
     if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0) {
+      // A message whose sender acknowledged what it answers (RPC's requests and
+      // replies, made outside the reading of a chunk) has nothing to wait for.
+      if (acked && !this.reading) { this.flushNow(); return }
       this.flushQueued = true
       queueMicrotask(this.onFlush)
       return
@@ -235,11 +242,13 @@ export class Session {
         // Closing after a flush: keep reading (so the remote's FIN is seen) but act on nothing more.
         if (this.endAfterFlush || this.stopped) return
         this.lastRecv = Date.now()
+        this.reading = true
         try {
           decoder.each(chunk, onPacket)
         } catch (err) {
           this.fail(err as Error)
         }
+        this.reading = false
         if (this.stopped) { reader!.stop(); return }
         // Replies made while handling this chunk go out now, with the chunk's
         // acknowledgements, rather than after the stream's own bookkeeping and
@@ -284,7 +293,12 @@ export class Session {
     for await (const chunk of this.connection.source) {
       if (this.endAfterFlush) continue
       this.lastRecv = Date.now()
-      decoder.each(chunk, onPacket)
+      this.reading = true
+      try {
+        decoder.each(chunk, onPacket)
+      } finally {
+        this.reading = false
+      }
       if (this.stopped) return
       const room = this.queue !== null ? this.host.inboxRoom() : null
       if (room !== null) await new Promise<void>((resolve) => { this.pauseReading(room, resolve) })
