@@ -176,16 +176,12 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
     let finished = false
     let waiting: { resolve: (r: IteratorResult<Uint8Array>) => void, reject: (e: Error) => void } | null = null
     const DONE: IteratorResult<Uint8Array> = { value: undefined, done: true }
+    let unwatch: (() => void) | null = null
 
     const detach = (): void => {
       if (finished) return
       finished = true
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      socket.off('error', onError)
-      socket.off('close', onClose)
-      // Stopping reading must not close the socket: the sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
-      if (!socket.destroyed) socket.pause()
+      unwatch?.()
       queue.length = 0
       head = 0
     }
@@ -257,19 +253,31 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
       [Symbol.asyncIterator] () { return this }
     }
 
-    if (socket.destroyed) {
-      failure = this.error ?? new ClosedError(`connection ${this.id} is closed`)
-    } else {
-      socket.on('data', onData)
-      socket.once('end', onEnd)
-      socket.on('error', onError)
-      socket.once('close', onClose)
-      socket.resume()
-    }
+    if (socket.destroyed) failure = this.error ?? new ClosedError(`connection ${this.id} is closed`)
+    else unwatch = this.watch(onData, onEnd, onError, onClose)
     return reader
   }
 
-
+  /**
+   * Listens to the socket's data, end, error and close events and lets it flow;
+   * returns what removes those listeners and pauses it. Never closes it: the
+   * sink may still be flushing (e.g. INCOMPATIBLE_PROTOCOL).
+   */
+  private watch (onData: (chunk: Buffer) => void, onEnd: () => void, onError: (err: Error) => void, onClose: () => void): () => void {
+    const socket = this.socket
+    socket.on('data', onData)
+    socket.once('end', onEnd)
+    socket.on('error', onError)
+    socket.once('close', onClose)
+    socket.resume()
+    return () => {
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.off('error', onError)
+      socket.off('close', onClose)
+      if (!socket.destroyed) socket.pause()
+    }
+  }
 
   /**
    * @internal Reads the socket with callbacks instead of `source`, for a reader
@@ -286,15 +294,11 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
     const socket = this.socket
     let finished = false
     let paused = false
+    let unwatch: (() => void) | null = null
     const detach = (): void => {
       if (finished) return
       finished = true
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      socket.off('error', onError)
-      socket.off('close', onClose)
-      // Stopping reading must not close the socket: the sink may still be flushing.
-      if (!socket.destroyed) socket.pause()
+      unwatch?.()
     }
     const finish = (err: Error | null): void => {
       if (finished) return
@@ -328,11 +332,7 @@ export class Connection implements Duplex<Uint8Array, SinkChunk> {
       // Reported after push() returns, as `source` reports it at its first next().
       queueMicrotask(() => { finish(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
     } else {
-      socket.on('data', onData)
-      socket.once('end', onEnd)
-      socket.on('error', onError)
-      socket.once('close', onClose)
-      socket.resume()
+      unwatch = this.watch(onData, onEnd, onError, onClose)
     }
     return reader
   }
