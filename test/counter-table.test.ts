@@ -13,7 +13,7 @@ const ops = fc.array(fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('jump' as const), by: fc.constantFrom(100, 70_000, 200_000, 2 ** 32 + 5) }) },
   { weight: 8, arbitrary: fc.record({ op: fc.constant('delete' as const), pick: fc.nat(400) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('get' as const), pick: fc.nat(400) }) }
-), { maxLength: 2000 })
+), { maxLength: 2000, size: 'max' })
 
 test('a CounterTable answers like a Map through window slides, growth, stragglers and long jumps', () => {
   fc.assert(fc.property(fc.nat(2 ** 40), ops, (start, list) => {
@@ -41,6 +41,7 @@ test('a CounterTable answers like a Map through window slides, growth, straggler
     }
     for (const [k, v] of model) assert.equal(table.get(k), v)
     const entries = table.entries()
+    assert.deepEqual(entries.map(([k]) => k), [...model.keys()].sort((x, y) => x - y))
     assert.deepEqual(new Map(entries), model)
     assert.equal(entries.length, model.size)
     assert.equal(table.size, model.size)
@@ -60,4 +61,38 @@ test('a CounterTable lists its entries oldest counter first, stragglers before t
   assert.equal(t.delete(10), true)
   assert.equal(t.get(10), undefined)
   assert.equal(t.size, 2)
+})
+
+test('a CounterTable grows its ring only while it stays dense, and shrinks it once mostly empty', () => {
+  const t = new CounterTable<number>()
+  // Sparse counters (a client numbering its calls far apart, or a hostile one): the ring stays small.
+  for (let k = 0; k < 2000; k++) t.set(k * 1000, k)
+  assert.equal(t.capacity, 64)
+  assert.equal(t.size, 2000)
+  for (let k = 0; k < 2000; k++) assert.equal(t.get(k * 1000), k)
+  // A dense burst grows it...
+  const u = new CounterTable<number>()
+  for (let k = 0; k < 10_000; k++) u.set(k, k)
+  assert.ok(u.capacity >= 10_000 && u.capacity <= 16_384, `capacity ${u.capacity}`)
+  // ...and it shrinks as the calls end, whatever order they end in.
+  for (let k = 0; k < 10_000; k++) if (k % 7 !== 3 || k > 100) u.delete(k)
+  assert.equal(u.size, 14)
+  assert.ok(u.capacity <= 256, `capacity ${u.capacity}`)
+  assert.deepEqual(u.entries().map(([k]) => k), Array.from({ length: 14 }, (_, i) => i * 7 + 3))
+  for (let i = 0; i < 14; i++) assert.equal(u.get(i * 7 + 3), i * 7 + 3)
+})
+
+test('a CounterTable keeps one entry per counter when its window comes back over one it had set aside', () => {
+  const t = new CounterTable<string>()
+  t.set(100, 'a')
+  t.set(200, 'b') // too sparse to grow the ring for: 100 is set aside
+  assert.equal(t.delete(200), true) // the ring is empty...
+  t.set(90, 'c') // ...so its window starts again at 90, over 100
+  t.set(100, 'd')
+  assert.equal(t.size, 2)
+  assert.equal(t.get(100), 'd')
+  assert.deepEqual(t.entries(), [[90, 'c'], [100, 'd']])
+  assert.equal(t.delete(100), true)
+  assert.equal(t.get(100), undefined)
+  assert.equal(t.size, 1)
 })

@@ -3,7 +3,10 @@
 // window: they are kept in a ring indexed by the counter's low bits, with a Map
 // only for the stragglers left behind the window (a call that runs for long while
 // thousands of others come and go). Costs an array read where a Map would hash,
-// probe and, after many deletes, rehash.
+// probe and, after many deletes, rehash. The ring grows only while at least one
+// slot in 8 would be used and shrinks once fewer than one in 32 are, so counters
+// sent far apart (by a hostile client, to the server's cache) cost a Map entry
+// each, never a ring sized to their spread.
 
 /** Most slots a ring grows to; past that, old entries move to the Map. */
 const MAX_SLOTS = 1 << 16
@@ -59,6 +62,8 @@ export class CounterTable<V> {
         this.slots[i] = undefined
         this.inRing--
         this.size--
+        // Mostly empty: a smaller ring (a burst of calls should not hold memory for ever).
+        while (this.slots.length > FIRST_SLOTS && this.inRing * 32 < this.slots.length) this.resize(ringSize(this.inRing * 8))
         return true
       }
     }
@@ -70,14 +75,20 @@ export class CounterTable<V> {
     return false
   }
 
-  /** Every entry, oldest counter first (those outside the window, then the window's). A copy: the table may change meanwhile. */
+  /** Slots in the ring (its memory, besides the Map's entries). */
+  get capacity (): number { return this.slots.length }
+
+  /** Every entry, oldest counter first. A copy: the table may change meanwhile. */
   entries (): Array<[number, V]> {
     const out: Array<[number, V]> = []
-    if (this.far !== null) out.push(...[...this.far].sort((a, b) => a[0] - b[0]))
-    for (let d = 0; d <= this.mask && this.inRing > 0; d++) {
+    for (let d = 0; d <= this.mask && out.length < this.inRing; d++) {
       const key = this.base + d
       const v = this.slots[key & this.mask]
       if (v !== undefined) out.push([key, v])
+    }
+    if (this.far !== null) {
+      out.push(...this.far)
+      out.sort((a, b) => a[0] - b[0])
     }
     return out
   }
@@ -98,9 +109,13 @@ export class CounterTable<V> {
       d--
     }
     if (d <= this.mask) return
-    if (d < MAX_SLOTS) { this.grow(d); return }
-    // Far ahead: the entries left behind go to the Map, a slot at a time, or all at once for a long jump.
-    if (d >= 2 * MAX_SLOTS) {
+    // A larger ring only while it stays dense: a client that numbers its calls
+    // sparsely (or a hostile one) gets a Map, not a ring sized to its counters.
+    const size = ringSize(d + 1)
+    if (size <= MAX_SLOTS && size <= 8 * (this.inRing + 1)) { this.resize(size); return }
+    // Otherwise the entries left behind go to the Map: all of them when the key is
+    // a whole ring or more past the window, else a slot at a time.
+    if (d - this.mask > slots.length) {
       for (let o = 0; o <= this.mask && this.inRing > 0; o++) {
         const k = this.base + o
         if (slots[k & this.mask] !== undefined) this.moveFar(k)
@@ -123,20 +138,39 @@ export class CounterTable<V> {
     this.inRing--
   }
 
-  /** Doubles the ring until `d` fits, keeping each entry at its counter's slot. */
-  private grow (d: number): void {
-    let n = this.slots.length * 2
-    while (d >= n) n *= 2
+  /**
+   * A ring of `n` slots for the entries now in the ring, from the oldest on; those
+   * that do not fit (only when shrinking) go to the Map.
+   */
+  private resize (n: number): void {
     const old = this.slots
     const oldMask = this.mask
     const slots = new Array<V | undefined>(n).fill(undefined)
     const mask = n - 1
-    for (let o = 0, seen = 0; o <= oldMask && seen < this.inRing; o++) {
+    let first = -1
+    for (let o = 0, seen = 0, count = this.inRing; o <= oldMask && seen < count; o++) {
       const key = this.base + o
       const v = old[key & oldMask]
-      if (v !== undefined) { slots[key & mask] = v; seen++ }
+      if (v === undefined) continue
+      seen++
+      if (first < 0) first = key
+      if (key - first <= mask) {
+        slots[key & mask] = v
+      } else {
+        this.far ??= new Map()
+        this.far.set(key, v)
+        this.inRing--
+      }
     }
+    if (first >= 0) this.base = first
     this.slots = slots
     this.mask = mask
   }
+}
+
+/** The power of two, at least FIRST_SLOTS, that holds `n` slots. */
+function ringSize (n: number): number {
+  let size = FIRST_SLOTS
+  while (size < n) size *= 2
+  return size
 }
