@@ -180,7 +180,8 @@ export class Unacked {
   }
 
   clear (): void {
-    this.items = []
+    // Emptied in place: one request/reply at a time empties it on every call.
+    this.items.length = 0
     this.head = 0
     this.index = null
     this.size = 0
