@@ -96,3 +96,17 @@ test('a CounterTable keeps one entry per counter when its window comes back over
   assert.equal(t.get(100), undefined)
   assert.equal(t.size, 1)
 })
+
+test('a CounterTable keeps counters past 2^53 (a 64-bit request id) apart from the ring, next to exact ones', () => {
+  const t = new CounterTable<string>()
+  const near = Number.MAX_SAFE_INTEGER - 5
+  for (let k = near; k <= Number.MAX_SAFE_INTEGER; k++) t.set(k, `s${k - near}`)
+  const huge = [2 ** 53 + 2, 2 ** 60, 2 ** 60 + 256, 2 ** 64]
+  for (const k of huge) t.set(k, `h${k}`)
+  assert.equal(t.size, 6 + huge.length)
+  for (let k = near; k <= Number.MAX_SAFE_INTEGER; k++) assert.equal(t.get(k), `s${k - near}`)
+  for (const k of huge) assert.equal(t.get(k), `h${k}`)
+  assert.deepEqual(t.entries().map(([k]) => k), [...Array.from({ length: 6 }, (_, i) => near + i), ...huge])
+  for (const k of huge) assert.equal(t.delete(k), true)
+  assert.equal(t.size, 6)
+})

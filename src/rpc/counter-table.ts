@@ -25,12 +25,15 @@ export class CounterTable<V> {
   /** The first counter of the window the ring covers: [base, base + slots.length). */
   private base = 0
   private inRing = 0
-  /** Entries whose counter is behind the window. */
+  /**
+   * Entries outside the ring: left behind its window, beyond it after a shrink,
+   * or past 2^53 (where counting on from them would not be exact).
+   */
   private far: Map<number, V> | null = null
 
   get (key: number): V | undefined {
     const d = key - this.base
-    if (d >= 0 && d <= this.mask) {
+    if (d >= 0 && d <= this.mask && key <= Number.MAX_SAFE_INTEGER) {
       const v = this.slots[key & this.mask]
       if (v !== undefined) return v
     }
@@ -39,6 +42,8 @@ export class CounterTable<V> {
 
   /** Adds or replaces the value of `key`. `value` must not be undefined. */
   set (key: number, value: V): void {
+    // A request id's counter can be any 64-bit number; past 2^53 a double is no longer exact.
+    if (key > Number.MAX_SAFE_INTEGER) { this.setFar(key, value); return }
     if (this.inRing === 0) this.base = key
     const d = key - this.base
     // Behind the window: kept aside.
@@ -56,7 +61,7 @@ export class CounterTable<V> {
 
   delete (key: number): boolean {
     const d = key - this.base
-    if (d >= 0 && d <= this.mask) {
+    if (d >= 0 && d <= this.mask && key <= Number.MAX_SAFE_INTEGER) {
       const i = key & this.mask
       if (this.slots[i] !== undefined) {
         this.slots[i] = undefined
