@@ -39,16 +39,7 @@ export class PacketBatch {
     this.pos = this.start = 0
   }
 
-  private header (len: number): void {
-    const b = this.buf
-    const p = this.pos
-    b[p] = len >>> 24
-    b[p + 1] = (len >>> 16) & 0xff
-    b[p + 2] = (len >>> 8) & 0xff
-    b[p + 3] = len & 0xff
-    this.pos = p + 4
-  }
-
+  /** A 4-byte big-endian value (a length header, a TTL, flags). */
   private u32 (v: number): void {
     const b = this.buf
     const p = this.pos
@@ -64,7 +55,7 @@ export class PacketBatch {
     const payload = encodeFrame(f)
     const len = payload.byteLength
     this.room(4 + len)
-    this.header(len)
+    this.u32(len)
     if (payload instanceof Uint8Array) {
       this.buf.set(payload, this.pos)
       this.pos += len
@@ -81,7 +72,7 @@ export class PacketBatch {
   message (uuid: Uint8Array, uuidAt: number, ttl: number, flags: number, data: Uint8Array, dataAt: number, size: number): void {
     const copy = size < BATCH_COPY_LIMIT
     this.room(4 + 1 + MESSAGE_HEADER_BYTES + (copy ? size : 0))
-    this.header(1 + MESSAGE_HEADER_BYTES + size)
+    this.u32(1 + MESSAGE_HEADER_BYTES + size)
     const b = this.buf
     let p = this.pos
     b[p++] = FrameType.Message
@@ -110,7 +101,7 @@ export class PacketBatch {
       const n = Math.min(perFrame, count - i)
       const bytes = n * UUID_BYTES
       this.room(5 + bytes)
-      this.header(1 + bytes)
+      this.u32(1 + bytes)
       const b = this.buf
       let p = this.pos
       b[p++] = FrameType.Ack
