@@ -248,6 +248,8 @@ class MemEnd {
   outbox: Buffer[] = []
   private inbox: Buffer[] = []
   private wake: (() => void) | null = null
+  /** When bytes were last handed to the push reader, as Connection keeps it. */
+  lastReceivedAt = Date.now()
   private handler: ChunkHandler | null = null
   private paused = false
   private markClosed!: () => void
@@ -285,7 +287,10 @@ class MemEnd {
 
   /** Gives what waits in the inbox to the push reader, unless paused. */
   private handOn (): void {
-    while (this.handler !== null && !this.paused && this.inbox.length > 0) this.handler.data(this.inbox.shift()!)
+    while (this.handler !== null && !this.paused && this.inbox.length > 0) {
+      this.lastReceivedAt = Date.now()
+      this.handler.data(this.inbox.shift()!)
+    }
     if (this.handler !== null && !this.isOpen && this.inbox.length === 0) {
       const h = this.handler
       this.handler = null

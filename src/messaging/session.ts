@@ -241,7 +241,8 @@ export class Session {
       data: (chunk) => {
         // Closing after a flush: keep reading (so the remote's FIN is seen) but act on nothing more.
         if (this.endAfterFlush || this.stopped) return
-        this.lastRecv = Date.now()
+        // The connection stamped this chunk's arrival: no second clock read per chunk.
+        this.lastRecv = this.connection.lastReceivedAt
         this.reading = true
         try {
           decoder.each(chunk, onPacket)
