@@ -15,7 +15,7 @@ import {
 } from '../src/index.ts'
 import { Kind } from '../src/rpc/wire.ts'
 import { CallLimiter } from '../src/rpc/limiter.ts'
-import { FaultProxy } from './helpers/proxy.ts'
+import { FaultProxy, type FaultProxyOptions } from './helpers/proxy.ts'
 import { connected, pair, waitFor } from './helpers/util.ts'
 
 const REPO = fileURLToPath(new URL('..', import.meta.url))
@@ -144,14 +144,33 @@ test('a call made before the server peer ever connected waits for it and resolve
   }
 })
 
-test('through a proxy that resets every connection every second, every call resolves with its result and runs once', async () => {
+/**
+ * A Messaging "server" listening on 127.0.0.1 and a Messaging "client" that
+ * reaches it through a FaultProxy with `faults` (reconnecting within 5-50 ms);
+ * `close()` closes the proxy and both.
+ */
+async function throughProxy (faults: Omit<FaultProxyOptions, 'target'>): Promise<{ a: Messaging, b: Messaging, proxy: FaultProxy, close: () => Promise<void> }> {
   const linkA = new Link()
   const l = await linkA.listen({ port: 0 })
   const a = new Messaging(linkA, { identity: 'server' })
-  const proxy = await FaultProxy.start({ target: l.port, resetEvery: 1000 })
+  const proxy = await FaultProxy.start({ target: l.port, ...faults })
   const linkB = new Link()
   const b = new Messaging(linkB, { identity: 'client' })
   linkB.connect({ port: proxy.port, reconnect: { minDelay: 5, maxDelay: 50 } })
+  return {
+    a,
+    b,
+    proxy,
+    async close () {
+      await proxy.close()
+      await a.close()
+      await b.close()
+    }
+  }
+}
+
+test('through a proxy that resets every connection every second, every call resolves with its result and runs once', async () => {
+  const { a, b, proxy, close } = await throughProxy({ resetEvery: 1000 })
   const serverLog = new LogCapture()
   const server = new RpcServer(a, { logger: serverLog })
   const runs = new Map<number, number>()
@@ -189,20 +208,12 @@ test('through a proxy that resets every connection every second, every call reso
   } finally {
     await client.close()
     await server.close()
-    await proxy.close()
-    await a.close()
-    await b.close()
+    await close()
   }
 })
 
 test('a call running on the server while its connection is reset runs once and resolves after the reconnect', async () => {
-  const linkA = new Link()
-  const l = await linkA.listen({ port: 0 })
-  const a = new Messaging(linkA, { identity: 'server' })
-  const proxy = await FaultProxy.start({ target: l.port })
-  const linkB = new Link()
-  const b = new Messaging(linkB, { identity: 'client' })
-  linkB.connect({ port: proxy.port, reconnect: { minDelay: 5, maxDelay: 50 } })
+  const { a, b, proxy, close } = await throughProxy({})
   const server = new RpcServer(a)
   const started = deferred()
   const gate = deferred()
@@ -231,20 +242,12 @@ test('a call running on the server while its connection is reset runs once and r
     gate.resolve()
     await client.close()
     await server.close()
-    await proxy.close()
-    await a.close()
-    await b.close()
+    await close()
   }
 })
 
 test('a proxy that delays and cuts the bytes into 3-byte pieces does not change any result', async () => {
-  const linkA = new Link()
-  const l = await linkA.listen({ port: 0 })
-  const a = new Messaging(linkA, { identity: 'server' })
-  const proxy = await FaultProxy.start({ target: l.port, delay: 2, slice: 3 })
-  const linkB = new Link()
-  const b = new Messaging(linkB, { identity: 'client' })
-  linkB.connect({ port: proxy.port })
+  const { a, b, close } = await throughProxy({ delay: 2, slice: 3 })
   const server = new RpcServer(a)
   server.register('calc', { echo: (v: unknown) => v })
   const client = new RpcClient(b)
@@ -255,9 +258,7 @@ test('a proxy that delays and cuts the bytes into 3-byte pieces does not change 
   } finally {
     await client.close()
     await server.close()
-    await proxy.close()
-    await a.close()
-    await b.close()
+    await close()
   }
 })
 
