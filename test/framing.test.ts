@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { assertDecodesInSteps } from './helpers/util.ts'
 import {
   PacketDecoder, decodePackets, encodePacketBatch, encodePackets, uint32BEDecode, uint32BEEncode,
   PacketTooLargeError, TruncatedPacketError
@@ -37,15 +38,7 @@ test('a Uint8ArrayList payload is framed as its concatenation', () => {
 
 test('the decoder yields the same packets whatever the chunk boundaries', () => {
   const payloads = Array.from({ length: 50 }, (_, i) => Buffer.alloc(i * 37 % 300, i))
-  const wire = concat(encodePacketBatch(payloads))
-  for (const step of [1, 2, 3, 4, 5, 7, 64, 1000, wire.length]) {
-    const d = new PacketDecoder()
-    const got: Uint8Array[] = []
-    for (let i = 0; i < wire.length; i += step) d.push(wire.subarray(i, i + step), got)
-    d.end()
-    assert.equal(got.length, payloads.length, `step ${step}`)
-    got.forEach((p, i) => { assert.ok(Buffer.from(p).equals(payloads[i]!), `step ${step} packet ${i}`) })
-  }
+  assertDecodesInSteps(payloads, [1, 2, 3, 4, 5, 7, 64, 1000])
 })
 
 test('an oversized length header is refused before any payload is buffered', () => {

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { PacketDecoder, encodePacketBatch, TruncatedPacketError } from '../src/index.ts'
+import { assertDecodesInSteps } from './helpers/util.ts'
 
 test('large packets split over chunks are assembled whole, between small ones, whatever the chunk boundaries', () => {
   const sizes = [10, 64 * 1024 - 1, 64 * 1024, 3, 300 * 1024, 0, 70 * 1024, 5]
@@ -9,15 +10,7 @@ test('large packets split over chunks are assembled whole, between small ones, w
     for (let j = 0; j < n; j++) b[j] = (i * 31 + j * 7) & 0xff
     return b
   })
-  const wire = Buffer.concat(encodePacketBatch(payloads))
-  for (const step of [1, 3, 4, 1000, 16 * 1024, 64 * 1024, 65 * 1024, 100_003, wire.length]) {
-    const d = new PacketDecoder()
-    const got: Uint8Array[] = []
-    for (let i = 0; i < wire.length; i += step) d.push(wire.subarray(i, i + step), got)
-    d.end()
-    assert.equal(got.length, payloads.length, `step ${step}`)
-    got.forEach((p, i) => { assert.ok(Buffer.from(p).equals(payloads[i]!), `step ${step} packet ${i}`) })
-  }
+  assertDecodesInSteps(payloads, [1, 3, 4, 1000, 16 * 1024, 64 * 1024, 65 * 1024, 100_003])
 })
 
 test('a stream that ends inside a large packet is a TruncatedPacketError, and buffered counts its bytes', () => {

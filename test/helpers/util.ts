@@ -1,9 +1,11 @@
 // Helpers shared by the tests: waiting for events with a deadline, raw loopback
-// sockets that speak bytes, and pairs of connected Messaging peers.
+// sockets that speak bytes, pairs of connected Messaging peers, and a check of
+// the packet decoder over every chunking.
+import assert from 'node:assert/strict'
 import net from 'node:net'
 import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
-import { Link, Messaging, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
+import { Link, Messaging, PacketDecoder, encodePacketBatch, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
 
 /** Resolves with the first emission of `event` that passes `filter`; rejects after `ms`. */
 export async function waitFor<T = unknown> (emitter: EventEmitter, event: string, filter: (v: T) => boolean = () => true, ms = 10_000): Promise<T> {
@@ -114,4 +116,20 @@ export async function take (mq: Messaging, n: number, options: MessagesOptions =
     if (got.length === n) break
   }
   return got
+}
+
+/**
+ * Feeds the framed `payloads` to a fresh PacketDecoder in pieces of each size in
+ * `steps` and checks that every payload comes out whole, in order.
+ */
+export function assertDecodesInSteps (payloads: readonly Uint8Array[], steps: readonly number[]): void {
+  const wire = Buffer.concat(encodePacketBatch(payloads))
+  for (const step of [...steps, wire.length]) {
+    const d = new PacketDecoder()
+    const got: Uint8Array[] = []
+    for (let i = 0; i < wire.length; i += step) d.push(wire.subarray(i, i + step), got)
+    d.end()
+    assert.equal(got.length, payloads.length, `step ${step}`)
+    got.forEach((p, i) => { assert.ok(Buffer.from(p).equals(payloads[i]!), `step ${step} packet ${i}`) })
+  }
 }
