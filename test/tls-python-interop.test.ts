@@ -79,6 +79,18 @@ interface PeerLine {
   received_hex?: string
 }
 
+/**
+ * Closes our side, then checks that the Python peer read nothing after `received`
+ * before the end of the stream, and exited cleanly.
+ */
+async function closeAndCheckEof (mq: Messaging, peer: PythonPeer, received: PeerLine): Promise<void> {
+  await mq.close()
+  const eof = await peer.next('eof')
+  assert.equal(eof.received_hex, received.received_hex)
+  const { code, stderr } = await peer.status()
+  assert.equal(code, 0, stderr)
+}
+
 /** tls_peer.py as a child process whose stdout lines can be awaited one event at a time. */
 class PythonPeer {
   readonly exited: Promise<number | null>
@@ -220,11 +232,7 @@ test('a Node connector gets both queued messages from a snakeMQ-like Python ssl 
     ])
 
     // On close Python reads to the end: nothing followed the handshake (a plain snakeMQ peer gets no ACKs).
-    await mq.close()
-    const eof = await peer.next('eof')
-    assert.equal(eof.received_hex, received.received_hex)
-    const { code, stderr } = await peer.status()
-    assert.equal(code, 0, stderr)
+    await closeAndCheckEof(mq, peer, received)
   } finally {
     await mq.close()
     await peer.kill()
@@ -268,11 +276,7 @@ test('a snakeMQ-like Python ssl connector gets a message from a Node TLS listene
     assert.equal(m.flags, FLAG_PERSISTENT)
     assert.equal(Buffer.from(m.data as Uint8Array).toString(), 'hello, snakeMQ, over TLS')
 
-    await mq.close()
-    const eof = await peer.next('eof')
-    assert.equal(eof.received_hex, received.received_hex)
-    const { code, stderr } = await peer.status()
-    assert.equal(code, 0, stderr)
+    await closeAndCheckEof(mq, peer, received)
   } finally {
     await mq.close()
     await peer?.kill()
