@@ -71,7 +71,7 @@ for (const plain of [true, false]) {
   test(`replay "connect, handshake, then two queued messages to bob" ${mode}`, async () => {
     const s = session('connect, handshake')
     const { mq, port } = await alice({ plainSnakeMQ: plain })
-    const peer = await RawPeer.connect(0 + port).catch((e: unknown) => { throw e })
+    const peer = await RawPeer.connect(port)
     try {
       // Queued while bob is away, as in the recording: 600 s TTL, then no TTL and persistent.
       await mq.send('bob', 'first', { ttl: 600 })
@@ -94,8 +94,9 @@ for (const plain of [true, false]) {
         assert.ok(ttlA === ttlB || (ttlB !== 0xFFFFFFFF && ttlA === ttlB + 1), `ttl ${ttlA} vs recorded ${ttlB}`)
       }
       assert.ok(!peer.socket.destroyed, 'the connection stays open')
-      // A plain peer never acknowledges: the messages count as delivered once written.
-      await waitFor(mq, 'delivered', () => mq.queued('bob') === 0).catch(() => {})
+      // A plain peer never acknowledges: the messages count as delivered once written
+      // (usually before this line runs; waiting for an event already gone would time out).
+      if (mq.queued('bob') > 0) await waitFor(mq, 'delivered', () => mq.queued('bob') === 0)
       assert.equal(mq.queued('bob'), 0)
     } finally {
       peer.destroy()
