@@ -221,7 +221,7 @@ test('Node streams with manual acks: a pipeline ending early hands its unacknowl
     assert.deepEqual(got, ['m0', 'm1', 'm2'])
     const rest = await pipe(a.messages(), take<Message>(7), async (source) => (await collect(source)).map(text))
     assert.deepEqual(rest, ['m3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9'])
-    await waitFor(b, 'delivered', () => b.queued('alice') === 0).catch(() => {})
+    if (b.queued('alice') > 0) await waitFor(b, 'delivered', () => b.queued('alice') === 0)
     assert.equal(b.queued('alice'), 0, 'every message was acknowledged exactly through one consumer')
   } finally {
     await a.close()
