@@ -61,6 +61,23 @@ async function alice (options: { plainSnakeMQ?: boolean, keepalive?: { interval:
   return { mq, port: l.port }
 }
 
+/**
+ * Alice listening and a raw peer connected to her: `body` plays a recording
+ * against them (`errors` collects what alice reports); then both are closed.
+ */
+async function replaying (options: Parameters<typeof alice>[0], body: (t: { mq: Messaging, peer: RawPeer, errors: Error[] }) => Promise<void>): Promise<void> {
+  const { mq, port } = await alice(options)
+  const errors: Error[] = []
+  mq.on('error', (e) => errors.push(e.error))
+  const peer = await RawPeer.connect(port)
+  try {
+    await body({ mq, peer, errors })
+  } finally {
+    peer.destroy()
+    await mq.close()
+  }
+}
+
 const VERSION_AND_ALICE = '000000050000000001' + '0000000602616c696365'
 const EXTENSIONS_PACKET = '00000006' + '10' + '01' + '00000001'
 
@@ -70,9 +87,7 @@ for (const plain of [true, false]) {
 
   test(`replay "connect, handshake, then two queued messages to bob" ${mode}`, async () => {
     const s = session('connect, handshake')
-    const { mq, port } = await alice({ plainSnakeMQ: plain })
-    const peer = await RawPeer.connect(port)
-    try {
+    await replaying({ plainSnakeMQ: plain }, async ({ mq, peer }) => {
       // Queued while bob is away, as in the recording: 600 s TTL, then no TTL and persistent.
       await mq.send('bob', 'first', { ttl: 600 })
       await mq.send('bob', 'second', { persistent: true })
@@ -98,19 +113,12 @@ for (const plain of [true, false]) {
       // (usually before this line runs; waiting for an event already gone would time out).
       if (mq.queued('bob') > 0) await waitFor(mq, 'delivered', () => mq.queued('bob') === 0)
       assert.equal(mq.queued('bob'), 0)
-    } finally {
-      peer.destroy()
-      await mq.close()
-    }
+    })
   })
 
   test(`replay "peer answers with protocol version 2" ${mode}: refused and closed`, async () => {
     const s = session('peer answers with protocol version 2')
-    const { mq, port } = await alice({ plainSnakeMQ: plain })
-    const errors: Error[] = []
-    mq.on('error', (e) => errors.push(e.error))
-    const peer = await RawPeer.connect(port)
-    try {
+    await replaying({ plainSnakeMQ: plain }, async ({ peer, errors }) => {
       peer.write(s.sent_to_snakemq_hex)
       await peer.closed
       const frames = packets(peer.received)
@@ -119,66 +127,46 @@ for (const plain of [true, false]) {
       // Unlike snakeMQ 1.6 we flush INCOMPATIBLE_PROTOCOL before closing.
       assert.equal(frames.at(-1)!.toString('hex'), '01')
       assert.equal(errors[0]?.name, 'IncompatibleProtocolError')
-    } finally {
-      peer.destroy()
-      await mq.close()
-    }
+    })
   })
 
   test(`replay "silent peer after handshake: keepalive ping, then close" ${mode}`, async () => {
     const s = session('silent peer')
-    const { mq, port } = await alice({ plainSnakeMQ: plain, keepalive: { interval: 100, wait: 100 } })
-    const errors: Error[] = []
-    mq.on('error', (e) => errors.push(e.error))
-    const peer = await RawPeer.connect(port)
-    try {
+    await replaying({ plainSnakeMQ: plain, keepalive: { interval: 100, wait: 100 } }, async ({ peer, errors }) => {
       peer.write(s.sent_to_snakemq_hex)
       await peer.closed
       const expected = plain ? s.received_from_snakemq_hex : hello + '0000000104'
       assert.equal(peer.received.toString('hex'), expected)
       assert.equal(errors[0]?.name, 'KeepaliveTimeoutError')
-    } finally {
-      peer.destroy()
-      await mq.close()
-    }
+    })
   })
 
   test(`replay "unknown frame types 16 and 17 are ignored; a ping is answered with pong" ${mode}`, async () => {
     const s = session('unknown frame types')
-    const { mq, port } = await alice({ plainSnakeMQ: plain })
-    const peer = await RawPeer.connect(port)
-    try {
+    await replaying({ plainSnakeMQ: plain }, async ({ mq, peer }) => {
       peer.write(s.sent_to_snakemq_hex)
       const expected = plain ? s.received_from_snakemq_hex : hello + '0000000105'
       const got = await peer.bytes(expected.length / 2)
       assert.equal(got.toString('hex'), expected)
       assert.ok(mq.isConnected('bob'))
       assert.ok(!peer.socket.destroyed)
-    } finally {
-      peer.destroy()
-      await mq.close()
-    }
+    })
   })
 
   test(`replay "message before identification: connection closed" ${mode}`, async () => {
     const s = session('message before identification')
-    const { mq, port } = await alice({ plainSnakeMQ: plain })
-    const errors: Error[] = []
-    mq.on('error', (e) => errors.push(e.error))
     const received: Message[] = []
-    const consumer = (async () => { for await (const m of mq.messages()) received.push(m) })()
-    const peer = await RawPeer.connect(port)
-    try {
+    let consumer: Promise<void> = Promise.resolve()
+    await replaying({ plainSnakeMQ: plain }, async ({ mq, peer, errors }) => {
+      consumer = (async () => { for await (const m of mq.messages()) received.push(m) })()
       peer.write(s.sent_to_snakemq_hex)
       await peer.closed
       assert.ok(peer.received.toString('hex').startsWith(s.received_from_snakemq_hex))
       assert.equal(errors[0]?.name, 'ProtocolError')
       assert.equal(received.length, 0)
-    } finally {
-      peer.destroy()
-      await mq.close()
-      await consumer
-    }
+    })
+    // The consumer's loop ends once the Messaging is closed.
+    await consumer
   })
 }
 
