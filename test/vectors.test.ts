@@ -170,18 +170,35 @@ for (const plain of [true, false]) {
   })
 }
 
-test('a Node connector talks to a recorded snakeMQ listener: handshake bytes and both messages', async () => {
-  const s = session('connect, handshake')
+/**
+ * A raw listener standing in for the recorded snakeMQ listener, and a Node peer
+ * "bob" connected to it; `close()` closes all three.
+ */
+async function bobAndFakeListener (options: { plainSnakeMQ?: boolean }): Promise<{ mq: Messaging, fake: RawPeer, close: () => Promise<void> }> {
   const server = net.createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   const port = (server.address() as net.AddressInfo).port
   const accepted = once(server, 'connection') as Promise<[net.Socket]>
   const link = new Link()
-  const mq = new Messaging(link, { identity: 'bob' })
+  const mq = new Messaging(link, { identity: 'bob', ...options })
   link.connect({ port, reconnect: false })
   const [socket] = await accepted
   const fake = RawPeer.from(socket)
+  return {
+    mq,
+    fake,
+    async close () {
+      fake.destroy()
+      await mq.close()
+      server.close()
+    }
+  }
+}
+
+test('a Node connector talks to a recorded snakeMQ listener: handshake bytes and both messages', async () => {
+  const s = session('connect, handshake')
+  const { mq, fake, close } = await bobAndFakeListener({})
   try {
     // We announce extensions between PROTOCOL_VERSION and IDENTIFICATION; snakeMQ ignores type 16.
     const ours = '000000050000000001' + EXTENSIONS_PACKET + '0000000402626f62'
@@ -201,30 +218,17 @@ test('a Node connector talks to a recorded snakeMQ listener: handshake bytes and
     await new Promise<void>((resolve) => setImmediate(resolve))
     assert.equal(fake.received.toString('hex'), ours)
   } finally {
-    fake.destroy()
-    await mq.close()
-    server.close()
+    await close()
   }
 })
 
 test('in plain snakeMQ mode the handshake is byte for byte what the recorded client sent', async () => {
   const s = session('connect, handshake')
-  const server = net.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>
-  const link = new Link()
-  const mq = new Messaging(link, { identity: 'bob', plainSnakeMQ: true })
-  link.connect({ port, reconnect: false })
-  const [socket] = await accepted
-  const fake = RawPeer.from(socket)
+  const { fake, close } = await bobAndFakeListener({ plainSnakeMQ: true })
   try {
     await fake.bytes(s.sent_to_snakemq_hex.length / 2)
     assert.equal(fake.received.toString('hex'), s.sent_to_snakemq_hex)
   } finally {
-    fake.destroy()
-    await mq.close()
-    server.close()
+    await close()
   }
 })
