@@ -137,7 +137,8 @@ export class Session {
       // replies, made outside the reading of a chunk) has nothing to wait for.
       if (acked && !this.reading) { this.flushNow(); return }
       this.flushQueued = true
-      queueMicrotask(this.onFlush)
+      // While a chunk is read, its end flushes (see startReading): no microtask then.
+      if (!this.reading) queueMicrotask(this.onFlush)
       return
     }
     this.notify()
@@ -301,6 +302,7 @@ export class Session {
         this.reading = false
       }
       if (this.stopped) return
+      if (this.flushQueued) this.flushNow()
       const room = this.queue !== null ? this.host.inboxRoom() : null
       if (room !== null) await new Promise<void>((resolve) => { this.pauseReading(room, resolve) })
     }
