@@ -4,7 +4,7 @@
 // benchmarks/impl/raw-net-simple.ts), all between two processes on 127.0.0.1,
 // driven by the same code (benchmarks/harness/rpc-driver.ts):
 //
-//   - sequential: 5,000 calls (1,000 with --quick) one at a time after 2,000 (200)
+//   - sequential: 5,000 calls (1,000 with --quick) one at a time after 20,000 (200)
 //     warm-up calls, each timed: p50, p99, calls/s;
 //   - in flight: 50,000 calls (5,000) with 100 in flight after 20,000 (500) warm-up
 //     calls: calls/s. (The counts are RPC_RUNS in harness/rpc-driver.ts, shared with

@@ -7,12 +7,15 @@ import type { RpcConnection } from './types.ts'
 /**
  * The calls S3 makes (`npm run bench` and benchmarks/rpc.ts alike). The warm-ups
  * are long enough for V8 to have compiled the hot paths of every implementation:
- * the rate goal is about a steady state, and with 2,000 warm-up calls (10 to 20 ms)
- * the in-flight figure of a JIT-compiled library mostly measures V8's compiler
- * competing for the machine's two cores (see benchmarks/PERFORMANCE.md).
+ * the goals are about a steady state. With 2,000 warm-up calls (10 to 20 ms) the
+ * in-flight figure of a JIT-compiled library mostly measured V8's compiler
+ * competing for the machine's two cores, and with 2,000 sequential ones the
+ * measured calls still met compilations and collections of the warm-up: calls
+ * of 0.5 to 12 ms among the first 3,000 measured, with both processes on one CPU
+ * (see benchmarks/PERFORMANCE.md).
  */
 export const RPC_RUNS = {
-  sequential: { calls: 5_000, warmup: 2_000, inflight: 1 },
+  sequential: { calls: 5_000, warmup: 20_000, inflight: 1 },
   inflight: { calls: 50_000, warmup: 20_000, inflight: 100 },
   quick: {
     sequential: { calls: 1_000, warmup: 200, inflight: 1 },
