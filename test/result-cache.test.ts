@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import fc from 'fast-check'
 import { DONE, LOST, RUNNING, ResultCache } from '../src/rpc/result-cache.ts'
 import { BODY_OFFSET, Kind, allocMessage, writeId } from '../src/rpc/wire.ts'
 
@@ -56,14 +57,151 @@ test('past its bytes the cache drops the oldest replies but remembers their call
 test('a running call is never forgotten, however many calls come after it', () => {
   const cache = new ResultCache(10, 1 << 20)
   const slow = cache.start(request(1), 'alice')
-  for (let i = 2; i <= 1000; i++) cache.finish(cache.start(request(i), 'alice'), reply(1))
-  assert.equal(cache.get(request(1), 'alice'), slow)
-  assert.equal(slow.state, RUNNING)
+  for (let i = 2; i <= 1000; i++) {
+    cache.finish(cache.start(request(i), 'alice'), reply(1))
+    assert.ok(cache.size <= 10, `size ${cache.size}`)
+  }
+  assert.equal(cache.get(request(1), 'alice')?.state, RUNNING)
+  // Moved to the back as it came up for forgetting, the ring never grew for it.
+  assert.ok(cache.capacity <= 64, `capacity ${cache.capacity}`)
   const r = reply(2)
   cache.finish(slow, r)
+  assert.equal(cache.get(request(1), 'alice')?.state, DONE)
   assert.equal(cache.get(request(1), 'alice')?.reply, r)
   // Done now, it goes in time, and the list of held replies does not keep it.
   for (let i = 1001; i <= 1100; i++) cache.finish(cache.start(request(i), 'alice'), reply(1))
   assert.equal(cache.get(request(1), 'alice'), undefined)
   assert.ok(cache.heldListed <= 11, `${cache.heldListed} listed`)
+})
+
+test('calls still running past the limit stay, the ring grows for them, and each finishes with its own reply', () => {
+  const cache = new ResultCache(8, 1 << 20)
+  const running = Array.from({ length: 200 }, (_, i) => cache.start(request(i + 1), 'alice'))
+  // Nothing can be forgotten: all 200 are running.
+  assert.equal(cache.size, 200)
+  assert.ok(cache.capacity >= 200)
+  for (let i = 0; i < 200; i++) assert.equal(cache.get(request(i + 1), 'alice')?.state, RUNNING, `call ${i + 1}`)
+  // They finish in another order than they started, while new calls come and go.
+  const replies = running.map((_, i) => reply(i % 7))
+  for (let i = 199; i >= 0; i -= 2) cache.finish(running[i]!, replies[i]!)
+  for (let i = 0; i < 200; i += 2) {
+    cache.finish(cache.start(request(1000 + i), 'bob'), reply(1))
+    cache.finish(running[i]!, replies[i]!)
+  }
+  assert.ok(cache.size <= 8, `size ${cache.size}`)
+  // What is still remembered is right: the last calls, each with its own reply.
+  let remembered = 0
+  for (let i = 0; i < 200; i++) {
+    const hit = cache.get(request(i + 1), 'alice')
+    if (hit === undefined) continue
+    remembered++
+    assert.equal(hit.state, DONE)
+    assert.equal(hit.reply, replies[i])
+  }
+  for (let i = 0; i < 200; i += 2) {
+    const hit = cache.get(request(1000 + i), 'bob')
+    if (hit !== undefined) { remembered++; assert.equal(hit.state, DONE) }
+  }
+  assert.equal(remembered, cache.size)
+})
+
+test('a byte limit drops replies of calls moved behind running ones, oldest finished first', () => {
+  const size = BODY_OFFSET + 10
+  const cache = new ResultCache(4, 3 * size)
+  const slow = cache.start(request(1), 'alice')
+  for (let i = 2; i <= 7; i++) cache.finish(cache.start(request(i), 'alice'), reply(10))
+  cache.finish(slow, reply(10))
+  // Count limit 4: calls 4 to 7 and 1 (moved to the back while it ran) compete; bytes allow 3 replies.
+  const held = [1, 2, 3, 4, 5, 6, 7].filter((c) => cache.get(request(c), 'alice')?.state === DONE)
+  assert.ok(held.length <= 3, `held ${held.join(',')}`)
+  assert.ok(held.includes(1), `the last reply made (call 1) is held: ${held.join(',')}`)
+})
+
+/** The cache's rules written plainly, one object per call: what ResultCache must answer. */
+class ModelCache {
+  private readonly order: ModelEntry[] = []
+  private readonly calls = new Map<string, ModelEntry>()
+  private readonly held: ModelEntry[] = []
+  private bytes = 0
+  constructor (private readonly maxEntries: number, private readonly maxBytes: number) {}
+  get size (): number { return this.calls.size }
+  get (key: string): ModelEntry | undefined { return this.calls.get(key) }
+  start (key: string): ModelEntry {
+    const e: ModelEntry = { key, state: RUNNING, reply: null, forgotten: false }
+    this.calls.set(key, e)
+    this.order.push(e)
+    for (let tries = this.order.length; this.calls.size > this.maxEntries && tries > 0; tries--) {
+      const old = this.order.shift()!
+      if (old.state === RUNNING) { this.order.push(old); continue }
+      this.calls.delete(old.key)
+      old.forgotten = true
+      if (old.reply !== null) this.bytes -= old.reply.length
+      old.reply = null
+    }
+    return e
+  }
+  finish (e: ModelEntry, reply: Uint8Array): void {
+    if (reply.length > this.maxBytes) { e.state = LOST; return }
+    e.state = DONE
+    e.reply = reply
+    this.held.push(e)
+    this.bytes += reply.length
+    while (this.bytes > this.maxBytes) {
+      const old = this.held.shift()!
+      if (old.forgotten || old.reply === null) continue
+      this.bytes -= old.reply.length
+      old.reply = null
+      old.state = LOST
+    }
+  }
+}
+interface ModelEntry { key: string, state: number, reply: Uint8Array | null, forgotten: boolean }
+
+test('ResultCache answers as the plain model of its rules, through moves, growth and both limits', () => {
+  const op = fc.oneof(
+    { weight: 6, arbitrary: fc.record({ op: fc.constant('start' as const), peer: fc.constantFrom('alice', 'bob'), finishNow: fc.boolean(), size: fc.nat(40) }) },
+    { weight: 3, arbitrary: fc.record({ op: fc.constant('finish' as const), pick: fc.nat(), size: fc.nat(40) }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('get' as const), pick: fc.nat() }) }
+  )
+  fc.assert(fc.property(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 0, max: 400 }), fc.array(op, { maxLength: 600, size: 'max' }), (maxEntries, extraBytes, ops) => {
+    const maxBytes = BODY_OFFSET + extraBytes
+    const cache = new ResultCache(maxEntries, maxBytes)
+    const model = new ModelCache(maxEntries, maxBytes)
+    const running: Array<{ key: string, req: Uint8Array, peer: string, run: ReturnType<ResultCache['start']>, e: ModelEntry }> = []
+    const seen: Array<{ key: string, req: Uint8Array, peer: string }> = []
+    let counter = 0
+    for (const o of ops) {
+      if (o.op === 'start') {
+        const req = request(++counter)
+        const key = `${o.peer}/${counter}`
+        const run = cache.start(req, o.peer)
+        const e = model.start(key)
+        seen.push({ key, req, peer: o.peer })
+        if (o.finishNow) {
+          const r = reply(o.size)
+          cache.finish(run, r)
+          model.finish(e, r)
+        } else {
+          running.push({ key, req, peer: o.peer, run, e })
+        }
+      } else if (o.op === 'finish') {
+        if (running.length === 0) continue
+        const [c] = running.splice(o.pick % running.length, 1)
+        const r = reply(o.size)
+        cache.finish(c!.run, r)
+        model.finish(c!.e, r)
+      } else {
+        if (seen.length === 0) continue
+        const c = seen[o.pick % seen.length]!
+        const got = cache.get(c.req, c.peer)
+        const want = model.get(c.key)
+        assert.equal(got?.state, want?.state, `state of ${c.key}`)
+        assert.equal(got?.reply ?? null, want === undefined ? null : want.reply, `reply of ${c.key}`)
+      }
+      assert.equal(cache.size, model.size)
+    }
+    for (const c of seen) {
+      assert.equal(cache.get(c.req, c.peer)?.state, model.get(c.key)?.state, `state of ${c.key} at the end`)
+    }
+  }), { numRuns: 400 })
 })

@@ -1,6 +1,12 @@
 // The RPC server's memory of recent calls, so that a call its client resends
 // (after a reconnect) is answered with its first outcome instead of being run a
 // second time. Bounded by count (calls) and by bytes (the replies it holds).
+//
+// Calls are kept in arrival order in a ring of columns (counter, client, state,
+// reply, reply length), not as an object each: forgetting the oldest call, which
+// every new call does once the cache is full, then reads the ring's next slot
+// instead of an object made 10,000 calls ago, long gone from the CPU's caches
+// (0.3 µs a call, measured, against 0.1 without any forgetting).
 import { CounterTable } from './counter-table.ts'
 import { CLIENT_ID_BYTES, HEADER_BYTES, readCounter } from './wire.ts'
 
@@ -9,37 +15,38 @@ export const DONE = 1
 /** Done, but the reply was dropped to stay within the byte limit. */
 export const LOST = 2
 
-/** @internal One call the cache remembers. */
-export interface CacheEntry {
-  state: typeof RUNNING | typeof DONE | typeof LOST
-  reply: Uint8Array | null
-  /** The call counter of the request id. */
-  readonly counter: number
-  readonly client: CachedClient
+/** @internal What the cache knows of a call seen before. */
+export interface CacheHit {
+  readonly state: typeof RUNNING | typeof DONE | typeof LOST
+  /** The reply, when the call is done and its reply still held. */
+  readonly reply: Uint8Array | null
 }
 
-/** The calls of one RpcClient instance (the first 8 bytes of request ids) of one peer. */
+/** @internal A call started with `start()`, to `finish()` once it has its reply. */
+export interface RunningCall {
+  /** Where it is in the ring now (a running call moves to the back when the cache is full). */
+  pos: number
+}
+
+/** The calls of one RpcClient instance (the first 8 bytes of request ids) of one peer: counter -> position in the ring. */
 interface CachedClient {
   readonly key: string
   readonly from: string
   readonly id: Uint8Array
-  readonly calls: CounterTable<CacheEntry>
+  readonly calls: CounterTable<number>
 }
 
-/**
- * A first-in first-out queue on an array. (A Map is no queue: taking its first key
- * after many deletes at the front walks over every deleted slot, until V8 rehashes.)
- */
-class Fifo<T> {
-  private items: T[] = []
+/** A first-in first-out queue of numbers on an array. */
+class NumberFifo {
+  private items: number[] = []
   private head = 0
   get length (): number { return this.items.length - this.head }
-  /** The oldest item, left in place. */
-  peek (): T | undefined { return this.head < this.items.length ? this.items[this.head] : undefined }
-  push (item: T): void { this.items.push(item) }
-  shift (): T | undefined {
-    if (this.head === this.items.length) return undefined
-    const item = this.items[this.head++]
+  /** The oldest item, left in place (-1 when empty). */
+  peek (): number { return this.head < this.items.length ? this.items[this.head]! : -1 }
+  push (item: number): void { this.items.push(item) }
+  shift (): number {
+    if (this.head === this.items.length) return -1
+    const item = this.items[this.head++]!
     if (this.head >= 1024 && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head)
       this.head = 0
@@ -48,28 +55,41 @@ class Fifo<T> {
   }
 }
 
+const FIRST_SLOTS = 64
+
 /**
- * @internal Recent calls by request id and caller, bounded by count; the replies they hold
- * are bounded by bytes, oldest dropped first. Running calls are never forgotten,
- * so a resend can never start a second run. Calls are filed by client (peer and
- * client id), then by counter: numbers make cheaper keys than strings, and
- * consecutive requests from one client skip the outer lookup.
+ * @internal Recent calls by request id and caller, bounded by count; the replies
+ * they hold are bounded by bytes, oldest dropped first. Running calls are never
+ * forgotten, so a resend can never start a second run. Calls are filed by client
+ * (peer and client id), then by counter: numbers make cheaper keys than strings,
+ * and consecutive requests from one client skip the outer lookup.
  */
 export class ResultCache {
   private readonly clients = new Map<string, CachedClient>()
   private last: CachedClient | null = null
+  /** Calls remembered. */
   private count = 0
-  /** Entries, oldest first. */
-  private readonly order = new Fifo<CacheEntry>()
-  /** Entries that were given a reply, oldest first (some may have lost it since). */
-  private readonly held = new Fifo<CacheEntry>()
   private bytes = 0
+  // The ring: positions head..tail-1 (ever increasing), each at slot `pos & mask`.
+  private head = 0
+  private tail = 0
+  private mask = FIRST_SLOTS - 1
+  private counters = new Float64Array(FIRST_SLOTS)
+  private owners: Array<CachedClient | undefined> = new Array<CachedClient | undefined>(FIRST_SLOTS).fill(undefined)
+  private states = new Uint8Array(FIRST_SLOTS)
+  private replies: Array<Uint8Array | null> = new Array<Uint8Array | null>(FIRST_SLOTS).fill(null)
+  private lengths = new Int32Array(FIRST_SLOTS)
+  private runs: Array<RunningCall | undefined> = new Array<RunningCall | undefined>(FIRST_SLOTS).fill(undefined)
+  /** Positions of the calls given a reply, in that order (some forgotten or dropped since). */
+  private readonly held = new NumberFifo()
 
   constructor (private readonly maxEntries: number, private readonly maxBytes: number) {}
 
   get size (): number { return this.count }
   /** Entries on the list of replies held (some may have been dropped since): for tests. */
   get heldListed (): number { return this.held.length }
+  /** Slots in the ring: for tests. */
+  get capacity (): number { return this.mask + 1 }
 
   /** The calls of the client that sent the request `data` from `from`. */
   private client (data: Uint8Array, from: string, create: boolean): CachedClient | undefined {
@@ -88,63 +108,124 @@ export class ResultCache {
     return client
   }
 
-  get (data: Uint8Array, from: string): CacheEntry | undefined {
-    return this.client(data, from, false)?.calls.get(readCounter(data))
+  /** The call of the request `data` from `from`, if it was seen before. */
+  get (data: Uint8Array, from: string): CacheHit | undefined {
+    const pos = this.client(data, from, false)?.calls.get(readCounter(data))
+    if (pos === undefined) return undefined
+    const i = pos & this.mask
+    return { state: this.states[i] as CacheHit['state'], reply: this.replies[i] ?? null }
   }
 
-  start (data: Uint8Array, from: string): CacheEntry {
+  /** Remembers the request `data` from `from` (one get() did not know) as running. */
+  start (data: Uint8Array, from: string): RunningCall {
     const client = this.client(data, from, true)!
-    const entry: CacheEntry = { state: RUNNING, reply: null, counter: readCounter(data), client }
-    client.calls.set(entry.counter, entry)
-    this.order.push(entry)
+    const counter = readCounter(data)
+    const run: RunningCall = { pos: this.append(client, counter) }
+    this.runs[run.pos & this.mask] = run
+    client.calls.set(counter, run.pos)
     this.count++
-    for (let tries = this.order.length; this.count > this.maxEntries && tries > 0; tries--) {
-      const old = this.order.shift()!
-      if (old.state === RUNNING) {
-        // Still running: it stays, and goes to the back of the line.
-        this.order.push(old)
-        continue
-      }
-      this.forget(old)
-    }
-    return entry
+    if (this.count > this.maxEntries) this.forgetOldest()
+    return run
   }
 
-  finish (entry: CacheEntry, reply: Uint8Array): void {
-    if (reply.length > this.maxBytes || entry.client.calls.get(entry.counter) !== entry) {
-      entry.state = LOST
-      return
-    }
-    entry.state = DONE
-    entry.reply = reply
-    this.held.push(entry)
+  /** A started call has its reply: held for a resend, within the byte limit. */
+  finish (run: RunningCall, reply: Uint8Array): void {
+    const i = run.pos & this.mask
+    if (this.runs[i] !== run) return
+    this.runs[i] = undefined
+    if (reply.length > this.maxBytes) { this.states[i] = LOST; return }
+    this.states[i] = DONE
+    this.replies[i] = reply
+    this.lengths[i] = reply.length
+    this.held.push(run.pos)
     this.bytes += reply.length
     while (this.bytes > this.maxBytes) {
-      const old = this.held.shift()!
-      if (old.reply === null) continue
-      this.bytes -= old.reply.length
-      old.reply = null
-      old.state = LOST
+      const pos = this.held.shift()
+      // Forgotten already (its bytes with it)?
+      if (pos < this.head) continue
+      const j = pos & this.mask
+      if (this.replies[j] === null) continue
+      this.bytes -= this.lengths[j]!
+      this.replies[j] = null
+      this.states[j] = LOST
     }
   }
 
-  private forget (entry: CacheEntry): void {
-    const client = entry.client
-    client.calls.delete(entry.counter)
-    this.count--
-    if (entry.reply !== null) {
-      this.bytes -= entry.reply.length
-      entry.reply = null
+  /** A new slot at the back of the ring for a running call; returns its position. */
+  private append (client: CachedClient, counter: number): number {
+    if (this.tail - this.head > this.mask) this.grow()
+    const pos = this.tail++
+    const i = pos & this.mask
+    this.counters[i] = counter
+    this.owners[i] = client
+    this.states[i] = RUNNING
+    this.replies[i] = null
+    return pos
+  }
+
+  /**
+   * Forgets calls from the front of the ring until the count is within the limit:
+   * a running call there is moved to the back instead (at most once each per pass,
+   * so a cache full of running calls stays over its limit until they finish).
+   */
+  private forgetOldest (): void {
+    for (let tries = this.tail - this.head; this.count > this.maxEntries && tries > 0; tries--) {
+      const pos = this.head++
+      const i = pos & this.mask
+      const owner = this.owners[i]!
+      this.owners[i] = undefined
+      if (this.states[i] === RUNNING) {
+        // The slot is left behind (the head is past it); the call goes on at the back.
+        const run = this.runs[i]!
+        this.runs[i] = undefined
+        const counter = this.counters[i]!
+        run.pos = this.append(owner, counter)
+        this.runs[run.pos & this.mask] = run
+        owner.calls.set(counter, run.pos)
+        continue
+      }
+      owner.calls.delete(this.counters[i]!)
+      this.count--
+      if (this.replies[i] !== null) {
+        this.bytes -= this.lengths[i]!
+        this.replies[i] = null
+      }
+      if (owner.calls.size === 0) {
+        this.clients.delete(owner.key)
+        if (this.last === owner) this.last = null
+      }
     }
-    // `held` is trimmed as entries leave (mostly from its front, as they came):
-    // only going over the byte limit would take them off it otherwise, and under
-    // the limit it would keep every call that ever had a reply.
-    const held = this.held
-    for (let e = held.peek(); e !== undefined && e.reply === null; e = held.peek()) held.shift()
-    if (client.calls.size === 0) {
-      this.clients.delete(client.key)
-      if (this.last === client) this.last = null
+    // Replies listed for the byte limit whose calls are forgotten now.
+    while (this.held.length > 0 && this.held.peek() < this.head) this.held.shift()
+  }
+
+  /** Doubles the ring (it is full), keeping every position's slot. */
+  private grow (): void {
+    const n = (this.mask + 1) * 2
+    const mask = n - 1
+    const counters = new Float64Array(n)
+    const owners = new Array<CachedClient | undefined>(n).fill(undefined)
+    const states = new Uint8Array(n)
+    const replies = new Array<Uint8Array | null>(n).fill(null)
+    const lengths = new Int32Array(n)
+    const runs = new Array<RunningCall | undefined>(n).fill(undefined)
+    for (let pos = this.head; pos < this.tail; pos++) {
+      const i = pos & this.mask
+      const j = pos & mask
+      counters[j] = this.counters[i]!
+      owners[j] = this.owners[i]
+      states[j] = this.states[i]!
+      replies[j] = this.replies[i]!
+      lengths[j] = this.lengths[i]!
+      runs[j] = this.runs[i]
     }
+    this.counters = counters
+    this.owners = owners
+    this.states = states
+    this.replies = replies
+    this.lengths = lengths
+    this.runs = runs
+    this.mask = mask
   }
 }
 

@@ -14,7 +14,7 @@ import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './c
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
-import { DONE, LOST, ResultCache, type CacheEntry } from './result-cache.ts'
+import { DONE, LOST, ResultCache, type RunningCall } from './result-cache.ts'
 import {
   BODY_OFFSET, Kind, RPC_MAGIC, RPC_VERSION, SNAKEMQ_REQUEST_PREFIX, Status,
   copyId, encodeName, failedMessage, hasMagic, isReply, parseRequest, replyMessage, tail, writeHeader,
@@ -329,7 +329,7 @@ export class RpcServer implements AsyncDisposable {
     return req
   }
 
-  private execute (target: object, fn: Method, args: unknown[], m: Message, object: string, method: string, entry: CacheEntry): void | Promise<void> {
+  private execute (target: object, fn: Method, args: unknown[], m: Message, object: string, method: string, entry: RunningCall): void | Promise<void> {
     let outcome: Uint8Array | Promise<Uint8Array>
     try {
       outcome = this.runCall(target, fn, args, m.data, m.from, object, method)
@@ -341,12 +341,12 @@ export class RpcServer implements AsyncDisposable {
     return outcome.then((reply) => { this.callDone(reply, m, entry) }, (err: unknown) => { this.callFailed(err, m, object, method, entry) })
   }
 
-  private callDone (reply: Uint8Array, m: Message, entry: CacheEntry): void {
+  private callDone (reply: Uint8Array, m: Message, entry: RunningCall): void {
     this.cache.finish(entry, reply)
     this.reply(m, reply)
   }
 
-  private callFailed (err: unknown, m: Message, object: string, method: string, entry: CacheEntry): void {
+  private callFailed (err: unknown, m: Message, object: string, method: string, entry: RunningCall): void {
     // Only an error object whose own getters throw while it is reported gets here.
     this.log.error('the outcome of a call could not be encoded', { from: m.from, object, method, error: describeError(err) })
     this.callDone(failedMessage(m.data, Status.BadResult, 'the outcome of the call could not be encoded'), m, entry)
