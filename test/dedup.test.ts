@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
-import { DedupWindow } from '../src/messaging/dedup.ts'
+import { DedupWindow, SEEN_DONE, SEEN_PENDING } from '../src/messaging/dedup.ts'
 
 /** The reference: a Map in insertion order, the oldest forgotten first. */
 class Model {
@@ -48,6 +48,35 @@ test('the dedup window answers like a bounded map of recent UUIDs, through growt
           const t = tickets[n % tickets.length]!
           w.markDone(t)
           m.markDone(t)
+        }
+      }
+      for (let n = 0; n <= 900; n++) assert.equal(w.get(uuid(n), 4), m.get(String(n)), `final get ${n}`)
+    }
+  ), { numRuns: 200 })
+})
+
+test('admit() answers as get() then, for a new UUID, add() do', () => {
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 600 }),
+    fc.array(fc.tuple(fc.constantFrom('admit', 'done'), fc.integer({ min: 0, max: 900 })), { maxLength: 3000 }),
+    (window, ops) => {
+      const w = new DedupWindow(window)
+      const m = new Model(window)
+      const tickets: number[] = []
+      for (const [op, n] of ops) {
+        if (op === 'done' && tickets.length > 0) {
+          const t = tickets[n % tickets.length]!
+          w.markDone(t)
+          m.markDone(t)
+          continue
+        }
+        const got = w.admit(uuid(n), 4)
+        const seen = m.get(String(n))
+        if (seen === undefined) {
+          assert.equal(got, m.add(String(n)), `admit ${n}: a new one`)
+          tickets.push(got)
+        } else {
+          assert.equal(got, seen ? SEEN_DONE : SEEN_PENDING, `admit ${n}: seen`)
         }
       }
       for (let n = 0; n <= 900; n++) assert.equal(w.get(uuid(n), 4), m.get(String(n)), `final get ${n}`)

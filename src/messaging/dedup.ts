@@ -14,6 +14,11 @@ import { sameUuid } from './uuid.ts'
 
 const seed = randomBytes(4).readUInt32LE(0)
 
+/** What DedupWindow.admit() returns for a UUID the application still has. */
+export const SEEN_PENDING = -1
+/** What DedupWindow.admit() returns for a UUID the application was done with. */
+export const SEEN_DONE = -2
+
 /** Ring slots allocated at first; doubled as needed up to the window's size. */
 const INITIAL_SLOTS = 256
 
@@ -79,6 +84,27 @@ export class DedupWindow {
    * oldest if the window is full; returns a ticket for `markDone`.
    */
   add (bytes: Uint8Array, at: number): number {
+    return this.insert(bytes, at, hash(bytes, at) | 0)
+  }
+
+  /**
+   * get() and, for a new UUID, add() with one hash of it (every received message
+   * comes through here): the ticket of a new UUID (0 or more), else SEEN_PENDING
+   * or SEEN_DONE.
+   */
+  admit (bytes: Uint8Array, at: number): number {
+    const h = hash(bytes, at) | 0
+    const table = this.table
+    const mask = this.mask
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const s = table[2 * b]!
+      if (s === 0) break
+      if (table[2 * b + 1] === h && sameUuid(this.ring, (s - 1) * 16, bytes, at)) return this.done[s - 1] === 1 ? SEEN_DONE : SEEN_PENDING
+    }
+    return this.insert(bytes, at, h)
+  }
+
+  private insert (bytes: Uint8Array, at: number, h: number): number {
     if (this.added === this.slots && this.slots < this.window) this.grow()
     const slot = this.added % this.slots
     if (this.added >= this.slots) this.unlink(slot)
@@ -86,7 +112,7 @@ export class DedupWindow {
     const o = slot * 16
     for (let i = 0; i < 16; i++) ring[o + i] = bytes[at + i]!
     this.done[slot] = 0
-    this.link(slot, hash(bytes, at) | 0)
+    this.link(slot, h)
     return this.added++
   }
 

@@ -17,7 +17,7 @@ import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { Session, type SessionHost } from './session.ts'
 import { lastUuidHex, newUuid, uuidHex } from './uuid.ts'
-import { DedupWindow } from './dedup.ts'
+import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
   EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions, SendOptions, SendResult
@@ -642,14 +642,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const from = session.ident!
     let window = this.dedup.get(from)
     if (window === undefined) { window = new DedupWindow(this.dedupSize); this.dedup.set(from, window) }
-    const seen = window.get(packet, at)
-    if (seen !== undefined) {
+    const ticket = window.admit(packet, at)
+    if (ticket < 0) {
       // A redelivery: the application has it already. Acknowledge again if it is done with it.
       this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid: uuidHex(packet, at) })
-      if (seen && session.acks) session.ack(packet, at)
+      if (ticket === SEEN_DONE && session.acks) session.ack(packet, at)
       return
     }
-    const ticket = window.add(packet, at)
     const ttl = ((packet[at + 16]! << 24) | (packet[at + 17]! << 16) | (packet[at + 18]! << 8) | packet[at + 19]!) >>> 0
     const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
     this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, window, ttl, flags, this.inbox))
