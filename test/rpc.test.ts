@@ -760,18 +760,12 @@ test('structured values round-trip through a call', async () => {
 test('calls over connections read through an incoming throttle resolve, one at a time and many at once', async () => {
   // A throttled connection is read through its `source`, not in the socket's data
   // events: a reply made while a chunk is read must be written at that chunk's end there too.
-  const linkA = new Link({ throttle: { incoming: 50_000_000 } })
-  const listener = await linkA.listen({ host: '127.0.0.1', port: 0 })
-  const a = new Messaging(linkA, { identity: 'alice' })
-  const linkB = new Link({ throttle: { incoming: 50_000_000 } })
-  const b = new Messaging(linkB, { identity: 'bob' })
+  const { a, b } = await pair({}, {}, undefined, { throttle: { incoming: 50_000_000 } })
   const server = new RpcServer(a)
   server.register('calc', { add (x: number, y: number): number { return x + y } })
   const client = new RpcClient(b, { timeout: 10_000 })
   const calc = client.proxy<Pick<Calc, 'add'>>('alice', 'calc')
   try {
-    linkB.connect({ host: '127.0.0.1', port: listener.port })
-    await Promise.all([connected(a, 'bob'), connected(b, 'alice')])
     for (let i = 0; i < 50; i++) assert.equal(await calc.add(i, 1), i + 1)
     const sums = await Promise.all(Array.from({ length: 200 }, async (_, i) => await calc.add(i, i)))
     assert.deepEqual(sums, Array.from({ length: 200 }, (_, i) => 2 * i))

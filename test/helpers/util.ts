@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
-import { Link, Messaging, PacketDecoder, encodePacketBatch, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
+import { Link, Messaging, PacketDecoder, encodePacketBatch, type LinkOptions, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
 
 /** Resolves with the first emission of `event` that passes `filter`; rejects after `ms`. */
 export async function waitFor<T = unknown> (emitter: EventEmitter, event: string, filter: (v: T) => boolean = () => true, ms = 10_000): Promise<T> {
@@ -28,11 +28,11 @@ export async function connected (mq: Messaging, ident: string, ms = 10_000): Pro
 }
 
 /** Two Messaging peers over loopback: `a` listens, `b` connects. */
-export async function pair (a: Partial<MessagingOptions> = {}, b: Partial<MessagingOptions> = {}, reconnect = { minDelay: 20, maxDelay: 200 }): Promise<{ a: Messaging, b: Messaging, port: number, linkA: Link, linkB: Link }> {
-  const linkA = new Link()
+export async function pair (a: Partial<MessagingOptions> = {}, b: Partial<MessagingOptions> = {}, reconnect = { minDelay: 20, maxDelay: 200 }, links: LinkOptions = {}): Promise<{ a: Messaging, b: Messaging, port: number, linkA: Link, linkB: Link }> {
+  const linkA = new Link(links)
   const listener = await linkA.listen({ port: 0 })
   const ma = new Messaging(linkA, { identity: 'alice', ...a })
-  const linkB = new Link()
+  const linkB = new Link(links)
   const mb = new Messaging(linkB, { identity: 'bob', ...b })
   linkB.connect({ port: listener.port, reconnect })
   await Promise.all([connected(ma, mb.identity), connected(mb, ma.identity)])
