@@ -13,7 +13,7 @@ export {
 } from './transforms/framing.ts'
 export type { PacketDecoderOptions, PacketPayload } from './transforms/framing.ts'
 export {
-  FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT,
+  FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT, FLAG_UNACKED,
   FEATURE_ACK, EXTENSIONS_VERSION
 } from './transforms/frames.ts'
 export type {

@@ -200,3 +200,38 @@ test('on the wire: a duplicate of a message the application already received is 
     await app
   }
 })
+
+test('on the wire: a message sent with flag 0x2 leaves the queue once written, without an ACK, and is not sent again', async () => {
+  const { mq, port } = await nodePeer('alice')
+  try {
+    const failed: unknown[] = []
+    // Queued before bob connects: one without acknowledgement (as RPC sends), then an ordinary one.
+    await mq.ready()
+    mq.post('bob', Buffer.from('call'), undefined, (err) => { failed.push(err) }, null, true)
+    const ordinary = (await mq.send('bob', 'note')).uuid
+    assert.equal(mq.queued('bob'), 2)
+    const first = await RawPeer.connect(port)
+    const written = waitFor(mq, 'delivered')
+    first.write(BOB_HELLO)
+    const hello = 29
+    const got = await first.bytes(hello + 2 * (4 + 1 + 24 + 4))
+    const frames = packets(got.subarray(hello))
+    assert.deepEqual(frames.map((f) => [f[0], f.readUInt32BE(21), f.subarray(25).toString()]), [[FrameType.Message, 2, 'call'], [FrameType.Message, 0, 'note']])
+    // Delivered once written: no ACK came, and only the ordinary message is still held.
+    const flagged = frames[0]!.subarray(1, 17).toString('hex')
+    assert.equal(((await written) as { uuid: string }).uuid, flagged)
+    assert.equal(mq.queued('bob'), 1)
+    const gone = waitFor(mq, 'disconnect')
+    first.destroy()
+    await gone
+    // The next connection gets the unacknowledged ordinary message again, not the flagged one.
+    const second = await RawPeer.connect(port)
+    second.write(BOB_HELLO)
+    const again = await second.bytes(hello + 4 + 1 + 24 + 4)
+    assert.deepEqual(messagesIn(again.toString('hex')), [[ordinary, 'note']])
+    second.destroy()
+    assert.deepEqual(failed, [])
+  } finally {
+    await mq.close()
+  }
+})

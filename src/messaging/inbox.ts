@@ -37,8 +37,11 @@ export class InboundMessage implements Message, AckTracker {
     readonly uuidAt: number,
     /** @internal Where the sender's dedup window remembers it. */
     readonly ticket: number,
-    /** @internal That window (kept here: the peer's window may be replaced while this message waits). */
-    readonly window: DedupWindow,
+    /**
+     * @internal That window (kept here: the peer's window may be replaced while this message waits);
+     * null for a message sent with FLAG_UNACKED, which is neither filtered nor acknowledged.
+     */
+    readonly window: DedupWindow | null,
     private readonly wireTtl: number,
     readonly flags: number,
     private readonly inbox: Inbox

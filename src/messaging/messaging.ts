@@ -9,7 +9,7 @@ import {
   ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
   abortError, type DropReason
 } from '../errors.ts'
-import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
+import { FLAG_PERSISTENT, FLAG_UNACKED, TTL_INFINITE } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
@@ -210,28 +210,35 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   /**
    * @internal Queues `data` for `to` like `send(to, data, { ttl })`, without a
    * promise: for RPC, which sends a message per call and has nothing to await,
-   * and acknowledges each message it answers before it answers (so, with
-   * nothing in flight, the message may be written at once).
+   * and has nothing to acknowledge before it answers (so, with nothing in
+   * flight, the message may be written at once).
    * Falls back on `send()` for anything but the common case; `onError(err, context)`
    * gets what it would have rejected with (a context rather than a closure: no
-   * allocation per message). `ttl` in seconds, > 0; undefined for none.
+   * allocation per message). `ttl` in seconds, >= 0; undefined for none.
+   *
+   * `unacked`: the message is sent with FLAG_UNACKED (docs/PROTOCOL.md, 5.5):
+   * it leaves the queue once written, the remote neither acknowledges it nor
+   * filters its duplicates, and a connection lost with it on the way loses it.
+   * For RPC, which resends its calls itself and recognizes repeats by request id.
    */
-  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C): void {
+  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false): void {
     const q = this.queues.get(to)
     const size = data.byteLength
+    const flags = unacked ? FLAG_UNACKED : 0
     if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
         q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) {
-      this.send(to, data, ttl === undefined ? NO_OPTIONS : { ttl }).catch((err: unknown) => { onError(err, context) })
+      this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags).catch((err: unknown) => { onError(err, context) })
       return
     }
     const ttlMs = ttl === undefined ? Infinity : ttl * 1000
-    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, 0, false)
+    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, flags, false)
     q.push(entry)
     this.peers.get(to)?.notifyMessage(true)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
   }
 
-  private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions): Promise<SendResult> {
+  /** send() for everything but its common case; `flags`: wire flags besides FLAG_PERSISTENT (see post()). */
+  private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions, flags = 0): Promise<SendResult> {
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
@@ -254,7 +261,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
-    const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? FLAG_PERSISTENT : 0, stored)
+    const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? flags | FLAG_PERSISTENT : flags, stored)
     const uuid = lastUuidHex()
     let delivered: Promise<void> | null = null
     if (options.wait === 'delivered') {
@@ -640,21 +647,28 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   /** @internal */
   received (session: Session, packet: Uint8Array, at: number, end: number): void {
     const from = session.ident!
-    let window = this.dedup.get(from)
-    if (window === undefined) { window = new DedupWindow(this.dedupSize); this.dedup.set(from, window) }
-    const ticket = window.admit(packet, at)
-    if (ticket < 0) {
-      // A redelivery: the application has it already. Acknowledge again if it is done with it.
-      this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid: uuidHex(packet, at) })
-      if (ticket === SEEN_DONE && session.acks) session.ack(packet, at)
-      return
+    const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
+    let window: DedupWindow | null = null
+    let ticket = -1
+    // A message that wants no acknowledgement is not filtered either: its sender deals with repeats (RPC, by request id).
+    if ((flags & FLAG_UNACKED) === 0 || !session.acks) {
+      window = this.dedup.get(from) ?? null
+      if (window === null) { window = new DedupWindow(this.dedupSize); this.dedup.set(from, window) }
+      ticket = window.admit(packet, at)
+      if (ticket < 0) {
+        // A redelivery: the application has it already. Acknowledge again if it is done with it.
+        this.log.debug('duplicate message ignored', { conn: session.connection.id, peer: from, uuid: uuidHex(packet, at) })
+        if (ticket === SEEN_DONE && session.acks) session.ack(packet, at)
+        return
+      }
     }
     const ttl = ((packet[at + 16]! << 24) | (packet[at + 17]! << 16) | (packet[at + 18]! << 8) | packet[at + 19]!) >>> 0
-    const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
     this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, window, ttl, flags, this.inbox))
   }
 
   private receivedByApp (m: InboundMessage): void {
+    // Not filtered, not acknowledged (FLAG_UNACKED).
+    if (m.window === null) return
     m.window.markDone(m.ticket)
     const s = this.peers.get(m.from)
     if (s?.acks === true) s.ack(m.packet, m.uuidAt)
@@ -675,7 +689,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   /** @internal */
   written (session: Session, entries: readonly QueueEntry[]): void {
     const q = session.queue!
-    for (const e of entries) if (e.state !== EntryState.Done) this.deliver(q, e)
+    // Those waiting for an acknowledgement are Sent.
+    for (const e of entries) if (e.state === EntryState.Queued) this.deliver(q, e)
   }
 
   /**

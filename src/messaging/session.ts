@@ -4,7 +4,7 @@
 import type { Connection } from '../link/connection.ts'
 import { PacketDecoder } from '../transforms/framing.ts'
 import {
-  decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FrameType, MESSAGE_HEADER_BYTES, PROTOCOL_VERSION, TTL_INFINITE, UUID_BYTES,
+  decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FLAG_UNACKED, FrameType, MESSAGE_HEADER_BYTES, PROTOCOL_VERSION, TTL_INFINITE, UUID_BYTES,
   type Frame
 } from '../transforms/frames.ts'
 import { ackPacketBytes, messagePacketBytes, PacketBatch } from '../transforms/batch.ts'
@@ -47,7 +47,7 @@ export interface SessionHost {
   received (session: Session, packet: Uint8Array, at: number, end: number): void
   /** An ACK: the 16-byte UUIDs in `packet[at..end)`. */
   acked (session: Session, packet: Uint8Array, at: number, end: number): void
-  /** A plain snakeMQ peer: these entries were written to the socket. */
+  /** These entries were written to the socket: all of them for a plain snakeMQ peer, else those sent with FLAG_UNACKED. */
   written (session: Session, entries: readonly QueueEntry[]): void
   failed (session: Session, error: Error): void
   ended (session: Session): void
@@ -88,6 +88,14 @@ export class Session {
   private batchHasPing = false
   /** Messages in the batch being written. */
   private sent: QueueEntry[] = []
+  /** Messages in `sent` that want no acknowledgement: delivered once written. */
+  private sentUnacked = 0
+  /**
+   * A message that wants no acknowledgement was written and nothing was received
+   * since: the remote may still be busy with it, as with an unacknowledged one
+   * (see notifyMessage).
+   */
+  private unansweredWrite = false
   /** The PING sent last is on the socket (not still queued behind our own outgoing bytes). */
   private pingWritten = false
   private handshakeTimer: NodeJS.Timeout | null = null
@@ -138,7 +146,7 @@ export class Session {
       this.flushNow()
       return
     }
-    if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0) {
+    if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0 && !this.unansweredWrite) {
       // A message whose sender acknowledged what it answers (RPC's requests and
       // replies, made outside the reading of a chunk) has nothing to wait for.
       if (acked && !this.reading) { this.flushNow(); return }
@@ -250,6 +258,7 @@ export class Session {
         if (this.endAfterFlush || this.stopped) return
         // The connection stamped this chunk's arrival: no second clock read per chunk.
         this.lastRecv = this.connection.lastReceivedAt
+        this.unansweredWrite = false
         this.reading = true
         try {
           decoder.each(chunk, onPacket)
@@ -301,6 +310,7 @@ export class Session {
     for await (const chunk of this.connection.source) {
       if (this.endAfterFlush) continue
       this.lastRecv = Date.now()
+      this.unansweredWrite = false
       this.reading = true
       try {
         decoder.each(chunk, onPacket)
@@ -450,7 +460,8 @@ export class Session {
         const data = e.external
         if (data === null) batch.message(e.buf, e.at, ttl, e.flags, e.buf, e.at + UUID_BYTES, e.size)
         else batch.message(e.buf, e.at, ttl, e.flags, data, 0, e.size)
-        if (this.acks) { e.state = EntryState.Sent; q.unacked.add(e) }
+        if (!this.acks) continue
+        if ((e.flags & FLAG_UNACKED) === 0) { e.state = EntryState.Sent; q.unacked.add(e) } else this.sentUnacked++
       }
     }
     return batch.finish()
@@ -461,11 +472,17 @@ export class Session {
     // The remote's answer can only come once our PING is on the socket: its wait starts now.
     if (this.batchHasPing && this.pingSentAt >= 0) { this.pingSentAt = Date.now(); this.pingWritten = true }
     this.batchHasPing = false
-    // For a plain snakeMQ peer, written is delivered.
+    // For a plain snakeMQ peer, and for a message sent with FLAG_UNACKED, written is delivered.
     const sent = this.sent
     if (sent.length > 0) {
       this.sent = []
-      if (!this.acks && !this.stopped) this.host.written(this, sent)
+      if (this.sentUnacked > 0) {
+        this.unansweredWrite = true
+        this.sentUnacked = 0
+        if (!this.stopped) this.host.written(this, sent)
+      } else if (!this.acks && !this.stopped) {
+        this.host.written(this, sent)
+      }
     }
   }
 

@@ -27,6 +27,11 @@ export const PROTOCOL_VERSION = 1
 export const TTL_INFINITE = 0xFFFFFFFF
 /** Message flag: the sender keeps the message in persistent storage until delivered. */
 export const FLAG_PERSISTENT = 0x1
+/**
+ * Message flag: the sender wants no acknowledgement and deals with repeats
+ * itself (RPC); the receiver neither acknowledges nor filters it (docs/PROTOCOL.md, 5.5).
+ */
+export const FLAG_UNACKED = 0x2
 /** Bytes in a message UUID. */
 export const UUID_BYTES = 16
 /** Bytes of a MESSAGE body before its data: UUID, TTL, flags. */
