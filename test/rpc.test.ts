@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import {
   AbortError, ClosedError, InvalidArgumentError, Link, MessageDroppedError, Messaging, RpcCallKindError, RpcClient,
   RpcCodecError, RpcProtocolError, RpcRemoteError, RpcServer, RpcTimeoutError, RpcUnknownMethodError,
-  RpcUnknownObjectError, asSignal, encodeValue, RPC_MAGIC, type LogFields, type Logger, type Message, type Signal
+  RpcUnknownObjectError, asSignal, encodeValue, FLAG_UNACKED, RPC_MAGIC, type LogFields, type Logger, type Message, type Signal
 } from '../src/index.ts'
 import { Kind } from '../src/rpc/wire.ts'
 import { CallLimiter } from '../src/rpc/limiter.ts'
@@ -188,8 +188,10 @@ test('through a proxy that resets every connection every second, every call reso
   let next = 0
   let resolved = 0
   const worker = async (): Promise<void> => {
-    // Calls keep going until the connection was reset three times under them.
-    while (proxy.resets < 3) {
+    // Calls keep going until the connection was reset three times under them and
+    // the fourth is up (all calls can be answered between two resets, a reset then
+    // catching none in flight).
+    while (proxy.resets < 3 || proxy.accepted < 4) {
       const i = next++
       assert.equal(await calc.add(i, 1_000_000), i + 1_000_000)
       resolved++
@@ -203,8 +205,8 @@ test('through a proxy that resets every connection every second, every call reso
     for (let i = 0; i < next; i++) assert.equal(runs.get(i), 1, `call ${i} ran ${runs.get(i) ?? 0} times`)
     assert.equal(runs.size, next)
     // The resend path was taken, and the server answered resends without running them again.
-    assert.ok(clientLog.count('debug', /calls sent again after a reconnect/) >= 1)
-    assert.ok(serverLog.count('debug', /a call seen before/) >= 1)
+    assert.ok(clientLog.count('debug', /calls sent again after a reconnect/) >= 1, 'no call was sent again')
+    assert.ok(serverLog.count('debug', /a call seen before/) >= 1, 'no resent call reached the server after its first copy')
   } finally {
     await client.close()
     await server.close()
@@ -240,6 +242,35 @@ test('a call running on the server while its connection is reset runs once and r
     assert.equal(runs, 1)
   } finally {
     gate.resolve()
+    await client.close()
+    await server.close()
+    await close()
+  }
+})
+
+test('a reply lost with its connection is sent again from the result cache when the client resends the call; the call runs once', async () => {
+  const { a, b, proxy, close } = await throughProxy({})
+  const serverLog = new LogCapture()
+  const server = new RpcServer(a, { logger: serverLog })
+  let runs = 0
+  server.register('calc', { add (x: number, y: number): number { runs++; return x + y } })
+  const client = new RpcClient(b)
+  try {
+    await connected(b, 'server')
+    proxy.holdFromTarget()
+    // The reply leaves the server (it is sent without acknowledgement, so it is
+    // delivered once written) and stops in the proxy.
+    const replied = waitFor(a, 'delivered')
+    const call = client.call('server', 'calc', 'add', [2, 3])
+    await replied
+    assert.equal(runs, 1)
+    const reconnected = waitFor(b, 'connect')
+    assert.equal(proxy.resetAll(), 1)
+    await reconnected
+    assert.equal(await call, 5)
+    assert.equal(runs, 1)
+    assert.equal(serverLog.count('debug', /a call seen before/), 1)
+  } finally {
     await client.close()
     await server.close()
     await close()
@@ -868,6 +899,37 @@ test('a call to a peer whose Messaging has no RpcServer fails with RpcUnknownObj
   } finally {
     await aClient.close()
     await bClient.close()
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a request sent with acknowledged delivery (an earlier version\'s client) gets its reply so; one sent without gets its reply without', async () => {
+  const { a, b } = await pair()
+  const server = new RpcServer(a)
+  server.register('calc', { add: (x: number, y: number) => x + y })
+  try {
+    // bob has no RpcClient: the replies reach his application, flags and all.
+    const request = (n: number): Buffer => rpcBytes(1, Kind.Call, Buffer.alloc(16, n), names('calc', 'add'), encodeValue([n, 1]))
+    const replies = b.messages()
+    // As an earlier version sends it: an ordinary message. Its reply is held until bob's application is done with it.
+    await b.send('alice', request(1))
+    const first = (await replies.next()).value as Message
+    assert.equal(first.flags & FLAG_UNACKED, 0)
+    assert.equal(a.queued('bob'), 1)
+    const acknowledged = waitFor(a, 'delivered')
+    // Asking for the next message is what acknowledges the first.
+    const next = replies.next()
+    await acknowledged
+    assert.equal(a.queued('bob'), 0)
+    // As RpcClient sends it now.
+    b.post('alice', request(2), undefined, () => {}, null, true)
+    const second = (await next).value as Message
+    assert.equal(second.flags & FLAG_UNACKED, FLAG_UNACKED)
+    assert.deepEqual([first.data[15], second.data[15]], [1, 2])
+    await replies.return?.()
+  } finally {
+    await server.close()
     await a.close()
     await b.close()
   }

@@ -233,7 +233,10 @@ export class RpcClient implements AsyncDisposable {
     call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
     // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
     const ttl = call.deadline === Infinity ? undefined : Math.max(1, Math.ceil((call.deadline - Date.now()) / 1000))
-    this.mq.post(call.peer, call.message, ttl, this.notQueued, counter)
+    // Without acknowledgement (FLAG_UNACKED): a request or reply lost with its
+    // connection is recovered by resend() and the server's result cache, so the
+    // Messaging need not hold, acknowledge or filter either of them.
+    this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
   }
 
   /** A request could not be queued: its call fails with why. */

@@ -9,6 +9,7 @@ import type { Messaging } from '../messaging/messaging.ts'
 import type { Message } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
 import { InvalidArgumentError } from '../errors.ts'
+import { FLAG_UNACKED } from '../transforms/frames.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
 import { isMarkedSignal } from './remote.ts'
@@ -428,9 +429,11 @@ export class RpcServer implements AsyncDisposable {
   private reply (request: Message, reply: Uint8Array): void {
     const ttl = Math.min(this.replyTtl, Math.max(1, request.ttl ?? Infinity))
     const to = request.from
-    // replyTtl 0: the reply goes only to a caller connected now.
-    if (ttl > 0) this.mq.post(to, reply, ttl, this.replyFailed, to)
-    else this.mq.send(to, reply, { ttl }).catch((err: unknown) => { this.replyFailed(err, to) })
+    // replyTtl 0: the reply goes only to a caller connected now. A request sent
+    // without acknowledgement gets its reply so too: the caller resends the call
+    // if the reply is lost, and the result cache answers it (an older caller
+    // relies on acknowledged delivery, and gets it).
+    this.mq.post(to, reply, ttl, this.replyFailed, to, (request.flags & FLAG_UNACKED) !== 0)
   }
 
   private readonly replyFailed = (err: unknown, to: string): void => {

@@ -68,6 +68,18 @@ export class FaultProxy extends EventEmitter {
     return n
   }
 
+  /**
+   * Stops forwarding what the target sends on the connections carried now (in
+   * whole-chunk mode, without delay or slice): it waits in the proxy, and is lost
+   * with the next reset.
+   */
+  holdFromTarget (): void {
+    for (const p of this.pairs) {
+      p.upstream.unpipe(p.client)
+      p.upstream.pause()
+    }
+  }
+
   /** Stops the timer, resets every connection and stops listening. */
   async close (): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer)
