@@ -10,7 +10,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import {
-  Link, Messaging, ProtocolError, decodeFrame, encodeFrame, encodePacketBatch, FrameType, type Frame, type Message
+  Link, Messaging, ProtocolError, decodeFrame, encodeFrame, encodePacketBatch, FrameType, FLAG_UNACKED, type Frame, type Message
 } from '../src/index.ts'
 import { RawPeer, packets, waitFor } from './helpers/util.ts'
 
@@ -232,6 +232,65 @@ test('on the wire: a message sent with flag 0x2 leaves the queue once written, w
     second.destroy()
     assert.deepEqual(failed, [])
   } finally {
+    await mq.close()
+  }
+})
+
+test('on the wire: an unacknowledged message made while a chunk is read, then an ordinary one, go out in that order; one made alone goes out at once', async () => {
+  const { mq, port } = await nodePeer('alice')
+  // As an RPC server answers: synchronously, while the received chunk is being handled.
+  const consumer = mq.consume({}, (m) => {
+    const text = Buffer.from(m.data).toString()
+    mq.post('bob', Buffer.from(`reply to ${text}`), undefined, () => {}, null, true)
+    if (text === 'two') void mq.send('bob', Buffer.from('and a note'))
+  })
+  const peer = await RawPeer.connect(port)
+  try {
+    const message = (data: string): string => Buffer.concat(encodePacketBatch([encodeFrame({
+      type: FrameType.Message, uuid: Buffer.alloc(16, data.length), ttl: 0xFFFFFFFF, flags: FLAG_UNACKED, data: Buffer.from(data)
+    })])).toString('hex')
+    const hello = 29
+    const size = (data: string): number => 4 + 1 + 24 + data.length
+    peer.write(BOB_HELLO + message('one'))
+    await peer.bytes(hello + size('reply to one'))
+    peer.write(message('two'))
+    const got = await peer.bytes(hello + size('reply to one') + size('reply to two') + size('and a note'))
+    const frames = packets(got.subarray(hello))
+    assert.deepEqual(frames.map((f) => [f.readUInt32BE(21), f.subarray(25).toString()]), [
+      [FLAG_UNACKED, 'reply to one'], [FLAG_UNACKED, 'reply to two'], [0, 'and a note']
+    ])
+    // Made outside the reading of a chunk, with nothing else to send: written at once, never queued.
+    assert.equal(mq.queued('bob'), 1)
+    const acked = waitFor(mq, 'delivered', () => mq.queued('bob') === 0)
+    peer.write(ackPacket([frames[2]!.subarray(1, 17).toString('hex')]))
+    await acked
+    mq.post('bob', Buffer.from('alone'), 60, () => {}, null, true)
+    assert.equal(mq.queued('bob'), 0)
+    const alone = packets((await peer.bytes(got.length + size('alone'))).subarray(got.length))
+    assert.deepEqual(alone.map((f) => [f.readUInt32BE(17), f.readUInt32BE(21), f.subarray(25).toString()]), [[60, FLAG_UNACKED, 'alone']])
+  } finally {
+    consumer.end()
+    peer.destroy()
+    await mq.close()
+  }
+})
+
+test('on the wire: unacknowledged messages sent from a connect handler (as RpcClient resends its calls) go out, in order', async () => {
+  const { mq, port } = await nodePeer('alice')
+  mq.on('connect', () => {
+    for (const text of ['first', 'second']) mq.post('bob', Buffer.from(text), undefined, () => {}, null, true)
+  })
+  const errors: unknown[] = []
+  mq.on('error', (e) => { errors.push(e.error) })
+  const peer = await RawPeer.connect(port)
+  try {
+    peer.write(BOB_HELLO)
+    const hello = 29
+    const got = await peer.bytes(hello + 2 * (4 + 1 + 24) + 'first'.length + 'second'.length)
+    assert.deepEqual(packets(got.subarray(hello)).map((f) => f.subarray(25).toString()), ['first', 'second'])
+    assert.deepEqual(errors, [])
+  } finally {
+    peer.destroy()
     await mq.close()
   }
 })

@@ -195,6 +195,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const size = data.byteLength
     if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) return this.sendSlow(to, data, options)
+    this.peers.get(to)?.unstash()
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent === true ? FLAG_PERSISTENT : 0, false)
     const result = { uuid: lastUuidHex() }
     q.push(entry)
@@ -230,10 +231,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags).catch((err: unknown) => { onError(err, context) })
       return
     }
+    const s = this.peers.get(to)
+    if (s !== undefined) {
+      // Alone and unacknowledged: written without going through the queue.
+      if (unacked && q.count === 0 && s.sendDirect(data, ttl === undefined ? TTL_INFINITE : Math.min(Math.floor(ttl), TTL_INFINITE - 1))) return
+      s.unstash()
+    }
     const ttlMs = ttl === undefined ? Infinity : ttl * 1000
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, flags, false)
     q.push(entry)
-    this.peers.get(to)?.notifyMessage(true)
+    s?.notifyMessage(true)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
   }
 
@@ -261,6 +268,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
+    this.peers.get(to)?.unstash()
     const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? flags | FLAG_PERSISTENT : flags, stored)
     const uuid = lastUuidHex()
     let delivered: Promise<void> | null = null
@@ -684,6 +692,18 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     // Room in the window: messages held back by maxUnacked can go now.
     if (q.unsent > 0) session.notify()
+  }
+
+  /** @internal */
+  writtenDirect (session: Session, packet: Uint8Array, at: number): void {
+    if (this.listenerCount('delivered') > 0) this.emit('delivered', { to: session.ident!, uuid: uuidHex(packet, at) })
+  }
+
+  /** @internal */
+  queueDirect (session: Session, data: Uint8Array, wireTtl: number): void {
+    const q = session.queue!
+    const expiry = wireTtl === TTL_INFINITE ? Infinity : q.offlineAt(Date.now()) + wireTtl * 1000
+    q.push(QueueEntry.create(data, q.nextSeq++, expiry, FLAG_UNACKED, false))
   }
 
   /** @internal */

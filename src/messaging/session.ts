@@ -7,13 +7,14 @@ import {
   decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FLAG_UNACKED, FrameType, MESSAGE_HEADER_BYTES, PROTOCOL_VERSION, TTL_INFINITE, UUID_BYTES,
   type Frame
 } from '../transforms/frames.ts'
-import { ackPacketBytes, messagePacketBytes, PacketBatch } from '../transforms/batch.ts'
+import { ackPacketBytes, BATCH_COPY_LIMIT, messagePacketBytes, PacketBatch } from '../transforms/batch.ts'
 import {
   HandshakeTimeoutError, IncompatibleProtocolError, KeepaliveTimeoutError, ProtocolError, RedundantConnectionError
 } from '../errors.ts'
 import type { Logger } from '../logging.ts'
 import { EntryState, type PeerQueue, type QueueEntry } from './queue.ts'
 import type { KeepaliveOptions } from './types.ts'
+import { fillUuid } from './uuid.ts'
 
 /** Most messages in one outgoing batch. */
 const BATCH_MESSAGES = 4096
@@ -47,6 +48,10 @@ export interface SessionHost {
   received (session: Session, packet: Uint8Array, at: number, end: number): void
   /** An ACK: the 16-byte UUIDs in `packet[at..end)`. */
   acked (session: Session, packet: Uint8Array, at: number, end: number): void
+  /** A message sendDirect() took is on the socket: its packet, its UUID at `at`. */
+  writtenDirect (session: Session, packet: Uint8Array, at: number): void
+  /** A message sendDirect() took could not be written directly after all: queue it (first, for its peer), FLAG_UNACKED. */
+  queueDirect (session: Session, data: Uint8Array, wireTtl: number): void
   /** These entries were written to the socket: all of them for a plain snakeMQ peer, else those sent with FLAG_UNACKED. */
   written (session: Session, entries: readonly QueueEntry[]): void
   failed (session: Session, error: Error): void
@@ -96,6 +101,9 @@ export class Session {
    * (see notifyMessage).
    */
   private unansweredWrite = false
+  /** A message sendDirect() took while a chunk is read, written when the chunk is done (see flushStash()). */
+  private stash: Uint8Array | null = null
+  private stashTtl = 0
   /** The PING sent last is on the socket (not still queued behind our own outgoing bytes). */
   private pingWritten = false
   private handshakeTimer: NodeJS.Timeout | null = null
@@ -156,6 +164,67 @@ export class Session {
       return
     }
     this.notify()
+  }
+
+  /**
+   * Writes a message sent with FLAG_UNACKED straight to the socket, with a UUID
+   * of its own, when nothing else waits to go out on this connection (the
+   * caller checks that its peer's queue is empty) and nothing was written since
+   * something was last received: a lone request, or the reply to one. Nothing
+   * is queued, taken, batched and delivered for it then. Made while a chunk is
+   * read (a reply), it waits for the chunk's end, when it is written directly
+   * if it is still alone. False when it must be queued as usual.
+   */
+  sendDirect (data: Uint8Array, wireTtl: number): boolean {
+    // Not before identify() is done: a 'connect' handler sending (RPC's resends) runs before it has its queue.
+    if (this.wake === null || this.queue === null || !this.acks || this.stopped || this.endAfterFlush || this.stash !== null || this.flushQueued ||
+        this.wakeScheduled || this.ackCount > 0 || this.control.length > 0 || this.unansweredWrite || data.byteLength >= BATCH_COPY_LIMIT) {
+      return false
+    }
+    if (this.reading) {
+      this.stash = data
+      this.stashTtl = wireTtl
+      return true
+    }
+    if (!this.connection.directWritable) return false
+    this.writeDirect(data, wireTtl)
+    return true
+  }
+
+  /** Something else is about to be queued for this peer: the stashed message goes into the queue first, keeping the order. */
+  unstash (): void {
+    const data = this.stash
+    if (data === null) return
+    this.stash = null
+    this.host.queueDirect(this, data, this.stashTtl)
+  }
+
+  /** The end of a chunk: the stashed message is written, directly if it is still alone. */
+  private flushStash (): void {
+    const data = this.stash!
+    if (!this.flushQueued && !this.wakeScheduled && this.ackCount === 0 && this.control.length === 0 && this.wake !== null &&
+        !this.stopped && !this.endAfterFlush && this.connection.directWritable) {
+      this.stash = null
+      this.writeDirect(data, this.stashTtl)
+      return
+    }
+    this.unstash()
+    this.flushQueued = true
+  }
+
+  private writeDirect (data: Uint8Array, wireTtl: number): void {
+    const size = data.byteLength
+    const packet = Buffer.allocUnsafe(4 + 1 + MESSAGE_HEADER_BYTES + size)
+    packet.writeUInt32BE(1 + MESSAGE_HEADER_BYTES + size, 0)
+    packet[4] = FrameType.Message
+    fillUuid(packet, 5)
+    packet.writeUInt32BE(wireTtl, 21)
+    packet.writeUInt32BE(FLAG_UNACKED, 25)
+    if (size <= 64) for (let i = 0; i < size; i++) packet[29 + i] = data[i]!
+    else packet.set(data, 29)
+    this.connection.writeNow(packet)
+    this.unansweredWrite = true
+    this.host.writtenDirect(this, packet, 5)
   }
 
   /** The microtask notifyMessage() queued; the flush may have been done already (see startReading). */
@@ -267,6 +336,7 @@ export class Session {
         }
         this.reading = false
         if (this.stopped) { reader!.stop(); return }
+        if (this.stash !== null) this.flushStash()
         // Replies made while handling this chunk go out now, with the chunk's
         // acknowledgements, rather than after the stream's own bookkeeping and
         // the microtasks (about 1 µs per request/reply, measured).
@@ -318,6 +388,7 @@ export class Session {
         this.reading = false
       }
       if (this.stopped) return
+      if (this.stash !== null) this.flushStash()
       if (this.flushQueued) this.flushNow()
       const room = this.queue !== null ? this.host.inboxRoom() : null
       if (room !== null) await new Promise<void>((resolve) => { this.pauseReading(room, resolve) })
@@ -529,6 +600,8 @@ export class Session {
 
   private onClosed (): void {
     this.stopped = true
+    // Not written: it waits in the queue for the next connection.
+    this.unstash()
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer)
     if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer)
     this.handshakeTimer = this.keepaliveTimer = null
