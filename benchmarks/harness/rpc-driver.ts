@@ -12,10 +12,12 @@ import type { RpcConnection } from './types.ts'
  * competing for the machine's two cores, and with 2,000 sequential ones the
  * measured calls still met compilations and collections of the warm-up: calls
  * of 0.5 to 12 ms among the first 3,000 measured, with both processes on one CPU
- * (see benchmarks/PERFORMANCE.md).
+ * (see benchmarks/PERFORMANCE.md). With 20,000 sequential ones about half the
+ * pinned runs of RPC still measured a slower mode (19 to 21 µs against 15 to 17);
+ * with 100,000, one run in eight did.
  */
 export const RPC_RUNS = {
-  sequential: { calls: 5_000, warmup: 20_000, inflight: 1 },
+  sequential: { calls: 5_000, warmup: 100_000, inflight: 1 },
   inflight: { calls: 50_000, warmup: 20_000, inflight: 100 },
   quick: {
     sequential: { calls: 1_000, warmup: 200, inflight: 1 },
