@@ -171,8 +171,7 @@ async function throughProxy (faults: Omit<FaultProxyOptions, 'target'>): Promise
 
 test('through a proxy that resets every connection every second, every call resolves with its result and runs once', async () => {
   const { a, b, proxy, close } = await throughProxy({ resetEvery: 1000 })
-  const serverLog = new LogCapture()
-  const server = new RpcServer(a, { logger: serverLog })
+  const server = new RpcServer(a)
   const runs = new Map<number, number>()
   server.register('calc', {
     async add (i: number, x: number): Promise<number> {
@@ -204,9 +203,10 @@ test('through a proxy that resets every connection every second, every call reso
     assert.ok(proxy.accepted >= 4, `${proxy.accepted} connections`)
     for (let i = 0; i < next; i++) assert.equal(runs.get(i), 1, `call ${i} ran ${runs.get(i) ?? 0} times`)
     assert.equal(runs.size, next)
-    // The resend path was taken, and the server answered resends without running them again.
+    // The resend path was taken. Whether a reset catches a reply on its way (the
+    // server then answers the resend from its cache, as the runs above count)
+    // depends on timing here; the tests below make each case happen.
     assert.ok(clientLog.count('debug', /calls sent again after a reconnect/) >= 1, 'no call was sent again')
-    assert.ok(serverLog.count('debug', /a call seen before/) >= 1, 'no resent call reached the server after its first copy')
   } finally {
     await client.close()
     await server.close()

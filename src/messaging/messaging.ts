@@ -217,10 +217,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * gets what it would have rejected with (a context rather than a closure: no
    * allocation per message). `ttl` in seconds, >= 0; undefined for none.
    *
-   * `unacked`: the message is sent with FLAG_UNACKED (docs/PROTOCOL.md, 5.5):
+   * `unacked`: the message is sent with FLAG_UNACKED (docs/PROTOCOL.md, 5.7):
    * it leaves the queue once written, the remote neither acknowledges it nor
    * filters its duplicates, and a connection lost with it on the way loses it.
    * For RPC, which resends its calls itself and recognizes repeats by request id.
+   * Alone (nothing queued for `to`, nothing else to send), it is written at once,
+   * or at the end of the chunk being read, without being queued: `data` is then
+   * held until that chunk's end, so do not modify it.
    */
   post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false): void {
     const q = this.queues.get(to)

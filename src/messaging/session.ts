@@ -141,8 +141,9 @@ export class Session {
    * the chunk is done), not at the end of the turn: that saves a request/reply the trip
    * through the event loop on each side (about 3.5 µs each, measured). Otherwise
    * (a stream of messages, a plain snakeMQ peer), as notify(): one batch per turn.
-   * `acked`: the sender has already acknowledged whatever this message answers,
-   * so outside the reading of a chunk it may be written at once.
+   * `acked`: no acknowledgement of what this message answers is waiting to go
+   * with it (post(): RPC's requests and replies, which answer unacknowledged
+   * messages), so outside the reading of a chunk it may be written at once.
    */
   notifyMessage (acked = false): void {
     const q = this.queue
@@ -155,7 +156,7 @@ export class Session {
       return
     }
     if (this.wake !== null && !this.flushQueued && this.acks && q !== null && q.unacked.size === 0 && !this.unansweredWrite) {
-      // A message whose sender acknowledged what it answers (RPC's requests and
+      // A message with nothing to acknowledge before it (RPC's requests and
       // replies, made outside the reading of a chunk) has nothing to wait for.
       if (acked && !this.reading) { this.flushNow(); return }
       this.flushQueued = true
