@@ -144,6 +144,16 @@ test('a Node connector sends the hello of the vectors: PROTOCOL_VERSION, EXTENSI
 const BOB_HELLO = '000000050000000001' + '00000006100100000001' + '0000000402626f62'
 const ackPacket = (uuids: string[]): string => Buffer.concat(encodePacketBatch([encodeFrame({ type: FrameType.Ack, uuids: Buffer.from(uuids.join(''), 'hex') })])).toString('hex')
 
+/** Drops `peer`'s connection, waits until `mq` has seen it go, and connects again as bob. */
+async function reconnectBob (mq: Messaging, peer: RawPeer, port: number): Promise<RawPeer> {
+  const gone = waitFor(mq, 'disconnect')
+  peer.destroy()
+  await gone
+  const next = await RawPeer.connect(port)
+  next.write(BOB_HELLO)
+  return next
+}
+
 test('on the wire: what was not acknowledged is sent again on the next connection, same UUIDs, original order', async () => {
   const { mq, port } = await nodePeer('alice')
   try {
@@ -160,12 +170,7 @@ test('on the wire: what was not acknowledged is sent again on the next connectio
     first.write(ackPacket([sent[0]!]))
     await acked
     assert.equal(mq.queued('bob'), 2)
-    const gone = waitFor(mq, 'disconnect')
-    first.destroy()
-    await gone
-
-    const second = await RawPeer.connect(port)
-    second.write(BOB_HELLO)
+    const second = await reconnectBob(mq, first, port)
     const got2 = await second.bytes(hello + messageBytes('two') + messageBytes('three'))
     assert.deepEqual(messagesIn(got2.toString('hex')), [[sent[1], 'two'], [sent[2], 'three']])
     // One ACK frame for both.
@@ -221,12 +226,8 @@ test('on the wire: a message sent with flag 0x2 leaves the queue once written, w
     const flagged = frames[0]!.subarray(1, 17).toString('hex')
     assert.equal(((await written) as { uuid: string }).uuid, flagged)
     assert.equal(mq.queued('bob'), 1)
-    const gone = waitFor(mq, 'disconnect')
-    first.destroy()
-    await gone
     // The next connection gets the unacknowledged ordinary message again, not the flagged one.
-    const second = await RawPeer.connect(port)
-    second.write(BOB_HELLO)
+    const second = await reconnectBob(mq, first, port)
     const again = await second.bytes(hello + 4 + 1 + 24 + 4)
     assert.deepEqual(messagesIn(again.toString('hex')), [[ordinary, 'note']])
     second.destroy()
