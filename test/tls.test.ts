@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import {
-  Link, Messaging, IdentityMismatchError, InvalidArgumentError, PeerCertificateError, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+  Link, Messaging, RpcClient, RpcServer, IdentityMismatchError, InvalidArgumentError, PeerCertificateError, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
   certificateNames, type Connection, type MessagingEvents, type MessagingOptions, type ConnectOptions,
   type ListenOptions
 } from '../src/index.ts'
@@ -111,6 +111,32 @@ test('mutual TLS: messages flow both ways whichever side listens, and each sees 
       await mqC.close()
       await mqL.close()
     }
+  }
+})
+
+test('RPC over mutual TLS: calls one at a time and 100 at once resolve, each run once', { skip }, async () => {
+  const linkL = new Link()
+  const mqL = new Messaging(linkL, { identity: 'alice' })
+  const linkC = new Link()
+  const mqC = new Messaging(linkC, { identity: 'bob' })
+  const server = new RpcServer(mqL)
+  let runs = 0
+  server.register('calc', { add (x: number, y: number): number { runs++; return x + y } })
+  const client = new RpcClient(mqC)
+  const calc = client.proxy<{ add (x: number, y: number): number }>('alice', 'calc')
+  try {
+    const l = await linkL.listen({ port: 0, tls: serverTls(alice) })
+    linkC.connect({ port: l.port, tls: clientTls(bob), reconnect: fast })
+    // One at a time (each request and reply written straight to the TLS socket), then 100 at once (queued and batched).
+    for (let i = 0; i < 200; i++) assert.equal(await calc.add(i, 1), i + 1)
+    const many = await Promise.all(Array.from({ length: 100 }, (_, i) => calc.add(i, 2)))
+    assert.deepEqual(many, Array.from({ length: 100 }, (_, i) => i + 2))
+    assert.equal(runs, 300)
+  } finally {
+    await client.close()
+    await server.close()
+    await mqC.close()
+    await mqL.close()
   }
 })
 
