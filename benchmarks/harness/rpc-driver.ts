@@ -12,9 +12,9 @@ import type { RpcConnection } from './types.ts'
  * competing for the machine's two cores, and with 2,000 sequential ones the
  * measured calls still met compilations and collections of the warm-up: calls
  * of 0.5 to 12 ms among the first 3,000 measured, with both processes on one CPU
- * (see benchmarks/PERFORMANCE.md). With 20,000 sequential ones about half the
- * pinned runs of RPC still measured a slower mode (19 to 21 µs against 15 to 17);
- * with 100,000, one run in eight did.
+ * (see benchmarks/PERFORMANCE.md). After 20,000 sequential ones RPC was still
+ * getting faster: 14 interleaved pinned pairs gave a median p50 of 17.5 µs after
+ * 20,000 and 15.5 after 100,000 (raw's p50 does not move).
  */
 export const RPC_RUNS = {
   sequential: { calls: 5_000, warmup: 100_000, inflight: 1 },
