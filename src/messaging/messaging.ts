@@ -195,11 +195,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const size = data.byteLength
     if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) return this.sendSlow(to, data, options)
-    this.peers.get(to)?.unstash()
+    const s = this.peers.get(to)
+    s?.unstash()
     const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent === true ? FLAG_PERSISTENT : 0, false)
     const result = { uuid: lastUuidHex() }
     q.push(entry)
-    this.peers.get(to)?.notifyMessage()
+    s?.notifyMessage()
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     } else if (this.over(q)) {
