@@ -639,7 +639,6 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       this.peers.set(ident, session)
       existing.queue?.rewind()
       existing.retire()
-      this.emit('connect', { ident, connection: session.connection, certificate: session.connection.peerCertificate })
       return this.queueFor(ident)
     }
     this.peers.set(ident, session)
@@ -652,8 +651,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     for (const e of q.expired(q.clock.offline)) this.drop(q, e, 'expired')
     this.saveClock(q)
     this.log.info('peer connected', { conn: session.connection.id, peer: ident, acks: session.acks })
-    this.emit('connect', { ident, connection: session.connection, certificate: session.connection.peerCertificate })
     return q
+  }
+
+  /** @internal */
+  connected (session: Session): void {
+    this.emit('connect', { ident: session.ident!, connection: session.connection, certificate: session.connection.peerCertificate })
   }
 
   /** @internal */

@@ -44,6 +44,8 @@ export interface SessionHost {
   readonly log: Logger
   /** The remote identified itself; returns its queue, or an error to close the connection with. */
   identified (session: Session, ident: string): PeerQueue | Error
+  /** The session has its identity and queue: announce the peer (what the application does then may send to it). */
+  connected (session: Session): void
   /** A MESSAGE: its UUID is the 16 bytes at `at` of `packet`, then TTL, flags, and the data up to `end`. */
   received (session: Session, packet: Uint8Array, at: number, end: number): void
   /** An ACK: the 16-byte UUIDs in `packet[at..end)`. */
@@ -177,8 +179,7 @@ export class Session {
    * if it is still alone. False when it must be queued as usual.
    */
   sendDirect (data: Uint8Array, wireTtl: number): boolean {
-    // Not before identify() is done: a 'connect' handler sending (RPC's resends) runs before it has its queue.
-    if (this.wake === null || this.queue === null || !this.acks || this.stopped || this.endAfterFlush || this.stash !== null || this.flushQueued ||
+    if (this.wake === null || !this.acks || this.stopped || this.endAfterFlush || this.stash !== null || this.flushQueued ||
         this.wakeScheduled || this.ackCount > 0 || this.control.length > 0 || this.unansweredWrite || data.byteLength >= BATCH_COPY_LIMIT) {
       return false
     }
@@ -476,6 +477,7 @@ export class Session {
     if (q instanceof Error) { this.fail(q); return }
     this.ident = ident
     this.queue = q
+    this.host.connected(this)
     this.notify()
   }
 
