@@ -2,7 +2,11 @@
 export { Link, Listener, Connector } from './link/link.ts'
 export type { LinkOptions, LinkEvents, ListenOptions, ConnectOptions, ReconnectOptions } from './link/link.ts'
 export { Connection } from './link/connection.ts'
-export type { Duplex, SinkChunk } from './link/connection.ts'
+export type { Channel, ChannelInfo, ChannelReader, Direction } from './link/channel.ts'
+export { channelDuplex, channelSource, DuplexChannel, transformChannel } from './link/duplex.ts'
+export type { Duplex, SinkChunk, ConnectionTransform, TransformContext } from './link/duplex.ts'
+export type { Transport, TransportServer, TransportEvents, TransportListenOptions, TransportConnectOptions } from './link/transport.ts'
+export { tcpTransport, tlsTransport } from './link/tcp.ts'
 export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
 export type {
   Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
@@ -14,7 +18,7 @@ export {
 export type { PacketDecoderOptions, PacketPayload } from './transforms/framing.ts'
 export {
   FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT, FLAG_UNACKED,
-  FEATURE_ACK, EXTENSIONS_VERSION
+  FEATURE_ACK, EXTENSIONS_VERSION, FrameWriter
 } from './transforms/frames.ts'
 export type {
   Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame
@@ -27,7 +31,6 @@ export { debugLogger, silentLogger } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'
 export * from './errors.ts'
 export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './link/link.ts'
-export type { ConnectionOptions } from './link/connection.ts'
 export { certificateNames, checkIdentityCertificate } from './link/certificate.ts'
 export { throttle, TokenBucket } from './transforms/throttle.ts'
 export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, ThrottleTransform, Throttled } from './transforms/throttle.ts'

@@ -237,7 +237,7 @@ test('on the wire: a message sent with flag 0x2 leaves the queue once written, w
   }
 })
 
-test('on the wire: an unacknowledged message made while a chunk is read, then an ordinary one, go out in that order; one made alone goes out at once', async () => {
+test('on the wire: an unacknowledged message made while a chunk is read, then an ordinary one, go out in that order; one made alone goes out and is done once written', async () => {
   const { mq, port } = await nodePeer('alice')
   // As an RPC server answers: synchronously, while the received chunk is being handled.
   const consumer = mq.consume({}, (m) => {
@@ -260,15 +260,15 @@ test('on the wire: an unacknowledged message made while a chunk is read, then an
     assert.deepEqual(frames.map((f) => [f.readUInt32BE(21), f.subarray(25).toString()]), [
       [FLAG_UNACKED, 'reply to one'], [FLAG_UNACKED, 'reply to two'], [0, 'and a note']
     ])
-    // Made outside the reading of a chunk, with nothing else to send: written at once, never queued.
+    // The unacknowledged replies are done once written; the ordinary message waits for its ACK.
     assert.equal(mq.queued('bob'), 1)
     const acked = waitFor(mq, 'delivered', () => mq.queued('bob') === 0)
     peer.write(ackPacket([frames[2]!.subarray(1, 17).toString('hex')]))
     await acked
     mq.post('bob', Buffer.from('alone'), 60, () => {}, null, true)
-    assert.equal(mq.queued('bob'), 0)
     const alone = packets((await peer.bytes(got.length + size('alone'))).subarray(got.length))
     assert.deepEqual(alone.map((f) => [f.readUInt32BE(17), f.readUInt32BE(21), f.subarray(25).toString()]), [[60, FLAG_UNACKED, 'alone']])
+    assert.equal(mq.queued('bob'), 0)
   } finally {
     consumer.end()
     peer.destroy()

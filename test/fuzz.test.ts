@@ -15,10 +15,9 @@ import { pipe } from 'it-pipe'
 import { Uint8ArrayList } from 'uint8arraylist'
 import {
   Link, Messaging, PacketDecoder, decodePackets, decodeFrames, encodeFrame, decodeFrame, encodePacketBatch, FrameType,
-  PacketTooLargeError, ProtocolError, TruncatedPacketError, ClosedError, MessageDroppedError, QueueFullError,
-  type Connection, type Frame, type Message, type SinkChunk, type QueueStore, type StoreBatch
+  PacketTooLargeError, ProtocolError, TruncatedPacketError, MessageDroppedError, QueueFullError,
+  type Channel, type ChannelReader, type Frame, type Message, type QueueStore, type StoreBatch
 } from '../src/index.ts'
-import type { ChunkHandler, PushReader } from '../src/link/connection.ts'
 import { MemoryStore } from '../src/store/memory.ts'
 import { encodeValue, decodeValue } from '../src/rpc/codec.ts'
 import { RpcCodecError } from '../src/rpc/errors.ts'
@@ -227,30 +226,30 @@ test('mutated RPC encodings decode to a value or give RpcCodecError, and always 
 let memIds = 0
 
 /**
- * One end of an in-memory connection. Bytes written by one end wait in its
- * `outbox` until the test delivers them to the other end; closing either end
- * closes both and loses whatever was not delivered (as a reset would).
+ * One end of an in-memory connection: a Channel whose bytes, once written, wait
+ * in its `outbox` until the test delivers them to the other end; closing either
+ * end closes both and loses whatever was not delivered (as a reset would).
  */
-class MemEnd {
+class MemEnd implements Channel {
   readonly id = `m${++memIds}`
+  readonly transport = 'memory'
   readonly remoteAddress = 'memory'
   readonly remotePort = 0
-  readonly meta = new Map<string, unknown>()
   readonly peerCertificate = null
   readonly peerAuthorized = false
   readonly peerAuthorizationError = null
   readonly encrypted = false
-  readonly throttle = null
+  readonly writable = true
+  readonly writableLength = 0
+  bytesOut = 0
+  bytesIn = 0
   error: Error | undefined
   isOpen = true
   other!: MemEnd
   readonly closed: Promise<void>
   outbox: Buffer[] = []
   private inbox: Buffer[] = []
-  private wake: (() => void) | null = null
-  /** When bytes were last handed to the push reader, as Connection keeps it. */
-  lastReceivedAt = Date.now()
-  private handler: ChunkHandler | null = null
+  private reader: ChannelReader | null = null
   private paused = false
   private markClosed!: () => void
 
@@ -268,52 +267,39 @@ class MemEnd {
 
   get pending (): number { let n = 0; for (const c of this.outbox) n += c.length; return n }
 
-  get source (): AsyncIterable<Uint8Array> { return this.read() }
-
-  /** Hands bytes to `handler` as they are delivered, as Connection.push() does with a socket's data events. */
-  push (handler: ChunkHandler): PushReader {
-    this.handler = handler
-    const reader: PushReader = {
-      pause: () => { this.paused = true },
-      resume: () => {
-        this.paused = false
-        queueMicrotask(() => { this.handOn() })
-      },
-      stop: () => { this.handler = null }
-    }
+  /** Hands bytes to `reader` as they are delivered, as a socket's data events do. */
+  read (reader: ChannelReader): void {
+    this.reader = reader
     queueMicrotask(() => { this.handOn() })
-    return reader
   }
 
-  /** Gives what waits in the inbox to the push reader, unless paused. */
+  pause (): void { this.paused = true }
+  resume (): void {
+    this.paused = false
+    queueMicrotask(() => { this.handOn() })
+  }
+
+  /** Gives what waits in the inbox to the reader, unless paused. */
   private handOn (): void {
-    while (this.handler !== null && !this.paused && this.inbox.length > 0) {
-      this.lastReceivedAt = Date.now()
-      this.handler.data(this.inbox.shift()!)
-    }
-    if (this.handler !== null && !this.isOpen && this.inbox.length === 0) {
-      const h = this.handler
-      this.handler = null
-      h.end(null)
+    while (this.reader !== null && !this.paused && this.inbox.length > 0) this.reader.data(this.inbox.shift()!)
+    if (this.reader !== null && !this.isOpen && this.inbox.length === 0) {
+      const r = this.reader
+      this.reader = null
+      r.end(null)
     }
   }
 
-  private async * read (): AsyncGenerator<Uint8Array> {
-    while (true) {
-      const c = this.inbox.shift()
-      if (c !== undefined) { yield c; continue }
-      if (!this.isOpen) return
-      await new Promise<void>((resolve) => { this.wake = resolve })
+  write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
+    if (!this.isOpen) return false
+    // Copied, as a socket would: the writer may reuse its buffers.
+    for (const c of chunks instanceof Uint8Array ? [chunks] : chunks) {
+      this.outbox.push(Buffer.from(c))
+      this.bytesOut += c.length
     }
+    return true
   }
 
-  readonly sink = async (source: AsyncIterable<SinkChunk>): Promise<void> => {
-    for await (const chunk of source) {
-      if (!this.isOpen) throw this.error ?? new ClosedError(`${this.id} is closed`)
-      // Copied, as a socket would: the writer may reuse its buffers.
-      for (const c of chunk instanceof Uint8Array ? [chunk] : chunk) this.outbox.push(Buffer.from(c))
-    }
-  }
+  async drained (): Promise<void> {}
 
   /** Moves up to `max` written bytes to the other end; returns how many moved. */
   deliver (max: number): number {
@@ -331,10 +317,8 @@ class MemEnd {
 
   private receive (c: Buffer): void {
     this.inbox.push(c)
-    if (this.handler !== null) { this.handOn(); return }
-    const w = this.wake
-    this.wake = null
-    w?.()
+    this.bytesIn += c.length
+    if (this.reader !== null) this.handOn()
   }
 
   close (error?: Error): void {
@@ -342,10 +326,7 @@ class MemEnd {
     if (error !== undefined) this.error ??= error
     this.isOpen = false
     this.outbox = []
-    const w = this.wake
-    this.wake = null
-    w?.()
-    if (this.handler !== null) queueMicrotask(() => { this.handOn() })
+    if (this.reader !== null) queueMicrotask(() => { this.handOn() })
     this.markClosed()
     this.other.close()
   }
@@ -525,8 +506,8 @@ async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void
     if (live()) return
     ends = MemEnd.pair()
     const [toA, toB] = ends
-    linkA.adopt(toA as unknown as Connection)
-    linkB.adopt(toB as unknown as Connection)
+    linkA.adopt(toA)
+    linkB.adopt(toB)
     // A few bytes at a time, so that message frames are still in flight when the handshake completes.
     for (let i = 0; i < 200 && !(A.isConnected('bob') && B.isConnected('alice')); i++) {
       toA.deliver(8)

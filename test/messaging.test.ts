@@ -247,7 +247,7 @@ test('a waiting sender gets room as soon as the peer connects and takes messages
 
 test('a consumer that stops pulling stops the socket from being read: the sender backs up, memory stays bounded', async () => {
   // A window far larger than alice's buffer: only her not reading the socket can hold bob back.
-  const { a, b } = await pair({ receiveBuffer: 16 }, { maxUnacked: 100_000, queueLimits: { messages: 100_000 } })
+  const { a, b } = await pair({ receiveBuffer: 16 }, { maxUnacked: 65_536, queueLimits: { messages: 100_000 } })
   try {
     const it = a.messages()
     const data = Buffer.alloc(1024)

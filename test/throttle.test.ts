@@ -194,7 +194,8 @@ test('a link-wide throttle applies to every connection unless a listener or conn
 test('closing a connection ends a throttled source and sink at once', async () => {
   const { l, c, inbound, outbound } = await linked({}, { throttle: { incoming: 100 } }, { throttle: 100 })
   try {
-    const writing = outbound.sink(chunks(10_000, 1000))
+    // More than the connection buffers ahead of its throttle, so the sink is still writing when it closes.
+    const writing = outbound.sink(chunks(200_000, 1000))
     const reading = (async () => { let n = 0; for await (const x of inbound.source) n += x.length; return n })()
     await new Promise((resolve) => setTimeout(resolve, 50))
     const t0 = performance.now()
@@ -273,7 +274,7 @@ test('a connection with an incoming throttle is read through its source: a consu
   const a = new Messaging(linkA, { identity: 'alice', receiveBuffer: 16 })
   const linkB = new Link()
   // A window far larger than alice's buffer: only her not reading the socket can hold bob back.
-  const b = new Messaging(linkB, { identity: 'bob', maxUnacked: 100_000 })
+  const b = new Messaging(linkB, { identity: 'bob', maxUnacked: 65_536 })
   try {
     // Fast enough to keep the test short; any incoming throttle takes the source path.
     const listener = await linkA.listen({ port: 0, throttle: { incoming: 50_000_000 } })

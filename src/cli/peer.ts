@@ -235,7 +235,7 @@ class Peer {
     // Two turns let the sessions write them; end() then flushes and waits for the remote's FIN.
     await nextTurn()
     await nextTurn()
-    await Promise.all([...this.link.connectionsOpen].map(async (c) => { await c.end(1000) }))
+    await Promise.all([...this.link.connectionsOpen].map(async (c) => { await c.end() }))
     await this.mq.close()
   }
 }

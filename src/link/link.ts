@@ -1,18 +1,20 @@
-// The link: any number of listeners and connectors over TCP or TLS. Every live
-// connection, whichever side opened it, is handed up the same way, as a
-// Connection. Connectors reconnect by themselves with exponential backoff.
-import net from 'node:net'
-import tls from 'node:tls'
+// The link: any number of listeners and connectors, each on a transport picked
+// from the link's table (TCP, TLS, WebSocket). Every live connection, whichever
+// side opened it, is handed up the same way, as a Connection: the transport's
+// channel seen through the connection's transforms. Connectors reconnect by
+// themselves with exponential backoff. Nothing here knows about messages.
+import type tls from 'node:tls'
 import { Connection } from './connection.ts'
+import type { Channel } from './channel.ts'
+import { transformChannel, type ConnectionTransform } from './duplex.ts'
+import type { Transport, TransportServer } from './transport.ts'
+import { nodeTransports } from './transports.ts'
 import { TypedEmitter } from '../events.ts'
-import { ClosedError, InvalidArgumentError, PeerCertificateError } from '../errors.ts'
+import { ClosedError, InvalidArgumentError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
+import { throttle, throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
 
-/** The oldest TLS version accepted unless the caller's `tls.minVersion` says otherwise. */
-export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2'
-/** Milliseconds a client of a TLS listener has to complete its handshake, unless `handshakeTimeout` says otherwise. */
-export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10_000
+export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './tcp.ts'
 
 export interface ReconnectOptions {
   /** Milliseconds before the first reconnect attempt after a loss. Default 200. */
@@ -51,16 +53,30 @@ export interface ListenOptions {
   /**
    * Bandwidth limits for the connections this listener accepts, in bytes per
    * second: a number limits outgoing bytes, `{ outgoing, incoming }` either side,
-   * `false` none. Default: the link's `throttle`.
+   * `false` none. Default: the link's `throttle`. Shorthand for a `throttle()`
+   * transform after the others.
    */
   throttle?: ThrottleSetting
+  /**
+   * Transforms for the connections this listener accepts, the first one next to
+   * the socket (see ConnectionTransform). Default: the link's `transforms`.
+   */
+  transforms?: readonly ConnectionTransform[]
+  /**
+   * Serve WebSocket instead of raw TCP (TLS too when `tls` is given: `wss:`):
+   * `true`, or `{ path }` to accept upgrades on that path only (default: any
+   * path). The protocol runs unchanged in binary WebSocket messages.
+   */
+  websocket?: boolean | { path?: string }
+  /** WebSocket only: accept upgrades on this existing `http.Server` / `https.Server` instead of binding `host`/`port`. */
+  server?: import('node:http').Server
 }
 
 export interface ConnectOptions {
   /** Host to connect to. Default `127.0.0.1`. */
   host?: string
   /** Port to connect to (1 to 65535). */
-  port: number
+  port?: number
   /**
    * Connect with TLS using these `node:tls` options (ca, cert, key, servername,
    * ...). `minVersion` defaults to `'TLSv1.2'`. The listener's certificate is
@@ -80,9 +96,14 @@ export interface ConnectOptions {
   /**
    * Bandwidth limits for this connector's connections, in bytes per second: a
    * number limits outgoing bytes, `{ outgoing, incoming }` either side, `false`
-   * none. Default: the link's `throttle`.
+   * none. Default: the link's `throttle`. Shorthand for a `throttle()` transform
+   * after the others.
    */
   throttle?: ThrottleSetting
+  /** Transforms for this connector's connections, the first one next to the socket. Default: the link's `transforms`. */
+  transforms?: readonly ConnectionTransform[]
+  /** Connect over WebSocket to this `ws://` or `wss:` URL instead of `host`/`port` (`wss:` takes the `tls` options). */
+  url?: string
 }
 
 export interface LinkOptions {
@@ -95,6 +116,16 @@ export interface LinkOptions {
    * connector's own `throttle` replaces it. Default: no limit.
    */
   throttle?: ThrottleSetting
+  /**
+   * Transforms every connection of this link goes through, in order, the first
+   * one next to the socket: `(duplex, context) => duplex` over byte chunks
+   * (compression, encryption, a metrics tap). A listener's or connector's own
+   * `transforms` replace these. Both ends of a connection must use matching
+   * transforms. Default: none (and then none is paid for).
+   */
+  transforms?: readonly ConnectionTransform[]
+  /** The transports listeners and connectors are picked from, first match first. Default: TCP, TLS and WebSocket. */
+  transports?: readonly Transport[]
 }
 
 export interface LinkEvents {
@@ -110,17 +141,6 @@ export interface LinkEvents {
 
 const DEFAULT_RECONNECT: Required<ReconnectOptions> = { minDelay: 200, maxDelay: 5000, factor: 2, stableAfter: 1000 }
 
-/** A connector's TLS options with the default minimum version and one secure context for all its attempts. */
-function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptions {
-  const withDefaults = { minVersion: DEFAULT_TLS_MIN_VERSION, ...options } satisfies tls.ConnectionOptions
-  if (options.secureContext !== undefined) return withDefaults
-  try {
-    return { ...withDefaults, secureContext: tls.createSecureContext(withDefaults) }
-  } catch (err) {
-    throw new InvalidArgumentError(`connect: bad tls options: ${(err as Error).message}`, { cause: err })
-  }
-}
-
 function checkPort (port: unknown, name: string): number {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new InvalidArgumentError(`${name}: port must be an integer from 0 to 65535, got ${String(port)}`)
@@ -128,24 +148,50 @@ function checkPort (port: unknown, name: string): number {
   return port
 }
 
+function checkTransforms (transforms: unknown, name: string): readonly ConnectionTransform[] | undefined {
+  if (transforms === undefined) return undefined
+  if (!Array.isArray(transforms) || !transforms.every((t) => typeof t === 'function')) {
+    throw new InvalidArgumentError(`${name}: transforms must be an array of functions (duplex, context) => duplex`)
+  }
+  return transforms as readonly ConnectionTransform[]
+}
+
+/** How a listener's or connector's connections are made: their transforms (their own or the link's, then the throttle shorthand) and limits. */
+interface Stack {
+  readonly transforms: readonly ConnectionTransform[]
+  readonly throttle: ThrottleRates | null
+}
+
+function stack (own: readonly ConnectionTransform[] | undefined, fallback: readonly ConnectionTransform[], rates: ThrottleRates | null): Stack {
+  const transforms = own ?? fallback
+  return { transforms: rates === null ? transforms : [...transforms, throttle(rates)], throttle: rates }
+}
+
 /** A bound listener; `close()` stops accepting (connections already made stay up). */
 export class Listener {
+  /** The bound address. */
+  readonly host: string
+  /** The bound port (the real one when 0 was asked for). */
+  readonly port: number
+
   constructor (
-    /** The bound address. */
-    readonly host: string,
-    /** The bound port (the real one when 0 was asked for). */
-    readonly port: number,
-    private readonly server: net.Server,
+    /** The transport it listens on: `'tcp'`, `'tls'`, `'ws'`. */
+    readonly transport: string,
+    private readonly server: TransportServer,
     private readonly onClose: (l: Listener) => void
-  ) {}
+  ) {
+    this.host = server.host
+    this.port = server.port
+  }
 
   /** Stops accepting connections (the port is released at once); idempotent. */
   async close (): Promise<void> {
     this.onClose(this)
-    // The close callback would wait for every accepted connection to end; the
-    // listening handle itself is released synchronously.
-    if (this.server.listening) this.server.close()
+    this.server.close()
   }
+
+  /** @internal Part of closing the link: drops clients still being set up. */
+  abort (): void { this.server.abort() }
 }
 
 /** A connector keeps one outgoing connection up, reconnecting whenever it is lost. */
@@ -153,21 +199,28 @@ export class Connector {
   /** The live connection, if any. */
   connection: Connection | null = null
   private attempt = 0
-  private timer: NodeJS.Timeout | null = null
-  private pending: net.Socket | null = null
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private pending: AbortController | null = null
   private stopped = false
   private readonly reconnect: Required<ReconnectOptions> | false
-  /** TLS: the options for every attempt, with a secure context built once (so bad keys fail in `connect()`). */
-  private readonly tlsOptions: tls.ConnectionOptions | undefined
-  private readonly throttle: ThrottleRates | null
+  private readonly transportOptions: Parameters<Transport['connect']>[0]
+  private readonly stack: Stack
 
-  constructor (readonly host: string, readonly port: number, private readonly options: ConnectOptions, private readonly link: Link) {
+  constructor (
+    readonly host: string,
+    readonly port: number,
+    private readonly transport: Transport,
+    private readonly options: ConnectOptions,
+    private readonly link: Link
+  ) {
     this.reconnect = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect }
     if (this.reconnect !== false && (this.reconnect.minDelay < 0 || this.reconnect.maxDelay < this.reconnect.minDelay || this.reconnect.factor < 1)) {
       throw new InvalidArgumentError('reconnect: need 0 <= minDelay <= maxDelay and factor >= 1')
     }
-    this.throttle = options.throttle === undefined ? link.throttle : throttleRates(options.throttle, 'connect: throttle')
-    this.tlsOptions = options.tls === undefined ? undefined : withSecureContext(options.tls)
+    const rates = options.throttle === undefined ? link.throttle : throttleRates(options.throttle, 'connect: throttle')
+    this.stack = stack(checkTransforms(options.transforms, 'connect'), link.transforms, rates)
+    const base = { ...(options as unknown as Record<string, unknown>), host, port, connectTimeout: options.connectTimeout ?? 10_000 }
+    this.transportOptions = transport.prepare?.(base) ?? base
   }
 
   /** True once `close()` was called. */
@@ -176,28 +229,13 @@ export class Connector {
   /** @internal */
   start (): void {
     if (this.stopped) return
-    const { connectTimeout = 10_000 } = this.options
-    const tlsOptions = this.tlsOptions
-    this.link.log.debug('connecting', { host: this.host, port: this.port, attempt: this.attempt + 1, tls: tlsOptions !== undefined })
-    const socket = tlsOptions !== undefined
-      ? tls.connect({ servername: net.isIP(this.host) === 0 ? this.host : undefined, ...tlsOptions, host: this.host, port: this.port })
-      : net.connect({ host: this.host, port: this.port })
-    this.pending = socket
-    const ready = tlsOptions !== undefined ? 'secureConnect' : 'connect'
-    const timer = setTimeout(() => { socket.destroy(new Error(`connecting to ${this.host}:${this.port} timed out after ${connectTimeout} ms`)) }, connectTimeout)
-    const onError = (err: Error): void => {
-      clearTimeout(timer)
+    this.link.log.debug('connecting', { host: this.host, port: this.port, attempt: this.attempt + 1, transport: this.transport.name })
+    const attempt = new AbortController()
+    this.pending = attempt
+    this.transport.connect(this.transportOptions, attempt.signal).then((channel) => {
       this.pending = null
-      socket.destroy()
-      this.scheduleRetry(err)
-    }
-    socket.once('error', onError)
-    socket.once(ready, () => {
-      clearTimeout(timer)
-      socket.off('error', onError)
-      this.pending = null
-      if (this.stopped) { socket.destroy(); return }
-      const conn = new Connection(socket, 'outbound', { throttle: this.throttle })
+      if (this.stopped) { channel.close(); return }
+      const conn = this.link.adopt(channel, this.stack)
       const since = Date.now()
       this.connection = conn
       void conn.closed.then(() => {
@@ -205,7 +243,9 @@ export class Connector {
         if (this.reconnect !== false && Date.now() - since >= this.reconnect.stableAfter) this.attempt = 0
         this.scheduleRetry(conn.error ?? new ClosedError(`connection ${conn.id} to ${this.host}:${this.port} closed`), true)
       })
-      this.link.adopt(conn)
+    }, (err: unknown) => {
+      this.pending = null
+      this.scheduleRetry(err instanceof Error ? err : new Error(String(err)))
     })
   }
 
@@ -231,7 +271,7 @@ export class Connector {
   async close (): Promise<void> {
     this.stopped = true
     if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
-    this.pending?.destroy()
+    this.pending?.abort()
     this.pending = null
     const conn = this.connection
     if (conn !== null) { conn.close(); await conn.closed }
@@ -245,97 +285,67 @@ export class Connector {
  */
 export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
   private readonly listenerSet = new Set<Listener>()
-  private readonly servers = new Set<net.Server>()
   private readonly connectors = new Set<Connector>()
   private readonly live = new Set<Connection>()
-  /** The TCP sockets under TLS listeners, handshake done or not: close() drops those still in their handshake. */
-  private readonly tlsSockets = new Set<net.Socket>()
   private readonly unclaimed: Connection[] = []
   private readonly waiting = new Set<() => void>()
   private isClosed = false
   readonly log: Logger
   /** @internal The link-wide bandwidth limits (LinkOptions.throttle), checked. */
   readonly throttle: ThrottleRates | null
+  /** @internal The link-wide transforms. */
+  readonly transforms: readonly ConnectionTransform[]
+  private readonly transports: readonly Transport[]
 
   constructor (options: LinkOptions = {}) {
     super()
     this.log = options.logger ?? debugLogger('link')
     this.throttle = throttleRates(options.throttle, 'throttle')
+    this.transforms = checkTransforms(options.transforms, 'Link') ?? []
+    this.transports = options.transports ?? nodeTransports
   }
 
   /** Connections that are up now. */
   get connectionsOpen (): ReadonlySet<Connection> { return this.live }
 
+  /** True once close() was called. */
+  get closed (): boolean { return this.isClosed }
+
   /** Starts listening; resolves with the Listener once bound (its `port` is the real one). */
   async listen (options: ListenOptions): Promise<Listener> {
     if (this.isClosed) throw new ClosedError('the link is closed')
+    const transport = this.pick(options, 'listens', 'listen')
     const host = options.host ?? '127.0.0.1'
     const port = checkPort(options.port, 'listen')
     const maxConnections = options.maxConnections ?? 1024
-    const throttle = options.throttle === undefined ? this.throttle : throttleRates(options.throttle, 'listen: throttle')
-    const handshakeTimeout = options.handshakeTimeout ?? options.tls?.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT
-    if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
-      throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
-    }
-    const onSocket = (socket: net.Socket): void => {
-      socket.on('error', (err) => { this.log.debug('accepted socket failed', { error: err }) })
-      if (this.isClosed) { socket.destroy(); return }
-      this.adopt(new Connection(socket, 'inbound', { throttle }))
-    }
-    let server: net.Server
-    try {
-      server = options.tls !== undefined
-        ? tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...options.tls, handshakeTimeout }, onSocket)
-        : net.createServer(onSocket)
-    } catch (err) {
-      throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })
-    }
-    server.maxConnections = maxConnections
-    if (options.tls !== undefined) {
-      server.on('connection', (raw: net.Socket) => {
-        this.tlsSockets.add(raw)
-        raw.once('close', () => { this.tlsSockets.delete(raw) })
-      })
-    }
-    server.on('drop', (d?: net.DropArgument) => {
-      this.log.warn('connection refused: maxConnections reached', { remote: d === undefined ? undefined : `${d.remoteAddress}:${d.remotePort}`, maxConnections })
-    })
-    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      // node:tls leaves the socket open after a handshake timeout: drop it here.
-      socket.destroy()
-      if (this.isClosed) return
-      // A client certificate that failed verification closes the socket with no
-      // error of its own (the error seen is "socket hang up"): say what happened.
-      const refused = socket.authorizationError as Error | string | null | undefined
-      const error = refused === null || refused === undefined
-        ? err
-        : new PeerCertificateError(refused instanceof Error ? refused.message : String(refused), { cause: err })
-      this.log.warn('TLS handshake with a client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error })
-      this.emit('error', error)
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen({ host, port }, () => { server.off('error', reject); resolve() })
-    })
-    server.on('error', (err) => {
-      this.log.error('listener failed', { error: err })
-      this.emit('error', err)
-    })
-    const addr = server.address() as net.AddressInfo
-    this.servers.add(server)
-    const listener = new Listener(addr.address, addr.port, server, (l) => { this.listenerSet.delete(l); this.servers.delete(server) })
+    const rates = options.throttle === undefined ? this.throttle : throttleRates(options.throttle, 'listen: throttle')
+    const made = stack(checkTransforms(options.transforms, 'listen'), this.transforms, rates)
+    const server = await transport.listen({ ...(options as unknown as Record<string, unknown>), host, port, maxConnections }, (channel) => {
+      if (this.isClosed) { channel.close(); return }
+      this.adopt(channel, made)
+    }, { log: this.log, error: (err) => { if (!this.isClosed) this.emit('error', err) } })
+    const listener = new Listener(transport.name, server, (l) => { this.listenerSet.delete(l) })
     this.listenerSet.add(listener)
-    this.log.info('listening', { host: addr.address, port: addr.port, tls: options.tls !== undefined })
+    this.log.info('listening', { host: server.host, port: server.port, transport: transport.name })
     return listener
   }
 
   /** Adds a connector; it connects at once and keeps reconnecting until closed. */
   connect (options: ConnectOptions): Connector {
     if (this.isClosed) throw new ClosedError('the link is closed')
-    const connector = new Connector(options.host ?? '127.0.0.1', checkPort(options.port, 'connect'), options, this)
+    const transport = this.pick(options, 'connects', 'connect')
+    const host = options.host ?? '127.0.0.1'
+    const port = options.url !== undefined && options.port === undefined ? 0 : checkPort(options.port, 'connect')
+    const connector = new Connector(host, port, transport, options, this)
     this.connectors.add(connector)
     connector.start()
     return connector
+  }
+
+  private pick (options: ListenOptions | ConnectOptions, test: 'listens' | 'connects', what: string): Transport {
+    const t = this.transports.find((candidate) => candidate[test](options as unknown as Readonly<Record<string, unknown>>))
+    if (t === undefined) throw new InvalidArgumentError(`${what}: no transport of this link takes these options (${this.transports.map((x) => x.name).join(', ')})`)
+    return t
   }
 
   /**
@@ -354,10 +364,11 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     }
   }
 
-  /** @internal Hands a new connection up. */
-  adopt (conn: Connection): void {
+  /** @internal Wraps a transport's new channel in its transforms and hands it up. */
+  adopt (channel: Channel, how: Stack = { transforms: [], throttle: null }): Connection {
+    const conn = new Connection(transformChannel(channel, how.transforms), how.throttle)
     this.live.add(conn)
-    this.log.info('connection up', { conn: conn.id, direction: conn.direction, remote: `${conn.remoteAddress}:${conn.remotePort}`, tls: conn.encrypted })
+    this.log.info('connection up', { conn: conn.id, direction: conn.direction, remote: `${conn.remoteAddress}:${conn.remotePort}`, transport: conn.transport })
     void conn.closed.then(() => {
       this.live.delete(conn)
       const i = this.unclaimed.indexOf(conn)
@@ -372,6 +383,7 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
       for (const w of this.waiting) w()
       this.waiting.clear()
     }
+    return conn
   }
 
   /** @internal Connections that came up before anyone listened for them; the caller takes them over. */
@@ -399,13 +411,14 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     this.isClosed = true
     for (const w of this.waiting) w()
     this.waiting.clear()
+    const listeners = [...this.listenerSet]
     await Promise.all([
-      ...[...this.listenerSet].map(async (l) => { await l.close() }),
+      ...listeners.map(async (l) => { await l.close() }),
       ...[...this.connectors].map(async (c) => { await c.close() })
     ])
     for (const c of this.live) c.close()
     // Clients still in their TLS handshake are not connections yet; without this they would linger until handshakeTimeout.
-    for (const s of this.tlsSockets) s.destroy()
+    for (const l of listeners) l.abort()
     await Promise.all([...this.live].map(async (c) => { await c.closed }))
   }
 

@@ -9,14 +9,14 @@ import {
   ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
   abortError, type DropReason
 } from '../errors.ts'
-import { FLAG_PERSISTENT, FLAG_UNACKED, TTL_INFINITE } from '../transforms/frames.ts'
+import { FLAG_PERSISTENT, FLAG_UNACKED } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
-import { EntryState, PeerQueue, QueueEntry, type DeliveryWaiter } from './queue.ts'
+import { EntryState, Outbox, QueueEntry, type DeliveryWaiter, type OutboxHost } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
-import { Session, type SessionHost } from './session.ts'
-import { lastUuidHex, newUuid, uuidHex } from './uuid.ts'
+import { MAX_UNACKED_LIMIT, Session, type SessionHost } from './session.ts'
+import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
@@ -83,7 +83,7 @@ function verifyOptions (o: MessagingOptions): void {
  * for await (const msg of mq.messages()) console.log(msg.from, msg.data)
  * ```
  */
-export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost, AsyncDisposable {
+export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost<Connection>, OutboxHost, AsyncDisposable {
   readonly identity: string
   readonly plain: boolean
   readonly maxPacketSize: number
@@ -99,10 +99,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   private readonly queueMessages: number
   private readonly queueBytes: number
   private readonly dedupSize: number
-  private readonly queues = new Map<string, PeerQueue>()
+  private readonly queues = new Map<string, Outbox>()
   /** Identified sessions by remote identity. */
-  private readonly peers = new Map<string, Session>()
-  private readonly sessions = new Set<Session>()
+  private readonly peers = new Map<string, Session<Connection>>()
+  private readonly sessions = new Set<Session<Connection>>()
   private readonly dedup = new Map<string, DedupWindow>()
   /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers). */
   private readonly idle = new Set<string>()
@@ -133,6 +133,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.queueMessages = positiveInt(options.queueLimits?.messages, 'queueLimits.messages', messagingDefaults.queueMessages)
     this.queueBytes = positiveInt(options.queueLimits?.bytes, 'queueLimits.bytes', messagingDefaults.queueBytes)
     this.maxUnacked = positiveInt(options.maxUnacked, 'maxUnacked', messagingDefaults.maxUnacked)
+    if (this.maxUnacked > MAX_UNACKED_LIMIT) throw new InvalidArgumentError(`maxUnacked must be at most ${MAX_UNACKED_LIMIT}, got ${this.maxUnacked}`)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
     this.maxIdlePeers = positiveInt(options.maxIdlePeers, 'maxIdlePeers', messagingDefaults.maxIdlePeers)
     this.keepalive = options.keepalive
@@ -195,14 +196,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const size = data.byteLength
     if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) return this.sendSlow(to, data, options)
-    const s = this.peers.get(to)
-    s?.unstash()
-    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent === true ? FLAG_PERSISTENT : 0, false)
-    const result = { uuid: lastUuidHex() }
-    q.push(entry)
-    s?.notifyMessage()
+    const expiry = ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs
+    const result = { uuid: q.add(data, expiry, persistent === true ? FLAG_PERSISTENT : 0) }
     if (!q.connected) {
-      if (ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
+      if (ttlMs !== Infinity) this.scheduleExpiry(q, expiry)
     } else if (this.over(q)) {
       return this.pace(q, undefined).then(() => result)
     }
@@ -235,17 +232,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags).catch((err: unknown) => { onError(err, context) })
       return
     }
-    const s = this.peers.get(to)
-    if (s !== undefined) {
-      // Alone and unacknowledged: written without going through the queue.
-      if (unacked && q.count === 0 && s.sendDirect(data, ttl === undefined ? TTL_INFINITE : Math.min(Math.floor(ttl), TTL_INFINITE - 1))) return
-      s.unstash()
-    }
-    const ttlMs = ttl === undefined ? Infinity : ttl * 1000
-    const entry = QueueEntry.create(data, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, flags, false)
-    q.push(entry)
-    s?.notifyMessage(true)
-    if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
+    const expiry = ttl === undefined ? Infinity : q.offlineAt(Date.now()) + ttl * 1000
+    q.add(data, expiry, flags)
+    if (!q.connected && expiry !== Infinity) this.scheduleExpiry(q, expiry)
   }
 
   /** send() for everything but its common case; `flags`: wire flags besides FLAG_PERSISTENT (see post()). */
@@ -272,19 +261,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
-    this.peers.get(to)?.unstash()
     const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? flags | FLAG_PERSISTENT : flags, stored)
-    const uuid = lastUuidHex()
+    const uuid = entry.uuid
     let delivered: Promise<void> | null = null
     if (options.wait === 'delivered') {
       delivered = new Promise<void>((resolve, reject) => { entry.waiter = { resolve, reject } })
     }
+    // A persistent message is not sent before the store has it.
+    if (stored) entry.state = EntryState.Storing
     q.push(entry)
-    if (stored) {
-      entry.state = EntryState.Storing
-      await this.storeEntry(q, entry)
-    }
-    this.peers.get(to)?.notifyMessage()
+    if (stored) await this.storeEntry(q, entry)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
     else if (this.over(q)) await this.pace(q, signal)
@@ -439,16 +425,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
 
   // ---- queues, TTL, store ----------------------------------------------------
 
-  private queueFor (peer: string): PeerQueue {
+  private queueFor (peer: string): Outbox {
     let q = this.queues.get(peer)
     if (q === undefined) {
-      q = new PeerQueue(peer, Date.now())
+      q = new Outbox(peer, Date.now(), this)
       this.queues.set(peer, q)
     }
     return q
   }
 
-  private async waitForRoom (q: PeerQueue, size: number, options: SendOptions): Promise<void> {
+  private async waitForRoom (q: Outbox, size: number, options: SendOptions): Promise<void> {
     const full = (): boolean => q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)
     if (options.whenFull === 'reject') {
       throw new QueueFullError(`the queue for ${JSON.stringify(q.peer)} is full (${q.count} messages, ${q.bytes} bytes)`)
@@ -468,14 +454,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * things up (its acknowledgement window is full, or the socket waits to drain),
    * send() does not pace: the queue and its limits absorb the backlog.
    */
-  private behind (q: PeerQueue): boolean {
+  private behind (q: Outbox): boolean {
     if (!q.connected || this.closing !== null || (q.unsent <= PACE_MESSAGES && q.unsentBytes <= PACE_BYTES)) return false
     const s = this.peers.get(q.peer)
-    return s !== undefined && !s.connection.congested && (!s.acks || q.unacked.size < this.maxUnacked)
+    return s !== undefined && s.connection.writable && (!s.acks || q.inFlight < this.maxUnacked)
   }
 
   /** Whether more is queued and unsent for a connected peer than send() lets pile up without pacing. */
-  private over (q: PeerQueue): boolean {
+  private over (q: Outbox): boolean {
     return q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)
   }
 
@@ -487,7 +473,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * resolving (the queue limits bound what waits), but a producer should not
    * race ahead of it either, each message it queues outliving a scavenge.
    */
-  private async pace (q: PeerQueue, signal: AbortSignal | undefined): Promise<void> {
+  private async pace (q: Outbox, signal: AbortSignal | undefined): Promise<void> {
     while (this.behind(q)) {
       if (signal === undefined) await q.paced()
       else if (signal.aborted || await raceAbort(q.paced(), signal).then(() => false, () => true)) return
@@ -495,7 +481,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (this.over(q)) await new Promise<void>((resolve) => { setImmediate(resolve) })
   }
 
-  private async storeEntry (q: PeerQueue, entry: QueueEntry): Promise<void> {
+  private async storeEntry (q: Outbox, entry: QueueEntry): Promise<void> {
     const store = this.store!
     const clocks: Array<[string, PeerClock]> | undefined = this.clocksStored.has(q.peer) ? undefined : [[q.peer, { ...q.clock }]]
     if (clocks !== undefined) this.clocksStored.add(q.peer)
@@ -513,7 +499,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       if (clocks !== undefined) this.clocksStored.delete(q.peer)
       throw err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
     }
-    if (entry.state === EntryState.Storing) entry.state = EntryState.Queued
+    q.ready(entry)
   }
 
   private deleteStored (peer: string, seq: number): void {
@@ -545,22 +531,15 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.store.write({ clocks }).catch((err: unknown) => { this.log.warn('saving TTL clocks failed', { error: err as Error }) })
   }
 
-  private saveClock (q: PeerQueue): void {
+  private saveClock (q: Outbox): void {
     if (this.store === null || !this.clocksStored.has(q.peer) || this.closing !== null) return
     this.store.write({ clocks: [[q.peer, { ...q.clock }]] }).catch((err: unknown) => {
       this.log.warn('saving a TTL clock failed', { peer: q.peer, error: err as Error })
     })
   }
 
-  /** @internal Whole seconds of TTL left, as they go on the wire. */
-  wireTtl (q: PeerQueue, e: QueueEntry): number {
-    if (e.eternal) return TTL_INFINITE
-    const left = Math.floor((e.expiry - q.offlineAt(Date.now())) / 1000)
-    return left <= 0 ? 0 : Math.min(left, TTL_INFINITE - 1)
-  }
-
   /** Drops every expired message of a disconnected peer, then arms a timer for the next one to expire. */
-  private sweep (q: PeerQueue): void {
+  private sweep (q: Outbox): void {
     this.cancelExpiry(q.peer)
     if (q.connected || this.closing !== null) return
     const now = Date.now()
@@ -569,7 +548,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** Arms the expiry timer of a disconnected peer's queue for `at` (default: its earliest expiry), unless one is due sooner. */
-  private scheduleExpiry (q: PeerQueue, at?: number): void {
+  private scheduleExpiry (q: Outbox, at?: number): void {
     if (q.connected || q.count === 0 || this.closing !== null) return
     const next = at ?? q.earliestExpiry()
     const current = this.expiryTimers.get(q.peer)
@@ -585,7 +564,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (t !== undefined) { clearTimeout(t.timer); this.expiryTimers.delete(peer) }
   }
 
-  private drop (q: PeerQueue, e: QueueEntry, reason: DropReason): void {
+  private drop (q: Outbox, e: QueueEntry, reason: DropReason): void {
     q.finish(e)
     if (e.stored) this.deleteStored(q.peer, e.seq)
     const w = e.waiter
@@ -599,7 +578,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     this.emit('drop', { to, uuid, reason })
   }
 
-  private deliver (q: PeerQueue, e: QueueEntry): void {
+  /** @internal OutboxHost: `e` reached its peer. */
+  delivered (q: Outbox, e: QueueEntry): void {
     q.finish(e)
     if (e.stored) this.deleteStored(q.peer, e.seq)
     const w = e.waiter
@@ -619,7 +599,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** @internal */
-  identified (session: Session, ident: string): PeerQueue | Error {
+  identified (session: Session<Connection>, ident: string): Outbox | Error {
     if (this.bindIdentityToCertificate) {
       const refused = checkIdentityCertificate(session.connection, ident)
       if (refused !== null) {
@@ -637,7 +617,6 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       // The new connection is the one both sides keep: move the peer over to it.
       this.log.debug('two connections to one peer: keeping the newer one', { peer: ident, kept: session.connection.id, closed: existing.connection.id })
       this.peers.set(ident, session)
-      existing.queue?.rewind()
       existing.retire()
       return this.queueFor(ident)
     }
@@ -655,12 +634,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** @internal */
-  connected (session: Session): void {
+  connected (session: Session<Connection>): void {
     this.emit('connect', { ident: session.ident!, connection: session.connection, certificate: session.connection.peerCertificate })
   }
 
   /** @internal */
-  received (session: Session, packet: Uint8Array, at: number, end: number): void {
+  received (session: Session<Connection>, packet: Uint8Array, at: number, end: number): void {
     const from = session.ident!
     const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
     let window: DedupWindow | null = null
@@ -689,37 +668,6 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (s?.acks === true) s.ack(m.packet, m.uuidAt)
   }
 
-  /** @internal */
-  acked (session: Session, packet: Uint8Array, at: number, end: number): void {
-    const q = session.queue!
-    const unacked = q.unacked
-    for (let i = at; i < end; i += 16) {
-      const e = unacked.find(packet, i)
-      if (e !== undefined) this.deliver(q, e)
-    }
-    // Room in the window: messages held back by maxUnacked can go now.
-    if (q.unsent > 0) session.notify()
-  }
-
-  /** @internal */
-  writtenDirect (session: Session, packet: Uint8Array, at: number): void {
-    if (this.listenerCount('delivered') > 0) this.emit('delivered', { to: session.ident!, uuid: uuidHex(packet, at) })
-  }
-
-  /** @internal */
-  queueDirect (session: Session, data: Uint8Array, wireTtl: number): void {
-    const q = session.queue!
-    const expiry = wireTtl === TTL_INFINITE ? Infinity : q.offlineAt(Date.now()) + wireTtl * 1000
-    q.push(QueueEntry.create(data, q.nextSeq++, expiry, FLAG_UNACKED, false))
-  }
-
-  /** @internal */
-  written (session: Session, entries: readonly QueueEntry[]): void {
-    const q = session.queue!
-    // Those waiting for an acknowledgement are Sent.
-    for (const e of entries) if (e.state === EntryState.Queued) this.deliver(q, e)
-  }
-
   /**
    * Two connections between the same pair of peers, one opened by each side (the
    * tutorial's bob and jack): both sides must keep the same one, whatever order
@@ -727,7 +675,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * the smaller identity. Returns null when this is not such a pair (a real
    * duplicate, or a plain snakeMQ remote, which refuses the second connection).
    */
-  private redundantWinner (existing: Session, fresh: Session, ident: string): Session | null {
+  private redundantWinner (existing: Session<Connection>, fresh: Session<Connection>, ident: string): Session<Connection> | null {
     if (!existing.acks || !fresh.acks || ident === this.identity) return null
     if (existing.connection.direction === fresh.connection.direction) return null
     const keep = this.identity < ident ? 'outbound' : 'inbound'
@@ -735,7 +683,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** @internal */
-  failed (session: Session, error: Error): void {
+  failed (session: Session<Connection>, error: Error): void {
     if (error instanceof RedundantConnectionError) {
       this.log.debug('closing a redundant connection', { conn: session.connection.id, peer: session.ident ?? undefined })
       return
@@ -746,16 +694,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   }
 
   /** @internal */
-  ended (session: Session): void {
+  ended (session: Session<Connection>): void {
     this.sessions.delete(session)
     const ident = session.ident
     if (ident === null || this.peers.get(ident) !== session) return
     this.peers.delete(ident)
-    const q = session.queue!
+    const q = session.outbox!
     const now = Date.now()
     q.clock = { offline: q.clock.offline, since: now, connected: false }
-    q.rewind()
-    q.wakePaced()
     this.saveClock(q)
     this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error: session.error ?? session.connection.error })
     const error = session.error ?? session.connection.error

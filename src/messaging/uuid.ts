@@ -1,56 +1,46 @@
 // Message UUIDs (random, version 4). At the API they are 32 hex digits; inside,
 // a UUID stays as its 16 bytes wherever it already is (a queue slab, a received
 // packet), and hex strings are made only when someone asks for one. Random bytes
-// are drawn in bulk: one crypto call per 1,024 UUIDs.
-import { randomFillSync } from 'node:crypto'
+// are drawn in bulk, and turned into hex in bulk: one call each per 1,024 UUIDs.
+import { allocUnsafe, toHex } from '../bytes.ts'
 
 const POOL_UUIDS = 1024
 /** Random UUIDs, already marked as version 4, handed out in order. */
-const pool = Buffer.allocUnsafe(16 * POOL_UUIDS)
-/** The whole pool as hex, made in one call: a UUID's hex digits are a slice of it. */
+const pool = allocUnsafe(16 * POOL_UUIDS)
+/** The whole pool as hex: a UUID's hex digits are a slice of it. */
 let poolHex = ''
 let offset = pool.length
-let lastOffset = 0
 
 function refill (): void {
-  randomFillSync(pool)
+  globalThis.crypto.getRandomValues(pool)
   for (let o = 0; o < pool.length; o += 16) {
     pool[o + 6] = (pool[o + 6]! & 0x0f) | 0x40
     pool[o + 8] = (pool[o + 8]! & 0x3f) | 0x80
   }
-  poolHex = pool.toString('hex')
+  poolHex = toHex(pool)
   offset = 0
 }
 
-/** Writes a new random UUID's 16 bytes into `target` at `at`. */
-export function fillUuid (target: Uint8Array, at: number): void {
+/** Writes a new random UUID's 16 bytes into `target` at `at`; returns it as 32 hex digits. */
+export function fillUuid (target: Uint8Array, at: number): string {
   if (offset === pool.length) refill()
   const o = offset
   for (let i = 0; i < 16; i++) target[at + i] = pool[o + i]!
-  lastOffset = o
   offset = o + 16
-}
-
-/**
- * The hex digits of the UUID the last fillUuid() wrote. A slice of one string made
- * for 1,024 UUIDs at once: far cheaper than converting each UUID on its own.
- */
-export function lastUuidHex (): string {
-  return poolHex.slice(lastOffset * 2, lastOffset * 2 + 32)
+  return poolHex.slice(o * 2, o * 2 + 32)
 }
 
 /** A new random UUID as 32 lowercase hex digits. */
 export function newUuid (): string {
   if (offset === pool.length) refill()
-  lastOffset = offset
+  const o = offset
   offset += 16
-  return lastUuidHex()
+  return poolHex.slice(o * 2, o * 2 + 32)
 }
 
-/** The 16 bytes of `bytes` (a view of at least 16 bytes at `start`) as hex. */
+/** The 16 bytes of `bytes` at `start` as hex. */
 export function uuidHex (bytes: Uint8Array, start = 0): string {
-  if (Buffer.isBuffer(bytes)) return bytes.toString('hex', start, start + 16)
-  return Buffer.from(bytes.buffer, bytes.byteOffset + start, 16).toString('hex')
+  return toHex(bytes, start, start + 16)
 }
 
 /**

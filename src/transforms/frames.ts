@@ -1,10 +1,15 @@
 // The frame codec: each packet payload is one frame, `[1-byte type][body]`
 // (PROTOCOL.md, "Frames"), plus this library's extension frames (docs/PROTOCOL.md).
-// Decoding works on whole batches and never throws past a good frame: the frames
+// The layouts live here and nowhere else: the Frame objects for code that wants
+// them (encodeFrame, decodeFrame and their batch transforms), and the in-place
+// forms the messaging session uses on its one path: FrameWriter writes whole
+// packets into one buffer per batch, and the MESSAGE accessors read a received
+// message where it lies. Decoding never throws past a good frame: the frames
 // before a bad one are handed on first, then the error.
 import { Uint8ArrayList } from 'uint8arraylist'
 import { ProtocolError } from '../errors.ts'
-import type { PacketPayload } from './framing.ts'
+import { allocUnsafe, fromHex, readUint32, writeUint32 } from '../bytes.ts'
+import { COPY_LIMIT, LENGTH_BYTES, writeLength, type PacketPayload } from './framing.ts'
 
 /** Frame type numbers. 0-5 are snakeMQ 1.6's; 16 and up are this library's extensions. */
 export const FrameType = {
@@ -82,12 +87,12 @@ export function encodeFrame (frame: Frame): PacketPayload {
     case FrameType.Message: {
       const len = frame.data.byteLength
       if (len >= 4096) {
-        const head = Buffer.allocUnsafe(1 + MESSAGE_HEADER_BYTES)
-        writeMessageHeader(head, frame)
+        const head = allocUnsafe(1 + MESSAGE_HEADER_BYTES)
+        writeMessageHead(head, 0, messageUuid(frame.uuid), 0, frame.ttl, frame.flags)
         return new Uint8ArrayList(head, frame.data)
       }
-      const buf = Buffer.allocUnsafe(1 + MESSAGE_HEADER_BYTES + len)
-      writeMessageHeader(buf, frame)
+      const buf = allocUnsafe(1 + MESSAGE_HEADER_BYTES + len)
+      writeMessageHead(buf, 0, messageUuid(frame.uuid), 0, frame.ttl, frame.flags)
       if (frame.data instanceof Uint8Array) buf.set(frame.data, 1 + MESSAGE_HEADER_BYTES)
       else {
         let pos = 1 + MESSAGE_HEADER_BYTES
@@ -96,27 +101,27 @@ export function encodeFrame (frame: Frame): PacketPayload {
       return buf
     }
     case FrameType.ProtocolVersion: {
-      const buf = Buffer.allocUnsafe(5)
+      const buf = allocUnsafe(5)
       buf[0] = FrameType.ProtocolVersion
-      buf.writeUInt32BE(frame.version >>> 0, 1)
+      writeUint32(buf, 1, frame.version >>> 0)
       return buf
     }
     case FrameType.Identification: {
-      const ident = Buffer.from(frame.identity, 'utf8')
-      const buf = Buffer.allocUnsafe(1 + ident.length)
+      const ident = utf8Encoder.encode(frame.identity)
+      const buf = allocUnsafe(1 + ident.length)
       buf[0] = FrameType.Identification
       buf.set(ident, 1)
       return buf
     }
     case FrameType.Extensions: {
-      const buf = Buffer.allocUnsafe(6)
+      const buf = allocUnsafe(6)
       buf[0] = FrameType.Extensions
       buf[1] = frame.version
-      buf.writeUInt32BE(frame.features >>> 0, 2)
+      writeUint32(buf, 2, frame.features >>> 0)
       return buf
     }
     case FrameType.Ack: {
-      const buf = Buffer.allocUnsafe(1 + frame.uuids.length)
+      const buf = allocUnsafe(1 + frame.uuids.length)
       buf[0] = FrameType.Ack
       buf.set(frame.uuids, 1)
       return buf
@@ -128,17 +133,33 @@ export function encodeFrame (frame: Frame): PacketPayload {
   }
 }
 
-function writeMessageHeader (buf: Buffer, frame: MessageFrame): void {
-  buf[0] = FrameType.Message
-  if (typeof frame.uuid === 'string') {
-    if (buf.write(frame.uuid, 1, UUID_BYTES, 'hex') !== UUID_BYTES) throw new ProtocolError('a message UUID must be 32 hex digits')
-  } else {
-    if (frame.uuid.length !== UUID_BYTES) throw new ProtocolError('a message UUID must be 16 bytes')
-    buf.set(frame.uuid, 1)
-  }
-  buf.writeUInt32BE(frame.ttl >>> 0, 17)
-  buf.writeUInt32BE(frame.flags >>> 0, 21)
+const utf8Encoder = new TextEncoder()
+
+/** A Frame's UUID as 16 bytes (it may be given as 32 hex digits). */
+function messageUuid (uuid: Uint8Array | string): Uint8Array {
+  const bytes = typeof uuid === 'string' ? fromHex(uuid) : uuid
+  if (bytes === null || bytes.length !== UUID_BYTES) throw new ProtocolError(typeof uuid === 'string' ? 'a message UUID must be 32 hex digits' : 'a message UUID must be 16 bytes')
+  return bytes
 }
+
+// ---- MESSAGE, in place ---------------------------------------------------------
+// A MESSAGE frame is `[type 3][uuid 16][ttl u32][flags u32][data]`; the readers
+// take the offset of the UUID, where a received message's fields are found.
+
+/** Writes a MESSAGE frame's type, UUID (the 16 bytes at `uuidAt` of `uuid`), TTL and flags at `at`; the data goes after them. */
+export function writeMessageHead (buf: Uint8Array, at: number, uuid: Uint8Array, uuidAt: number, ttl: number, flags: number): void {
+  buf[at] = FrameType.Message
+  for (let i = 0; i < UUID_BYTES; i++) buf[at + 1 + i] = uuid[uuidAt + i]!
+  writeUint32(buf, at + 1 + UUID_BYTES, ttl >>> 0)
+  writeUint32(buf, at + 5 + UUID_BYTES, flags >>> 0)
+}
+
+/** The wire TTL of the MESSAGE whose UUID is at `uuidAt`. */
+export function messageTtl (buf: Uint8Array, uuidAt: number): number { return readUint32(buf, uuidAt + UUID_BYTES) }
+/** The flags of the MESSAGE whose UUID is at `uuidAt`. */
+export function messageFlags (buf: Uint8Array, uuidAt: number): number { return readUint32(buf, uuidAt + UUID_BYTES + 4) }
+/** Where the data of the MESSAGE whose UUID is at `uuidAt` starts. */
+export function messageDataAt (uuidAt: number): number { return uuidAt + MESSAGE_HEADER_BYTES }
 
 /**
  * Decodes one packet payload. Returns null for frame types this side does not
@@ -153,18 +174,17 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
       if (payload.length < 1 + MESSAGE_HEADER_BYTES) {
         throw new ProtocolError(`MESSAGE frame of ${payload.length - 1} bytes is shorter than its ${MESSAGE_HEADER_BYTES}-byte header`)
       }
-      const view = new DataView(payload.buffer, payload.byteOffset + 17, 8)
       return {
         type,
-        uuid: payload.subarray(1, 17),
-        ttl: view.getUint32(0, false),
-        flags: view.getUint32(4, false),
-        data: payload.subarray(1 + MESSAGE_HEADER_BYTES)
+        uuid: payload.subarray(1, 1 + UUID_BYTES),
+        ttl: messageTtl(payload, 1),
+        flags: messageFlags(payload, 1),
+        data: payload.subarray(messageDataAt(1))
       }
     }
     case FrameType.ProtocolVersion: {
       if (payload.length !== 5) throw new ProtocolError(`PROTOCOL_VERSION body must be 4 bytes, got ${payload.length - 1}`)
-      return { type, version: new DataView(payload.buffer, payload.byteOffset + 1, 4).getUint32(0, false) }
+      return { type, version: readUint32(payload, 1) }
     }
     case FrameType.Identification: {
       const body = payload.subarray(1)
@@ -185,7 +205,7 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
     case FrameType.Extensions: {
       // A body too short to be ours is some other extension using this number: it announces nothing.
       if (payload.length < 6) return { type, version: 0, features: 0 }
-      return { type, version: payload[1]!, features: new DataView(payload.buffer, payload.byteOffset + 2, 4).getUint32(0, false) }
+      return { type, version: payload[1]!, features: readUint32(payload, 2) }
     }
     case FrameType.Ack: {
       const body = payload.subarray(1)
@@ -232,5 +252,116 @@ export function decodeFrames () {
       if (frames.length > 0) yield frames
       if (error !== null) throw error
     }
+  }
+}
+
+// ---- Writing packets ------------------------------------------------------------
+
+/** Bytes a MESSAGE packet takes in a FrameWriter's buffer: header, and the data unless it goes uncopied. */
+export function messagePacketBytes (dataBytes: number): number {
+  return LENGTH_BYTES + 1 + MESSAGE_HEADER_BYTES + (dataBytes >= COPY_LIMIT ? 0 : dataBytes)
+}
+
+/** Bytes the ACK packets for `count` UUIDs take, `perFrame` UUIDs at most in each. */
+export function ackPacketBytes (count: number, perFrame: number): number {
+  return count === 0 ? 0 : count * UUID_BYTES + Math.ceil(count / perFrame) * (LENGTH_BYTES + 1)
+}
+
+/**
+ * Writes whole packets (length header and frame) one after the other into one
+ * buffer: the bytes `encodeFrames()` + `encodePackets()` would produce, without
+ * a Frame object and a copy per message in between. Message data of COPY_LIMIT
+ * bytes or more is not copied but becomes a chunk of its own.
+ */
+export class FrameWriter {
+  private buf: Uint8Array
+  private pos = 0
+  private start = 0
+  private readonly chunks: Uint8Array[] = []
+
+  /** `capacity`: the bytes expected (see messagePacketBytes); the buffer grows if more come. */
+  constructor (capacity: number) {
+    this.buf = allocUnsafe(capacity)
+  }
+
+  /** True while nothing was added. */
+  get empty (): boolean { return this.pos === 0 && this.chunks.length === 0 }
+
+  private room (n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
+    this.buf = allocUnsafe(Math.max(n, this.buf.length * 2))
+    this.pos = this.start = 0
+  }
+
+  /** Any frame, through encodeFrame (for the few that are not messages or ACKs). */
+  frame (f: Frame): void {
+    const payload = encodeFrame(f)
+    const len = payload.byteLength
+    this.room(LENGTH_BYTES + len)
+    writeLength(this.buf, this.pos, len)
+    this.pos += LENGTH_BYTES
+    if (payload instanceof Uint8Array) {
+      this.buf.set(payload, this.pos)
+      this.pos += len
+    } else {
+      for (const part of payload) { this.buf.set(part, this.pos); this.pos += part.length }
+    }
+  }
+
+  /**
+   * A MESSAGE: the UUID's 16 bytes at `uuidAt` of `uuid`, the data
+   * `data[dataAt .. dataAt + size)`. Data of COPY_LIMIT bytes or more is not
+   * copied: it becomes a chunk of its own, so do not modify it until it is written.
+   */
+  message (uuid: Uint8Array, uuidAt: number, ttl: number, flags: number, data: Uint8Array, dataAt: number, size: number): void {
+    const copy = size < COPY_LIMIT
+    this.room(LENGTH_BYTES + 1 + MESSAGE_HEADER_BYTES + (copy ? size : 0))
+    const b = this.buf
+    writeLength(b, this.pos, 1 + MESSAGE_HEADER_BYTES + size)
+    writeMessageHead(b, this.pos + LENGTH_BYTES, uuid, uuidAt, ttl, flags)
+    const p = this.pos + LENGTH_BYTES + 1 + MESSAGE_HEADER_BYTES
+    if (copy) {
+      if (size <= 64) {
+        for (let i = 0; i < size; i++) b[p + i] = data[dataAt + i]!
+      } else {
+        b.set(dataAt === 0 && size === data.length ? data : data.subarray(dataAt, dataAt + size), p)
+      }
+      this.pos = p + size
+    } else {
+      this.chunks.push(b.subarray(this.start, p))
+      this.pos = this.start = p
+      this.chunks.push(dataAt === 0 && size === data.length ? data : data.subarray(dataAt, dataAt + size))
+    }
+  }
+
+  /** ACK frames for the `count` UUIDs at the start of `uuids` (16 bytes each), at most `perFrame` in one frame. */
+  acks (uuids: Uint8Array, count: number, perFrame: number): void {
+    for (let i = 0; i < count; i += perFrame) {
+      const n = Math.min(perFrame, count - i)
+      const bytes = n * UUID_BYTES
+      this.room(LENGTH_BYTES + 1 + bytes)
+      const b = this.buf
+      writeLength(b, this.pos, 1 + bytes)
+      let p = this.pos + LENGTH_BYTES
+      b[p++] = FrameType.Ack
+      const from = i * UUID_BYTES
+      // A few UUIDs (a request/reply's) are copied by hand: cheaper than making a view to set() from.
+      if (bytes <= 128) {
+        for (let j = 0; j < bytes; j++) b[p + j] = uuids[from + j]!
+      } else {
+        b.set(uuids.subarray(from, from + bytes), p)
+      }
+      this.pos = p + bytes
+    }
+  }
+
+  /** The chunks to write, in order. */
+  finish (): Uint8Array[] {
+    // Sized exactly (the common case): the buffer itself, no view of it.
+    if (this.start === 0 && this.pos === this.buf.length) this.chunks.push(this.buf)
+    else if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
+    this.start = this.pos
+    return this.chunks
   }
 }

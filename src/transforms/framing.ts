@@ -4,6 +4,7 @@
 // synchronous operations rather than a promise per packet per stage.
 import { Uint8ArrayList } from 'uint8arraylist'
 import { PacketTooLargeError, TruncatedPacketError } from '../errors.ts'
+import { allocUnsafe, readUint32, writeUint32 } from '../bytes.ts'
 
 /** Default largest packet payload accepted: 64 MiB. */
 export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
@@ -12,12 +13,20 @@ export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 const ASSEMBLE_IN_PLACE = 64 * 1024
 
 /** Packets with payloads of at least this many bytes are written without being copied. */
-const COPY_LIMIT = 16 * 1024
+export const COPY_LIMIT = 16 * 1024
+
+/** Bytes of a packet's length header. */
+export const LENGTH_BYTES = 4
+
+/** Writes a packet's length header (4 bytes, big-endian) at `at`: the one place it is written. */
+export const writeLength: (buf: Uint8Array, at: number, length: number) => void = writeUint32
+/** Reads a packet's length header at `at`. */
+export const readLength: (buf: Uint8Array, at: number) => number = readUint32
 
 /** A length encoder for `it-length-prefixed`'s `encode` (`lengthEncoder` option): 4 bytes, big-endian. */
 export function uint32BEEncode (value: number): Uint8Array<ArrayBuffer> {
-  const buf = new Uint8Array(4)
-  new DataView(buf.buffer).setUint32(0, value, false)
+  const buf = new Uint8Array(LENGTH_BYTES)
+  writeLength(buf, 0, value)
   return buf
 }
 uint32BEEncode.bytes = 4
@@ -25,7 +34,7 @@ uint32BEEncode.bytes = 4
 /** A length decoder for `it-length-prefixed`'s `decode` (`lengthDecoder` option): 4 bytes, big-endian. */
 export function uint32BEDecode (data: Uint8ArrayList | Uint8Array): number {
   if (data.byteLength < 4) throw new RangeError('need 4 bytes for the length')
-  if (data instanceof Uint8Array) return new DataView(data.buffer, data.byteOffset, 4).getUint32(0, false)
+  if (data instanceof Uint8Array) return readLength(data, 0)
   return data.getUint32(0, false)
 }
 uint32BEDecode.bytes = 4
@@ -46,7 +55,7 @@ export class PacketDecoder {
   /** Length of the packet being assembled, or -1 while reading its header. */
   private need = -1
   /** A large packet being assembled in place, and how much of it has arrived. */
-  private big: Buffer | null = null
+  private big: Uint8Array | null = null
   private bigFilled = 0
 
   constructor (options: PacketDecoderOptions = {}) {
@@ -104,12 +113,12 @@ export class PacketDecoder {
     // Whole packets inside this chunk are read where they lie.
     const end = chunk.length
     while (end - offset >= 4) {
-      const len = ((chunk[offset]! << 24) | (chunk[offset + 1]! << 16) | (chunk[offset + 2]! << 8) | chunk[offset + 3]!) >>> 0
+      const len = readLength(chunk, offset)
       if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
       if (end - offset - 4 < len) {
         if (len >= ASSEMBLE_IN_PLACE) {
           // A large packet: copied into its own buffer as its chunks arrive.
-          this.big = Buffer.allocUnsafe(len)
+          this.big = allocUnsafe(len)
           this.bigFilled = 0
           this.fill(chunk, offset + 4)
           return true
@@ -189,14 +198,14 @@ export type PacketPayload = Uint8Array | Uint8ArrayList
 export function encodePacketBatch (batch: readonly PacketPayload[]): Uint8Array[] {
   let copied = 0
   for (const p of batch) copied += p.byteLength >= COPY_LIMIT ? 4 : 4 + p.byteLength
-  const buf = Buffer.allocUnsafe(copied)
+  const buf = allocUnsafe(copied)
   const chunks: Uint8Array[] = []
   let pos = 0
   let start = 0
   for (const p of batch) {
     const len = p.byteLength
-    buf.writeUInt32BE(len, pos)
-    pos += 4
+    writeLength(buf, pos, len)
+    pos += LENGTH_BYTES
     if (len >= COPY_LIMIT) {
       chunks.push(buf.subarray(start, pos))
       start = pos

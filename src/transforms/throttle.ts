@@ -5,8 +5,9 @@
 // of a connection: in front of its sink for outgoing bytes, after its source for
 // incoming ones (the socket is then read only as fast as the throttle lets bytes
 // through, so the remote is slowed down by TCP's own flow control).
-import { setTimeout as sleep } from 'node:timers/promises'
+import { pipe } from 'it-pipe'
 import { InvalidArgumentError, abortError } from '../errors.ts'
+import type { Duplex, TransformContext } from '../link/duplex.ts'
 
 export interface ThrottleOptions {
   /**
@@ -45,8 +46,26 @@ export type ThrottleChunk = Uint8Array | readonly Uint8Array[]
 /** A single chunk in gives single chunks out; a batch in gives batches out. */
 export type Throttled<T extends ThrottleChunk> = T extends Uint8Array ? Uint8Array : Uint8Array[]
 
-/** The transform `throttle()` returns, for `it-pipe` or direct use. */
-export type ThrottleTransform = <T extends ThrottleChunk> (source: AsyncIterable<T> | Iterable<T>) => AsyncGenerator<Throttled<T>>
+/**
+ * What `throttle()` returns: a connection transform (for `transforms` on a Link,
+ * listener or connector: it limits the bytes going out, and coming in when an
+ * incoming rate was given), and a transform of a stream of chunks (for `it-pipe`
+ * or direct use: it limits them at the outgoing rate).
+ */
+export interface ThrottleTransform {
+  (duplex: Duplex<Uint8Array>, context?: TransformContext): Duplex<Uint8Array>
+  <T extends ThrottleChunk> (source: AsyncIterable<T> | Iterable<T>): AsyncGenerator<Throttled<T>>
+}
+
+/** Waits `ms`, or rejects with AbortError once `signal` aborts. */
+async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted === true) throw abortError(signal)
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => { clearTimeout(timer); reject(abortError(signal!)) }
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
 
 /** Shortest sleep worth arming a timer for: Node's timers do not fire sooner than about 1 ms anyway. */
 const MIN_SLEEP_MS = 1
@@ -94,10 +113,7 @@ export class TokenBucket {
     this.refill()
     while (this.tokens < 0) {
       const ms = Math.max(MIN_SLEEP_MS, Math.ceil(-this.tokens / this.rate * 1000))
-      // timers/promises rejects with its own AbortError; ours says the same in this library's terms.
-      await sleep(ms, undefined, signal === undefined ? undefined : { signal }).catch((err: unknown) => {
-        throw signal?.aborted === true ? abortError(signal) : err
-      })
+      await sleep(ms, signal)
       this.refill()
     }
     this.tokens -= bytes
@@ -111,34 +127,60 @@ export class TokenBucket {
 }
 
 /**
- * A transform that limits throughput to `bytesPerSecond`. It takes single
- * chunks or batches of chunks (what a Connection's sink accepts) and yields the
- * same bytes in the same order, cut into pieces of at most `maxChunk` bytes
+ * A transform that limits throughput. `rate` is bytes per second: a number
+ * limits the bytes going out, `{ outgoing, incoming }` either side. The same
+ * bytes come out in the same order, cut into pieces of at most `maxChunk` bytes
  * (a batch comes out as smaller batches).
  *
  * ```ts
- * await pipe(source, throttle(100_000), connection.sink)      // 100 kB/s out
- * const slowIn = throttle(10_000)(connection.source)          // 10 kB/s in
+ * new Link({ transforms: [throttle(100_000)] })                     // 100 kB/s out, per connection
+ * link.connect({ port, transforms: [throttle({ incoming: 1e6 })] }) // 1 MB/s in
+ * await pipe(source, throttle(100_000), connection.sink)            // a stream of chunks
  * ```
  */
-export function throttle (bytesPerSecond: number, options: ThrottleOptions = {}): ThrottleTransform {
-  const rate = checkRate(bytesPerSecond, 'throttle: bytesPerSecond')
-  const burst = options.burst === undefined ? Math.max(1, rate / 20) : checkRate(options.burst, 'throttle: burst')
-  const maxChunk = options.maxChunk === undefined
-    ? Math.min(65_536, Math.max(64, Math.floor(rate / 50)))
-    : Math.floor(checkRate(options.maxChunk, 'throttle: maxChunk'))
-  if (maxChunk < 1) throw new InvalidArgumentError('throttle: maxChunk must be at least 1 byte')
+export function throttle (rate: number | ThrottleRates, options: ThrottleOptions = {}): ThrottleTransform {
+  const rates = typeof rate === 'number' ? { outgoing: checkRate(rate, 'throttle: bytesPerSecond') } : throttleRates(rate, 'throttle')
+  if (options.burst !== undefined) checkRate(options.burst, 'throttle: burst')
+  if (options.maxChunk !== undefined && Math.floor(checkRate(options.maxChunk, 'throttle: maxChunk')) < 1) {
+    throw new InvalidArgumentError('throttle: maxChunk must be at least 1 byte')
+  }
+  const transform = (input: Duplex<Uint8Array> | AsyncIterable<ThrottleChunk> | Iterable<ThrottleChunk>, context?: TransformContext): unknown => {
+    if (isDuplex(input)) {
+      const signal = context === undefined ? options.signal : options.signal === undefined ? context.signal : AbortSignal.any([options.signal, context.signal])
+      const limit = (r: number | undefined) => r === undefined ? null : limiter(r, { ...options, ...(signal !== undefined ? { signal } : {}) })
+      const out = limit(rates?.outgoing)
+      const inn = limit(rates?.incoming)
+      return {
+        source: inn === null ? input.source : pipe(input.source, inn) as AsyncIterable<Uint8Array>,
+        sink: out === null ? input.sink : async (source: AsyncIterable<Uint8Array>) => { await pipe(source, out as (s: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>, input.sink) }
+      } satisfies Duplex<Uint8Array>
+    }
+    if (rates?.outgoing === undefined) throw new InvalidArgumentError('throttle: a stream is limited at the outgoing rate, and none was given')
+    return limiter(rates.outgoing, options)(input)
+  }
+  return transform as ThrottleTransform
+}
+
+function isDuplex (x: unknown): x is Duplex<Uint8Array> {
+  return typeof x === 'object' && x !== null && typeof (x as { sink?: unknown }).sink === 'function' && 'source' in x
+}
+
+/** The stream transform that passes chunks on at `bytesPerSecond`. */
+function limiter (bytesPerSecond: number, options: ThrottleOptions) {
+  const rate = bytesPerSecond
+  const burst = options.burst === undefined ? Math.max(1, rate / 20) : options.burst
+  const maxChunk = options.maxChunk === undefined ? Math.min(65_536, Math.max(64, Math.floor(rate / 50))) : Math.floor(options.maxChunk)
   const { signal } = options
 
-  async function * throttled (source: AsyncIterable<ThrottleChunk> | Iterable<ThrottleChunk>): AsyncGenerator<ThrottleChunk> {
+  return async function * throttled<T extends ThrottleChunk> (source: AsyncIterable<T> | Iterable<T>): AsyncGenerator<Throttled<T>> {
     const bucket = new TokenBucket(rate, burst)
-    for await (const item of source) {
+    for await (const item of source as AsyncIterable<ThrottleChunk>) {
       if (item instanceof Uint8Array) {
-        if (item.length === 0) { yield item; continue }
+        if (item.length === 0) { yield item as Throttled<T>; continue }
         for (let off = 0; off < item.length; off += maxChunk) {
           const piece = item.subarray(off, off + maxChunk)
           await bucket.take(piece.length, signal)
-          yield piece
+          yield piece as Throttled<T>
         }
         continue
       }
@@ -155,7 +197,7 @@ export function throttle (bytesPerSecond: number, options: ThrottleOptions = {})
           off += n
           if (outBytes === maxChunk) {
             await bucket.take(outBytes, signal)
-            yield out
+            yield out as Throttled<T>
             out = []
             outBytes = 0
           }
@@ -163,9 +205,8 @@ export function throttle (bytesPerSecond: number, options: ThrottleOptions = {})
       }
       if (outBytes > 0) {
         await bucket.take(outBytes, signal)
-        yield out
+        yield out as Throttled<T>
       }
     }
   }
-  return throttled as ThrottleTransform
 }

@@ -1,11 +1,16 @@
-// The outgoing queue of one peer: FIFO of messages waiting to be sent or to be
-// acknowledged, its limits, and its TTL clock.
+// The outbox of one peer: its outgoing messages in order (waiting to be sent,
+// or sent and waiting for an acknowledgement), its counts for the limits, its
+// TTL clock, and the session it is being sent on, which it wakes when there is
+// something to send. The protocol (frames, acknowledgements on the wire) is the
+// session's; what is queued, in flight, delivered or sent again is the outbox's.
 //
 // TTL follows snakeMQ: a message's TTL runs down only while its peer is
 // disconnected. Each queue has an "offline clock" that advances only while the
 // peer is disconnected; a message expires when that clock passes its `expiry`.
 import type { PeerClock } from '../store/types.ts'
 import { fillUuid, sameUuid, uuidHex, uuidKey } from './uuid.ts'
+import { allocUnsafe } from '../bytes.ts'
+import { FLAG_UNACKED, TTL_INFINITE } from '../transforms/frames.ts'
 
 /** Entry states. */
 export const EntryState = {
@@ -38,12 +43,12 @@ const SLAB_BYTES = 64 * 1024
  * it; queues are FIFO, so slabs are freed roughly in the order they were filled.
  */
 class Slabs {
-  buf: Buffer = Buffer.allocUnsafeSlow(SLAB_BYTES)
+  buf: Uint8Array = allocUnsafe(SLAB_BYTES)
   pos = 0
   /** Room for `n` bytes in `this.buf`; returns their offset. */
   reserve (n: number): number {
     if (this.pos + n > this.buf.length) {
-      this.buf = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, n))
+      this.buf = allocUnsafe(Math.max(SLAB_BYTES, n))
       this.pos = 0
     }
     const at = this.pos
@@ -53,6 +58,15 @@ class Slabs {
   }
 }
 const slabs = new Slabs()
+
+/** Copies data of at most COPY_LIMIT bytes after the UUID at `at`; returns larger data, which is kept by reference, else null. */
+function placeData (buf: Uint8Array, at: number, data: Uint8Array): Uint8Array | null {
+  const size = data.byteLength
+  if (size > COPY_LIMIT) return data
+  if (size <= 64) for (let i = 0; i < size; i++) buf[at + 16 + i] = data[i]!
+  else buf.set(data, at + 16)
+  return null
+}
 
 /** An expiry that never comes, as the Smi stored in QueueEntry.exp. */
 const NEVER = -1
@@ -66,7 +80,7 @@ export class QueueEntry {
 
   constructor (
     /** Holds the UUID's 16 bytes at `at`, followed by the data unless `big` holds it. */
-    readonly buf: Buffer,
+    readonly buf: Uint8Array,
     readonly at: number,
     /** Bytes of message data. */
     readonly size: number,
@@ -89,16 +103,11 @@ export class QueueEntry {
    */
   static create (data: Uint8Array, seq: number, expiry: number, flags: number, stored: boolean, uuid?: Uint8Array): QueueEntry {
     const size = data.byteLength
-    const copy = size <= COPY_LIMIT
-    const at = slabs.reserve(copy ? 16 + size : 16)
+    const at = slabs.reserve(size <= COPY_LIMIT ? 16 + size : 16)
     const buf = slabs.buf
     if (uuid === undefined) fillUuid(buf, at)
     else for (let i = 0; i < 16; i++) buf[at + i] = uuid[i]!
-    if (copy) {
-      if (size <= 64) for (let i = 0; i < size; i++) buf[at + 16 + i] = data[i]!
-      else buf.set(data, at + 16)
-    }
-    return new QueueEntry(buf, at, size, copy ? null : data, seq, expiry, flags, stored)
+    return new QueueEntry(buf, at, size, placeData(buf, at, data), seq, expiry, flags, stored)
   }
 
   /** Offline-clock time (ms) at which it expires; Infinity if never. */
@@ -189,7 +198,22 @@ export class Unacked {
   }
 }
 
-export class PeerQueue {
+/** What an outbox wakes when it has something to send: the session of the connection its peer is on. */
+export interface OutboxReader {
+  /** There is something to send; `urgent`: enough of it to write at once rather than at the end of the turn. */
+  wake (urgent: boolean): void
+}
+
+/** What an outbox tells its owner about the messages it is done with. */
+export interface OutboxHost {
+  /** `entry` reached its peer (acknowledged, or written to a peer that does not acknowledge): finish it. */
+  delivered (outbox: Outbox, entry: QueueEntry): void
+}
+
+/** Unsent bytes past which a new message makes the session write at once. */
+const FLUSH_NOW_BYTES = 64 * 1024
+
+export class Outbox {
   /** Entries in send order; entries before `head` and Done entries are gone. */
   private items: QueueEntry[] = []
   private head = 0
@@ -206,8 +230,10 @@ export class PeerQueue {
   readonly roomWaiters = new Set<() => void>()
   /** Senders waiting for the connection to catch up (see Messaging.send). */
   private paceWaiters: Array<() => void> = []
+  /** The session this peer's messages go out on while it is connected. */
+  private reader: OutboxReader | null = null
 
-  constructor (readonly peer: string, now: number) {
+  constructor (readonly peer: string, now: number, private readonly host: OutboxHost) {
     this.clock = { offline: 0, since: now, connected: false }
   }
 
@@ -224,6 +250,24 @@ export class PeerQueue {
   /** Data bytes of the unsent entries. */
   get unsentBytes (): number { return this.bytes - this.unacked.bytes }
 
+  /** Messages sent on the current connection and waiting for their acknowledgement. */
+  get inFlight (): number { return this.unacked.size }
+
+  /** Starts sending on `reader`'s connection (the peer connected), from the oldest entry. */
+  attach (reader: OutboxReader): void {
+    this.reader = reader
+    this.rewind()
+    if (this.hasSendable) reader.wake(false)
+  }
+
+  /** The connection `reader` sends on is gone: what was in flight is sent again on the next one, in order. */
+  detach (reader: OutboxReader): void {
+    if (this.reader !== reader) return
+    this.reader = null
+    this.rewind()
+    this.wakePaced()
+  }
+
   /** Resolves at the next wakePaced(). */
   paced (): Promise<void> {
     return new Promise((resolve) => { this.paceWaiters.push(resolve) })
@@ -237,10 +281,34 @@ export class PeerQueue {
     for (const w of ws) w()
   }
 
+  /**
+   * Queues a new message with a fresh UUID (not stored) and returns that UUID as
+   * hex: the common send, with one object made for it. Data of at most COPY_LIMIT
+   * bytes is copied, so the caller's buffer is not held.
+   */
+  add (data: Uint8Array, expiry: number, flags: number): string {
+    const size = data.byteLength
+    const at = slabs.reserve(size <= COPY_LIMIT ? 16 + size : 16)
+    const buf = slabs.buf
+    const uuid = fillUuid(buf, at)
+    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data), this.nextSeq++, expiry, flags, false))
+    return uuid
+  }
+
+  /** Queues an entry (made with QueueEntry.create, or loaded) after the others. */
   push (entry: QueueEntry): void {
     this.items.push(entry)
     this.count++
     this.bytes += entry.size
+    const r = this.reader
+    if (r !== null && entry.state === EntryState.Queued) r.wake(this.bytes - this.unacked.bytes >= FLUSH_NOW_BYTES)
+  }
+
+  /** A stored entry's write is done: it may be sent. */
+  ready (entry: QueueEntry): void {
+    if (entry.state !== EntryState.Storing) return
+    entry.state = EntryState.Queued
+    this.reader?.wake(false)
   }
 
   /** Marks an entry Done and updates the counts; the slot is reclaimed lazily. */
@@ -276,6 +344,7 @@ export class PeerQueue {
   /**
    * Takes entries ready to send, in order, up to the limits. Stops at an entry
    * still being stored, so persistent and transient messages keep their order.
+   * The caller writes them, then reports them with sent().
    */
   take (maxCount: number, maxBytes: number, out: QueueEntry[]): void {
     const items = this.items
@@ -289,6 +358,36 @@ export class PeerQueue {
       bytes += e.size
     }
     this.cursor = i
+    // Senders pacing themselves to this connection may go on (they run once these are on their way).
+    if (out.length > 0) this.wakePaced()
+  }
+
+  /**
+   * The entries take() gave were written. `acknowledged`: the connection
+   * acknowledges messages, so those that want it wait in flight; the others (a
+   * plain snakeMQ peer's, FLAG_UNACKED ones) count as delivered now.
+   */
+  sent (entries: readonly QueueEntry[], acknowledged: boolean): void {
+    for (const e of entries) {
+      if (e.state !== EntryState.Queued) continue
+      if (acknowledged && (e.flags & FLAG_UNACKED) === 0) {
+        e.state = EntryState.Sent
+        this.unacked.add(e)
+      } else {
+        this.host.delivered(this, e)
+      }
+    }
+  }
+
+  /** An ACK frame: the 16-byte UUIDs in `packet[at..end)`. Returns true when room opened in the window. */
+  acked (packet: Uint8Array, at: number, end: number): boolean {
+    const unacked = this.unacked
+    const before = unacked.size
+    for (let i = at; i < end; i += 16) {
+      const e = unacked.find(packet, i)
+      if (e !== undefined) this.host.delivered(this, e)
+    }
+    return unacked.size < before
   }
 
   /** Whether take() would return anything. */
@@ -302,7 +401,7 @@ export class PeerQueue {
     return false
   }
 
-  /** The connection ended: everything sent but unacknowledged goes back to be sent again, in order. */
+  /** Everything sent but unacknowledged goes back to be sent again, in order. */
   rewind (): void {
     for (const e of this.unacked.values()) if (e.state === EntryState.Sent) e.state = EntryState.Queued
     this.unacked.clear()
@@ -329,5 +428,12 @@ export class PeerQueue {
     const out: QueueEntry[] = []
     for (const e of this.entries()) if (e.expiry <= offline) out.push(e)
     return out
+  }
+
+  /** Whole seconds of TTL left for `e` at wall time `now`, as they go on the wire. */
+  wireTtl (e: QueueEntry, now: number): number {
+    if (e.eternal) return TTL_INFINITE
+    const left = Math.floor((e.expiry - this.offlineAt(now)) / 1000)
+    return left <= 0 ? 0 : Math.min(left, TTL_INFINITE - 1)
   }
 }

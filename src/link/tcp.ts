@@ -1,0 +1,143 @@
+// The TCP and TLS transports: node:net and node:tls servers and sockets, each
+// live socket a SocketChannel.
+import net from 'node:net'
+import tls from 'node:tls'
+import { InvalidArgumentError, PeerCertificateError } from '../errors.ts'
+import { SocketChannel } from './socket-channel.ts'
+import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
+import type { Channel } from './channel.ts'
+
+/** The oldest TLS version accepted unless the caller's `tls.minVersion` says otherwise. */
+export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2'
+/** Milliseconds a client of a TLS listener has to complete its handshake, unless `handshakeTimeout` says otherwise. */
+export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10_000
+
+/** A connector's TLS options with the default minimum version and one secure context for all its attempts. */
+function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptions {
+  const withDefaults = { minVersion: DEFAULT_TLS_MIN_VERSION, ...options } satisfies tls.ConnectionOptions
+  if (options.secureContext !== undefined) return withDefaults
+  try {
+    return { ...withDefaults, secureContext: tls.createSecureContext(withDefaults) }
+  } catch (err) {
+    throw new InvalidArgumentError(`connect: bad tls options: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+async function bind (server: net.Server, host: string, port: number, events: TransportEvents): Promise<net.AddressInfo> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ host, port }, () => { server.off('error', reject); resolve() })
+  })
+  server.on('error', (err) => {
+    events.log.error('listener failed', { error: err })
+    events.error(err)
+  })
+  return server.address() as net.AddressInfo
+}
+
+function watchDrops (server: net.Server, maxConnections: number, events: TransportEvents): void {
+  server.maxConnections = maxConnections
+  server.on('drop', (d?: net.DropArgument) => {
+    events.log.warn('connection refused: maxConnections reached', { remote: d === undefined ? undefined : `${d.remoteAddress}:${d.remotePort}`, maxConnections })
+  })
+}
+
+/** The server's handle for the Link. */
+function serverHandle (server: net.Server, addr: net.AddressInfo, pending: Set<net.Socket> | null): TransportServer {
+  return {
+    host: addr.address,
+    port: addr.port,
+    // The close callback would wait for every accepted connection to end; the listening handle itself is released synchronously.
+    close: () => { if (server.listening) server.close() },
+    abort: () => { if (pending !== null) for (const s of pending) s.destroy() }
+  }
+}
+
+/** Connects one socket; resolves once `ready` fires (connect, or secureConnect for TLS). */
+async function connectSocket (socket: net.Socket, ready: 'connect' | 'secureConnect', options: TransportConnectOptions, signal: AbortSignal): Promise<Channel> {
+  return await new Promise<Channel>((resolve, reject) => {
+    const fail = (err: Error): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      socket.destroy()
+      reject(err)
+    }
+    const onAbort = (): void => { fail(new Error(`connecting to ${options.host}:${options.port} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new Error(`connecting to ${options.host}:${options.port} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.once('error', fail)
+    socket.once(ready, () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      socket.off('error', fail)
+      resolve(new SocketChannel(socket, 'outbound'))
+    })
+  })
+}
+
+export const tcpTransport: Transport = {
+  name: 'tcp',
+  listens: (o) => o.tls === undefined && o.websocket === undefined && o.server === undefined,
+  connects: (o) => o.tls === undefined && o.url === undefined,
+  async listen (options: TransportListenOptions, accept, events) {
+    const server = net.createServer((socket) => {
+      socket.on('error', (err) => { events.log.debug('accepted socket failed', { error: err }) })
+      accept(new SocketChannel(socket, 'inbound'))
+    })
+    watchDrops(server, options.maxConnections, events)
+    return serverHandle(server, await bind(server, options.host, options.port, events), null)
+  },
+  async connect (options, signal) {
+    return await connectSocket(net.connect({ host: options.host, port: options.port }), 'connect', options, signal)
+  }
+}
+
+export const tlsTransport: Transport = {
+  name: 'tls',
+  listens: (o) => o.tls !== undefined && o.websocket === undefined && o.server === undefined,
+  connects: (o) => o.tls !== undefined && o.url === undefined,
+  prepare (options) {
+    return { ...options, tls: withSecureContext(options.tls as tls.ConnectionOptions) }
+  },
+  async listen (options, accept, events) {
+    const tlsOptions = options.tls as tls.TlsOptions
+    const handshakeTimeout = (options.handshakeTimeout as number | undefined) ?? tlsOptions.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
+      throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
+    }
+    let server: tls.Server
+    try {
+      server = tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout }, (socket) => {
+        socket.on('error', (err) => { events.log.debug('accepted socket failed', { error: err }) })
+        accept(new SocketChannel(socket, 'inbound'))
+      })
+    } catch (err) {
+      throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })
+    }
+    watchDrops(server, options.maxConnections, events)
+    // The TCP sockets still in their TLS handshake: closing the link drops them.
+    const pending = new Set<net.Socket>()
+    server.on('connection', (raw: net.Socket) => {
+      pending.add(raw)
+      raw.once('close', () => { pending.delete(raw) })
+    })
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      // node:tls leaves the socket open after a handshake timeout: drop it here.
+      socket.destroy()
+      // A client certificate that failed verification closes the socket with no
+      // error of its own (the error seen is "socket hang up"): say what happened.
+      const refused = socket.authorizationError as Error | string | null | undefined
+      const error = refused === null || refused === undefined
+        ? err
+        : new PeerCertificateError(refused instanceof Error ? refused.message : String(refused), { cause: err })
+      events.log.warn('TLS handshake with a client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error })
+      events.error(error)
+    })
+    return serverHandle(server, await bind(server, options.host, options.port, events), pending)
+  },
+  async connect (options, signal) {
+    const tlsOptions = options.tls as tls.ConnectionOptions
+    const socket = tls.connect({ servername: net.isIP(options.host) === 0 ? options.host : undefined, ...tlsOptions, host: options.host, port: options.port })
+    return await connectSocket(socket, 'secureConnect', options, signal)
+  }
+}
