@@ -289,7 +289,12 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     for (let i = 0; i < UUID_BYTES; i++) buf[o + i] = uuid[at + i]!
     this.ackCount++
     // A remote that sends and does not read: once it is owed this many, stop reading it.
-    if (this.ackCount >= MAX_OWED_ACKS && !this.connection.writable) this.pause(PAUSE_OWED)
+    if (this.ackCount >= MAX_OWED_ACKS && !this.connection.writable && (this.paused & PAUSE_OWED) === 0) {
+      this.pause(PAUSE_OWED)
+      this.host.log.warn('the remote does not read what it is sent: reading paused until it takes the acknowledgements it is owed', {
+        conn: this.connection.id, peer: this.ident ?? undefined, owed: this.ackCount
+      })
+    }
     this.want()
   }
 
