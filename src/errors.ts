@@ -43,13 +43,26 @@ export class IncompatibleProtocolError extends SnakeMQError {
   }
 }
 
+/**
+ * A connection's handshake was refused, by this side or (`byRemote`) by the
+ * remote, which said why before closing. A connector that gets one backs off
+ * and reports it as a `connect-error`; no `connect` is emitted for it.
+ */
+export class HandshakeRefusedError extends SnakeMQError {
+  static override readonly name: string = 'HandshakeRefusedError'
+  override name = 'HandshakeRefusedError'
+  override readonly code: string = 'ERR_HANDSHAKE_REFUSED'
+  /** True when the remote refused this side (it sent REFUSED); false when this side refused the remote. */
+  byRemote = false
+}
+
 /** A second connection identified itself with an identity that is already connected. */
-export class DuplicateIdentityError extends SnakeMQError {
+export class DuplicateIdentityError extends HandshakeRefusedError {
   static override readonly name = 'DuplicateIdentityError'
   override name = 'DuplicateIdentityError'
   override readonly code = 'ERR_DUPLICATE_IDENTITY'
-  constructor (readonly identity: string) {
-    super(`a peer named ${JSON.stringify(identity)} is already connected`)
+  constructor (readonly identity: string, message?: string, options?: ErrorOptions) {
+    super(message ?? `a peer named ${JSON.stringify(identity)} is already connected, and this connection is not provably from it`, options)
   }
 }
 
@@ -145,7 +158,7 @@ export function abortError (signal: AbortSignal): AbortError {
  * certificate does not carry (as subject CN or DNS subjectAltName), or it had no
  * verified certificate at all.
  */
-export class IdentityMismatchError extends SnakeMQError {
+export class IdentityMismatchError extends HandshakeRefusedError {
   static override readonly name = 'IdentityMismatchError'
   override name = 'IdentityMismatchError'
   override readonly code = 'ERR_IDENTITY_MISMATCH'
@@ -165,14 +178,14 @@ export class IdentityMismatchError extends SnakeMQError {
  * closed because both sides keep the other one. Expected with two-way
  * topologies; logged, not emitted as an error.
  */
-export class RedundantConnectionError extends SnakeMQError {
+export class RedundantConnectionError extends HandshakeRefusedError {
   static override readonly name = 'RedundantConnectionError'
   override name = 'RedundantConnectionError'
   override readonly code = 'ERR_REDUNDANT_CONNECTION'
 }
 
 /** A TLS listener refused a client's certificate (untrusted issuer, expired, ...); `reason` is OpenSSL's code for it. */
-export class PeerCertificateError extends SnakeMQError {
+export class PeerCertificateError extends HandshakeRefusedError {
   static override readonly name = 'PeerCertificateError'
   override name = 'PeerCertificateError'
   override readonly code = 'ERR_PEER_CERTIFICATE'

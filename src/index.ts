@@ -18,10 +18,10 @@ export {
 export type { PacketDecoderOptions, PacketPayload } from './transforms/framing.ts'
 export {
   FrameType, encodeFrame, decodeFrame, encodeFrames, decodeFrames, PROTOCOL_VERSION, TTL_INFINITE, FLAG_PERSISTENT, FLAG_UNACKED,
-  FEATURE_ACK, EXTENSIONS_VERSION, FrameWriter
+  FEATURE_ACK, FEATURE_VERDICT, EXTENSIONS_VERSION, NONCE_BYTES, RefusalCode, FrameWriter
 } from './transforms/frames.ts'
 export type {
-  Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame
+  Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame, RefusedFrame, WelcomeFrame
 } from './transforms/frames.ts'
 export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef } from './store/types.ts'
 export { MemoryStore } from './store/memory.ts'

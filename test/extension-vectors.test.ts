@@ -16,7 +16,7 @@ import { RawPeer, packets, waitFor } from './helpers/util.ts'
 
 interface FrameVector {
   name: string
-  frame: { type: 16, version: number, features: number } | { type: 17, uuids: string[] }
+  frame: { type: 16, version: number, features: number, nonce?: string } | { type: 17, uuids: string[] } | { type: 18, code: number, reason: string } | { type: 19 }
   frame_hex: string
   packet_hex: string
 }
@@ -44,12 +44,33 @@ function asJson (frame: Frame | null): object | null {
     for (let i = 0; i < frame.uuids.length; i += 16) uuids.push(Buffer.from(frame.uuids.subarray(i, i + 16)).toString('hex'))
     return { type: frame.type, uuids }
   }
+  if (frame?.type === FrameType.Extensions && frame.nonce !== undefined) return { ...frame, nonce: Buffer.from(frame.nonce).toString('hex') }
   return frame
 }
 
 function fromJson (v: FrameVector['frame']): Frame {
-  return v.type === FrameType.Ack ? { type: v.type, uuids: Buffer.from(v.uuids.join(''), 'hex') } : v
+  if (v.type === FrameType.Ack) return { type: v.type, uuids: Buffer.from(v.uuids.join(''), 'hex') }
+  if (v.type === FrameType.Extensions && v.nonce !== undefined) return { ...v, nonce: Buffer.from(v.nonce, 'hex') }
+  return v as Frame
 }
+
+const NONCE = '<nonce>'
+
+/**
+ * Checks `got` (hex) against a vector's hex in which NONCE stands for the 16
+ * bytes of the sender's nonce, returning the nonce seen; the rest must match byte for byte.
+ */
+function matchNonce (got: string, expected: string): string | null {
+  const at = expected.indexOf(NONCE)
+  if (at < 0) { assert.equal(got, expected); return null }
+  const nonce = got.slice(at, at + 32)
+  assert.match(nonce, /^[0-9a-f]{32}$/)
+  assert.equal(got, expected.replace(NONCE, nonce))
+  return nonce
+}
+
+/** Bytes of a vector's hex, a NONCE counting as 16. */
+const vectorBytes = (hexWithNonce: string): number => hexWithNonce.replace(NONCE, '0'.repeat(32)).length / 2
 
 const hex = (payload: ReturnType<typeof encodeFrame>): string => Buffer.from(payload instanceof Uint8Array ? payload : payload.subarray()).toString('hex')
 
@@ -111,8 +132,8 @@ for (const s of vectors.sessions) {
       await new Promise((resolve) => setImmediate(resolve))
       if (s.then_sent_to_node_hex !== undefined) peer.write(s.then_sent_to_node_hex)
       const expected = s.received_from_node_hex
-      const got = await peer.bytes(expected.length / 2)
-      assert.equal(got.toString('hex'), expected)
+      const got = await peer.bytes(vectorBytes(expected))
+      matchNonce(got.toString('hex'), expected)
       assert.ok(!peer.socket.destroyed)
     } finally {
       peer.destroy()
@@ -133,7 +154,8 @@ test('a Node connector sends the hello of the vectors: PROTOCOL_VERSION, EXTENSI
   link.connect({ port: (server.address() as net.AddressInfo).port, reconnect: false })
   const fake = RawPeer.from((await accepted)[0])
   try {
-    assert.equal((await fake.bytes(hello.received_from_node_hex.length / 2)).toString('hex'), hello.received_from_node_hex)
+    const nonce = matchNonce((await fake.bytes(vectorBytes(hello.received_from_node_hex))).toString('hex'), hello.received_from_node_hex)
+    assert.equal(nonce, Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce).toString('hex'), 'the nonce is the Messaging\'s')
   } finally {
     fake.destroy()
     await mq.close()
@@ -141,7 +163,10 @@ test('a Node connector sends the hello of the vectors: PROTOCOL_VERSION, EXTENSI
   }
 })
 
+/** A remote of layout version 1 (acknowledged delivery, no verdicts), as an earlier version of this library. */
 const BOB_HELLO = '000000050000000001' + '00000006100100000001' + '0000000402626f62'
+/** Bytes of what a Node peer named alice sends on connect. */
+const NODE_HELLO_BYTES = vectorBytes(vectors.sessions[0]!.received_from_node_hex)
 const ackPacket = (uuids: string[]): string => Buffer.concat(encodePacketBatch([encodeFrame({ type: FrameType.Ack, uuids: Buffer.from(uuids.join(''), 'hex') })])).toString('hex')
 
 /** Drops `peer`'s connection, waits until `mq` has seen it go, and connects again as bob. */
@@ -161,7 +186,7 @@ test('on the wire: what was not acknowledged is sent again on the next connectio
     for (const data of ['one', 'two', 'three']) sent.push((await mq.send('bob', data)).uuid)
     const first = await RawPeer.connect(port)
     first.write(BOB_HELLO)
-    const hello = 29
+    const hello = NODE_HELLO_BYTES
     const messageBytes = (data: string): number => 4 + 1 + 24 + data.length
     const got1 = await first.bytes(hello + messageBytes('one') + messageBytes('two') + messageBytes('three'))
     assert.deepEqual(messagesIn(got1.toString('hex')), [[sent[0], 'one'], [sent[1], 'two'], [sent[2], 'three']])
@@ -192,9 +217,9 @@ test('on the wire: a duplicate of a message the application already received is 
   const app = (async () => { for await (const m of mq.messages()) taken.push(m) })()
   try {
     peer.write(BOB_HELLO + message)
-    const oneAck = 29 + 21
+    const oneAck = NODE_HELLO_BYTES + 21
     await peer.bytes(oneAck)
-    assert.equal(peer.received.subarray(29).toString('hex'), ackPacket([uuid]))
+    assert.equal(peer.received.subarray(NODE_HELLO_BYTES).toString('hex'), ackPacket([uuid]))
     peer.write(message)
     await peer.bytes(oneAck + 21)
     assert.equal(peer.received.subarray(oneAck).toString('hex'), ackPacket([uuid]))
@@ -218,7 +243,7 @@ test('on the wire: a message sent with flag 0x2 leaves the queue once written, w
     const first = await RawPeer.connect(port)
     const written = waitFor(mq, 'delivered')
     first.write(BOB_HELLO)
-    const hello = 29
+    const hello = NODE_HELLO_BYTES
     const got = await first.bytes(hello + 2 * (4 + 1 + 24 + 4))
     const frames = packets(got.subarray(hello))
     assert.deepEqual(frames.map((f) => [f[0], f.readUInt32BE(21), f.subarray(25).toString()]), [[FrameType.Message, 2, 'call'], [FrameType.Message, 0, 'note']])
@@ -250,7 +275,7 @@ test('on the wire: an unacknowledged message made while a chunk is read, then an
     const message = (data: string): string => Buffer.concat(encodePacketBatch([encodeFrame({
       type: FrameType.Message, uuid: Buffer.alloc(16, data.length), ttl: 0xFFFFFFFF, flags: FLAG_UNACKED, data: Buffer.from(data)
     })])).toString('hex')
-    const hello = 29
+    const hello = NODE_HELLO_BYTES
     const size = (data: string): number => 4 + 1 + 24 + data.length
     peer.write(BOB_HELLO + message('one'))
     await peer.bytes(hello + size('reply to one'))
@@ -286,7 +311,7 @@ test('on the wire: unacknowledged messages sent from a connect handler (as RpcCl
   const peer = await RawPeer.connect(port)
   try {
     peer.write(BOB_HELLO)
-    const hello = 29
+    const hello = NODE_HELLO_BYTES
     const got = await peer.bytes(hello + 2 * (4 + 1 + 24) + 'first'.length + 'second'.length)
     assert.deepEqual(packets(got.subarray(hello)).map((f) => f.subarray(25).toString()), ['first', 'second'])
     assert.deepEqual(errors, [])

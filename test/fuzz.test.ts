@@ -331,7 +331,7 @@ class MemEnd implements Channel {
     this.other.close()
   }
 
-  async end (): Promise<void> { this.close() }
+  async end (error?: Error): Promise<void> { this.close(error) }
 }
 
 /** A QueueStore that can "crash": after `crash()` nothing it is given is written any more. */

@@ -16,7 +16,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Link, Messaging, FrameType, StoreError, StoreLockedError, type Message } from '../src/index.ts'
 import { LevelStore } from '../src/store/index.ts'
-import { RawPeer, connected, packets, payload, waitFor } from './helpers/util.ts'
+import { RawPeer, connected, nodeHello, packets, payload, waitFor } from './helpers/util.ts'
 import type { SenderEvent, SenderOptions } from './fixtures/persist-sender.ts'
 import type { ReceiverEvent, ReceiverOptions } from './fixtures/persist-receiver.ts'
 
@@ -538,7 +538,7 @@ test('with a recorded snakeMQ 1.6 peer (no announcement): no ACK frames, deliver
     assert.deepEqual(got.map((m) => Buffer.from(m.data).toString()), ['first', 'second'])
     // A PING is answered after anything queued before it: had an ACK been due, it would precede the PONG.
     peer.write('0000000104')
-    const helloBytes = 9 + 10 + 10
+    const helloBytes = nodeHello(mq).length / 2
     const messageBytes = (data: string): number => 4 + 1 + 24 + data.length
     const mine = packets(await peer.bytes(helloBytes + messageBytes('first') + messageBytes('second') + 5)).map((p) => p[0])
     assert.deepEqual(mine, [FrameType.ProtocolVersion, FrameType.Extensions, FrameType.Identification, FrameType.Message, FrameType.Message, FrameType.Pong])

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import {
-  Link, Messaging, decodeFrame, FrameType, PROTOCOL_VERSION, FEATURE_ACK, EXTENSIONS_VERSION, FLAG_PERSISTENT,
+  Link, Messaging, decodeFrame, FrameType, PROTOCOL_VERSION, FEATURE_ACK, FEATURE_VERDICT, EXTENSIONS_VERSION, FLAG_PERSISTENT,
   type Frame, type MessagingEvents
 } from '../src/index.ts'
 import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
@@ -183,11 +183,11 @@ function frames (hex: string): Frame[] {
 }
 
 /** What a Node peer sends a snakeMQ peer first: PROTOCOL_VERSION, our EXTENSIONS (snakeMQ ignores type 16), IDENTIFICATION. */
-function nodeHandshake (identity: string): Frame[] {
+function nodeHandshake (mq: Messaging): Frame[] {
   return [
     { type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION },
-    { type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK },
-    { type: FrameType.Identification, identity }
+    { type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce) },
+    { type: FrameType.Identification, identity: mq.identity }
   ]
 }
 
@@ -222,7 +222,7 @@ test('a Node connector gets both queued messages from a snakeMQ-like Python ssl 
     // What Python received once we identified: PROTOCOL_VERSION first, then EXTENSIONS, then IDENTIFICATION bob.
     const received = await peer.next('received')
     assert.ok(received.received_hex?.startsWith('000000050000000001'), received.received_hex)
-    assert.deepEqual(frames(received.received_hex ?? ''), nodeHandshake('bob'))
+    assert.deepEqual(frames(received.received_hex ?? ''), nodeHandshake(mq))
 
     // The recorded messages, decoded as from the recorded snakeMQ peer over plain TCP (vectors.test.ts).
     const msgs = await got
@@ -267,7 +267,7 @@ test('a snakeMQ-like Python ssl connector gets a message from a Node TLS listene
     const sent = await mq.send('bob', 'hello, snakeMQ, over TLS', { ttl: 30, persistent: true, wait: 'delivered' })
     const received = await peer.next('received')
     const got = frames(received.received_hex ?? '')
-    assert.deepEqual(got.slice(0, 3), nodeHandshake('alice'))
+    assert.deepEqual(got.slice(0, 3), nodeHandshake(mq))
     assert.equal(got.length, 4, received.received_hex)
     const m = got[3]!
     assert.ok(m.type === FrameType.Message, `got frame type ${m.type}`)

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import {
   Link, Messaging, decodeFrame, encodeFrame, encodePacketBatch, FrameType, type Frame, type Message
 } from '../src/index.ts'
-import { RawPeer, packets, waitFor } from './helpers/util.ts'
+import { RawPeer, nodeHello, packets, waitFor } from './helpers/util.ts'
 
 interface Vectors {
   frames: Array<{ name: string, frame_hex: string, packet_hex: string }>
@@ -79,11 +79,11 @@ async function replaying (options: Parameters<typeof alice>[0], body: (t: { mq: 
 }
 
 const VERSION_AND_ALICE = '000000050000000001' + '0000000602616c696365'
-const EXTENSIONS_PACKET = '00000006' + '10' + '01' + '00000001'
 
 for (const plain of [true, false]) {
   const mode = plain ? 'in plain snakeMQ mode' : 'with extensions on'
-  const hello = plain ? VERSION_AND_ALICE : '000000050000000001' + EXTENSIONS_PACKET + '0000000602616c696365'
+  // What alice sends first (her EXTENSIONS carry her own nonce).
+  const helloOf = (mq: Messaging): string => nodeHello(mq, plain)
 
   test(`replay "connect, handshake, then two queued messages to bob" ${mode}`, async () => {
     const s = session('connect, handshake')
@@ -93,6 +93,7 @@ for (const plain of [true, false]) {
       await mq.send('bob', 'second', { persistent: true })
       peer.write(s.sent_to_snakemq_hex)
       const expected = Buffer.from(s.received_from_snakemq_hex, 'hex')
+      const hello = helloOf(mq)
       const got = await peer.bytes(hello.length / 2 + expected.length - VERSION_AND_ALICE.length / 2)
       assert.equal(got.subarray(0, hello.length / 2).toString('hex'), hello)
       const ours = packets(got.subarray(hello.length / 2))
@@ -132,10 +133,10 @@ for (const plain of [true, false]) {
 
   test(`replay "silent peer after handshake: keepalive ping, then close" ${mode}`, async () => {
     const s = session('silent peer')
-    await replaying({ plainSnakeMQ: plain, keepalive: { interval: 100, wait: 100 } }, async ({ peer, errors }) => {
+    await replaying({ plainSnakeMQ: plain, keepalive: { interval: 100, wait: 100 } }, async ({ mq, peer, errors }) => {
       peer.write(s.sent_to_snakemq_hex)
       await peer.closed
-      const expected = plain ? s.received_from_snakemq_hex : hello + '0000000104'
+      const expected = plain ? s.received_from_snakemq_hex : helloOf(mq) + '0000000104'
       assert.equal(peer.received.toString('hex'), expected)
       assert.equal(errors[0]?.name, 'KeepaliveTimeoutError')
     })
@@ -145,7 +146,7 @@ for (const plain of [true, false]) {
     const s = session('unknown frame types')
     await replaying({ plainSnakeMQ: plain }, async ({ mq, peer }) => {
       peer.write(s.sent_to_snakemq_hex)
-      const expected = plain ? s.received_from_snakemq_hex : hello + '0000000105'
+      const expected = plain ? s.received_from_snakemq_hex : helloOf(mq) + '0000000105'
       const got = await peer.bytes(expected.length / 2)
       assert.equal(got.toString('hex'), expected)
       assert.ok(mq.isConnected('bob'))
@@ -201,7 +202,7 @@ test('a Node connector talks to a recorded snakeMQ listener: handshake bytes and
   const { mq, fake, close } = await bobAndFakeListener({})
   try {
     // We announce extensions between PROTOCOL_VERSION and IDENTIFICATION; snakeMQ ignores type 16.
-    const ours = '000000050000000001' + EXTENSIONS_PACKET + '0000000402626f62'
+    const ours = nodeHello(mq)
     await fake.bytes(ours.length / 2)
     assert.equal(fake.received.toString('hex'), ours)
     fake.write(s.received_from_snakemq_hex)

@@ -30,6 +30,12 @@ export interface ChannelInfo {
   readonly peerAuthorized: boolean
   /** Why the remote's certificate did not verify, when it did not (e.g. `CERT_HAS_EXPIRED`). */
   readonly peerAuthorizationError: Error | null
+  /**
+   * Set when the transport refuses this remote but let the connection come up
+   * so that it can be told why (a TLS client whose certificate did not verify):
+   * the layer above sends the refusal and closes; it reads nothing from it.
+   */
+  readonly refusal?: Error | undefined
 }
 
 /** What a channel pushes its bytes to. */
@@ -69,8 +75,9 @@ export interface Channel extends ChannelInfo {
   /**
    * Sends what was written, then ends this side; resolves once the channel is
    * closed (the remote closes its side too, or it is destroyed after a timeout).
+   * `error`, if given, is recorded as the reason (e.g. a refused handshake).
    */
-  end (): Promise<void>
+  end (error?: Error): Promise<void>
   /** Closes at once, dropping unsent bytes. `error` is recorded as the reason. */
   close (error?: Error): void
   /** Settles once the channel is closed; never rejects. */

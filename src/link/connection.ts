@@ -19,6 +19,7 @@ export class Connection implements Channel, Duplex<Uint8Array, SinkChunk> {
   readonly peerCertificate: Channel['peerCertificate']
   readonly peerAuthorized: boolean
   readonly peerAuthorizationError: Error | null
+  readonly refusal: Error | undefined
   readonly closed: Promise<void>
   private sourceTaken = false
 
@@ -37,6 +38,7 @@ export class Connection implements Channel, Duplex<Uint8Array, SinkChunk> {
     this.peerCertificate = channel.peerCertificate
     this.peerAuthorized = channel.peerAuthorized
     this.peerAuthorizationError = channel.peerAuthorizationError
+    this.refusal = channel.refusal
     this.closed = channel.closed
   }
 
@@ -59,7 +61,7 @@ export class Connection implements Channel, Duplex<Uint8Array, SinkChunk> {
   resume (): void { this.channel.resume() }
   write (chunks: Uint8Array | readonly Uint8Array[]): boolean { return this.channel.write(chunks) }
   drained (): Promise<void> { return this.channel.drained() }
-  end (): Promise<void> { return this.channel.end() }
+  end (error?: Error): Promise<void> { return this.channel.end(error) }
   close (error?: Error): void { this.channel.close(error) }
 
   /** The bytes the remote sends, chunk by chunk. Single consumer (a second one, or read(), throws AlreadyIteratingError). */

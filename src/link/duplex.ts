@@ -206,6 +206,7 @@ export class DuplexChannel implements Channel {
   readonly peerCertificate: Channel['peerCertificate']
   readonly peerAuthorized: boolean
   readonly peerAuthorizationError: Error | null
+  readonly refusal: Error | undefined
   private readonly queue = new WriteQueue()
   private readonly sinkDone: Promise<void>
   private reader: ChannelReader | null = null
@@ -225,6 +226,7 @@ export class DuplexChannel implements Channel {
     this.peerCertificate = base.peerCertificate
     this.peerAuthorized = base.peerAuthorized
     this.peerAuthorizationError = base.peerAuthorizationError
+    this.refusal = base.refusal
     this.sinkDone = pipe(this.queue, duplex.sink).catch((err: unknown) => {
       // A transform that fails on the way out fails the connection.
       this.close(err instanceof Error ? err : new Error(String(err)))
@@ -281,11 +283,12 @@ export class DuplexChannel implements Channel {
 
   drained (): Promise<void> { return this.queue.drained() }
 
-  async end (): Promise<void> {
+  async end (error?: Error): Promise<void> {
+    if (error !== undefined) this.failure ??= error
     this.closedHere = true
     this.queue.end()
     await this.sinkDone
-    await this.base.end()
+    await this.base.end(error)
   }
 
   close (error?: Error): void {

@@ -10,7 +10,7 @@ import { transformChannel, type ConnectionTransform } from './duplex.ts'
 import type { Transport, TransportServer } from './transport.ts'
 import { nodeTransports } from './transports.ts'
 import { TypedEmitter } from '../events.ts'
-import { ClosedError, InvalidArgumentError } from '../errors.ts'
+import { ClosedError, HandshakeRefusedError, InvalidArgumentError, RedundantConnectionError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { throttle, throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
 
@@ -240,8 +240,11 @@ export class Connector {
       this.connection = conn
       void conn.closed.then(() => {
         this.connection = null
+        const error = conn.error
+        // Refused in its handshake (by either side): a failed attempt, not a lost connection.
+        if (error instanceof HandshakeRefusedError) { this.scheduleRetry(error, error instanceof RedundantConnectionError); return }
         if (this.reconnect !== false && Date.now() - since >= this.reconnect.stableAfter) this.attempt = 0
-        this.scheduleRetry(conn.error ?? new ClosedError(`connection ${conn.id} to ${this.host}:${this.port} closed`), true)
+        this.scheduleRetry(error ?? new ClosedError(`connection ${conn.id} to ${this.host}:${this.port} closed`), true)
       })
     }, (err: unknown) => {
       this.pending = null
@@ -249,7 +252,8 @@ export class Connector {
     })
   }
 
-  private scheduleRetry (error: Error, wasConnected = false): void {
+  /** `quiet`: a connection that was up, or closed for an expected reason: not a connect-error. */
+  private scheduleRetry (error: Error, quiet = false): void {
     if (this.stopped) return
     let delay: number | null = null
     if (this.reconnect !== false) {
@@ -260,7 +264,7 @@ export class Connector {
       this.attempt++
       this.timer = setTimeout(() => { this.timer = null; this.start() }, delay)
     }
-    if (!wasConnected) this.link.connectError(this, error, delay)
+    if (!quiet) this.link.connectError(this, error, delay)
     else {
       this.link.log.debug(delay === null ? 'connection lost, not reconnecting' : 'connection lost, reconnecting', { host: this.host, port: this.port, retryIn: delay })
       if (delay === null) this.stopped = true
@@ -296,6 +300,8 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
   /** @internal The link-wide transforms. */
   readonly transforms: readonly ConnectionTransform[]
   private readonly transports: readonly Transport[]
+  /** What reads this link's connections (a Messaging): only one may. */
+  private owner: object | null = null
 
   constructor (options: LinkOptions = {}) {
     super()
@@ -322,6 +328,8 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     const made = stack(checkTransforms(options.transforms, 'listen'), this.transforms, rates)
     const server = await transport.listen({ ...(options as unknown as Record<string, unknown>), host, port, maxConnections }, (channel) => {
       if (this.isClosed) { channel.close(); return }
+      // Refused by the transport: only a Messaging can tell the remote why; without one it is just closed.
+      if (channel.refusal !== undefined && this.owner === null) { channel.close(channel.refusal); return }
       this.adopt(channel, made)
     }, { log: this.log, error: (err) => { if (!this.isClosed) this.emit('error', err) } })
     const listener = new Listener(transport.name, server, (l) => { this.listenerSet.delete(l) })
@@ -384,6 +392,16 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
       this.waiting.clear()
     }
     return conn
+  }
+
+  /**
+   * @internal Makes `owner` the one reader of this link's connections (a
+   * Messaging). Throws InvalidArgumentError if another has it, or the link is closed.
+   */
+  claim (owner: object): void {
+    if (this.isClosed) throw new InvalidArgumentError('this Link is closed: give the Messaging a new Link')
+    if (this.owner !== null && this.owner !== owner) throw new InvalidArgumentError('this Link already has a Messaging: each Messaging needs a Link of its own')
+    this.owner = owner
   }
 
   /** @internal Connections that came up before anyone listened for them; the caller takes them over. */

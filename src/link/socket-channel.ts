@@ -19,6 +19,7 @@ export class SocketChannel implements Channel {
   readonly peerAuthorizationError: Error | null
   readonly closed: Promise<void>
   error: Error | undefined = undefined
+  refusal: Error | undefined = undefined
 
   private reader: ChannelReader | null = null
   /** Closed by this side (close() or end()): the reader then ends quietly, whatever the socket reports. */
@@ -116,7 +117,8 @@ export class SocketChannel implements Channel {
     for (const w of ws) w()
   }
 
-  async end (): Promise<void> {
+  async end (error?: Error): Promise<void> {
+    if (error !== undefined) this.error ??= error
     if (!this.isOpen) return
     this.closing = true
     this.socket.end()

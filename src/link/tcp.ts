@@ -105,11 +105,22 @@ export const tlsTransport: Transport = {
     if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
       throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
     }
+    // Clients whose certificate does not verify are refused by the layer above,
+    // which can tell them why (node:tls would drop them without a word).
+    const verify = tlsOptions.requestCert === true && tlsOptions.rejectUnauthorized !== false
     let server: tls.Server
     try {
-      server = tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout }, (socket) => {
+      server = tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout, ...(verify ? { rejectUnauthorized: false } : {}) }, (socket) => {
         socket.on('error', (err) => { events.log.debug('accepted socket failed', { error: err }) })
-        accept(new SocketChannel(socket, 'inbound'))
+        const channel = new SocketChannel(socket, 'inbound')
+        if (verify && !socket.authorized) {
+          const why = socket.authorizationError as Error | string | null | undefined
+          const error = new PeerCertificateError(why === null || why === undefined ? 'no certificate' : why instanceof Error ? why.message : String(why))
+          events.log.warn('TLS client refused: its certificate did not verify', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error })
+          events.error(error)
+          channel.refusal = error
+        }
+        accept(channel)
       })
     } catch (err) {
       throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })

@@ -9,7 +9,7 @@ import {
   ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
   abortError, type DropReason
 } from '../errors.ts'
-import { FLAG_PERSISTENT, FLAG_UNACKED } from '../transforms/frames.ts'
+import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags, messageTtl } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
@@ -93,6 +93,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   readonly log: Logger
   /** True when identities must be bound to the remotes' TLS certificates. */
   readonly bindIdentityToCertificate: boolean
+  /** @internal This Messaging's nonce, announced to every remote (see SessionHost.nonce). */
+  readonly nonce: Uint8Array = globalThis.crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
 
   private readonly link: Link
   private readonly store: QueueStore | null
@@ -144,6 +146,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       (m) => { this.receivedByApp(m) },
       this.log
     )
+    // Everything checked: only now does this Messaging take the link.
+    link.claim(this)
     this.loaded = this.load()
     // The error reaches the application through ready() and send(), and is logged; unawaited it must not crash the process.
     this.loaded.catch(() => {})
@@ -155,10 +159,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   async ready (): Promise<void> { await this.loaded }
 
   /** Identities connected now. */
-  connectedPeers (): string[] { return [...this.peers.keys()] }
+  connectedPeers (): string[] { return [...this.peers.values()].filter((s) => s.announced).map((s) => s.ident!) }
 
-  /** True when a peer with this identity is connected now. */
-  isConnected (ident: string): boolean { return this.peers.has(ident) }
+  /** True when a peer with this identity is connected now (its `connect` was emitted, its `disconnect` not yet). */
+  isConnected (ident: string): boolean { return this.peers.get(ident)?.announced === true }
 
   /** Messages queued and not yet delivered: for one peer, or for all. */
   queued (ident?: string): number {
@@ -614,34 +618,40 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
       const keep = this.redundantWinner(existing, session, ident)
       if (keep === null) return new DuplicateIdentityError(ident)
       if (keep === existing) return new RedundantConnectionError(`${existing.connection.id} to ${JSON.stringify(ident)} is kept; ${session.connection.id} is redundant`)
-      // The new connection is the one both sides keep: move the peer over to it.
+      // The new connection is the one both sides keep: move the peer over to it,
+      // quietly (the peer stays connected: no second connect, no disconnect).
       this.log.debug('two connections to one peer: keeping the newer one', { peer: ident, kept: session.connection.id, closed: existing.connection.id })
       this.peers.set(ident, session)
+      session.announced = existing.announced
+      existing.announced = false
       existing.retire()
       return this.queueFor(ident)
     }
     this.peers.set(ident, session)
     this.idle.delete(ident)
-    const q = this.queueFor(ident)
-    const now = Date.now()
-    q.clock = { offline: q.offlineAt(now), since: now, connected: true }
-    this.cancelExpiry(ident)
-    // Messages whose TTL ran out while the peer was away are dropped, not sent.
-    for (const e of q.expired(q.clock.offline)) this.drop(q, e, 'expired')
-    this.saveClock(q)
-    this.log.info('peer connected', { conn: session.connection.id, peer: ident, acks: session.acks })
-    return q
+    return this.queueFor(ident)
   }
 
   /** @internal */
   connected (session: Session<Connection>): void {
+    // A connection that took over from a redundant one: the peer was announced already.
+    if (session.announced) return
+    session.announced = true
+    const q = session.outbox!
+    const now = Date.now()
+    q.clock = { offline: q.offlineAt(now), since: now, connected: true }
+    this.cancelExpiry(q.peer)
+    // Messages whose TTL ran out while the peer was away are dropped, not sent.
+    for (const e of q.expired(q.clock.offline)) this.drop(q, e, 'expired')
+    this.saveClock(q)
+    this.log.info('peer connected', { conn: session.connection.id, peer: session.ident ?? undefined, acks: session.acks })
     this.emit('connect', { ident: session.ident!, connection: session.connection, certificate: session.connection.peerCertificate })
   }
 
   /** @internal */
   received (session: Session<Connection>, packet: Uint8Array, at: number, end: number): void {
     const from = session.ident!
-    const flags = ((packet[at + 20]! << 24) | (packet[at + 21]! << 16) | (packet[at + 22]! << 8) | packet[at + 23]!) >>> 0
+    const flags = messageFlags(packet, at)
     let window: DedupWindow | null = null
     let ticket = -1
     // A message that wants no acknowledgement is not filtered either: its sender deals with repeats (RPC, by request id).
@@ -656,8 +666,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
         return
       }
     }
-    const ttl = ((packet[at + 16]! << 24) | (packet[at + 17]! << 16) | (packet[at + 18]! << 8) | packet[at + 19]!) >>> 0
-    this.inbox.dispatch(new InboundMessage(from, packet.subarray(at + 24, end), packet, at, ticket, window, ttl, flags, this.inbox))
+    this.inbox.dispatch(new InboundMessage(from, packet.subarray(messageDataAt(at), end), packet, at, ticket, window, messageTtl(packet, at), flags, this.inbox))
   }
 
   private receivedByApp (m: InboundMessage): void {
@@ -672,12 +681,21 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
    * Two connections between the same pair of peers, one opened by each side (the
    * tutorial's bob and jack): both sides must keep the same one, whatever order
    * they saw them identify in. They keep the connection opened by the peer with
-   * the smaller identity. Returns null when this is not such a pair (a real
-   * duplicate, or a plain snakeMQ remote, which refuses the second connection).
+   * the smaller identity. Returns null when this is not such a pair: a plain
+   * snakeMQ remote (which refuses the second connection), two connections opened
+   * the same way, or a newcomer that does not prove it is the same peer (the
+   * same nonce; over TLS, also the same certificate). A newcomer that only
+   * claims the name gets DuplicateIdentityError, and the live connection stays.
    */
   private redundantWinner (existing: Session<Connection>, fresh: Session<Connection>, ident: string): Session<Connection> | null {
     if (!existing.acks || !fresh.acks || ident === this.identity) return null
     if (existing.connection.direction === fresh.connection.direction) return null
+    const a = existing.remoteNonce
+    const b = fresh.remoteNonce
+    if (a === null || b === null || !sameBytes(a, b)) return null
+    const ca = existing.connection.peerCertificate
+    const cb = fresh.connection.peerCertificate
+    if ((ca !== null || cb !== null) && (ca === null || cb === null || ca.fingerprint256 !== cb.fingerprint256)) return null
     const keep = this.identity < ident ? 'outbound' : 'inbound'
     return fresh.connection.direction === keep ? fresh : existing
   }
@@ -699,13 +717,17 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const ident = session.ident
     if (ident === null || this.peers.get(ident) !== session) return
     this.peers.delete(ident)
-    const q = session.outbox!
-    const now = Date.now()
-    q.clock = { offline: q.clock.offline, since: now, connected: false }
-    this.saveClock(q)
-    this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error: session.error ?? session.connection.error })
     const error = session.error ?? session.connection.error
-    this.emit('disconnect', { ident, connection: session.connection, certificate: session.connection.peerCertificate, ...(error !== undefined ? { error } : {}) })
+    // Only a peer that was announced is announced gone: connect and disconnect balance.
+    if (session.announced) {
+      const q = session.outbox!
+      q.clock = { offline: q.clock.offline, since: Date.now(), connected: false }
+      this.saveClock(q)
+      session.announced = false
+      this.log.info('peer disconnected', { conn: session.connection.id, peer: ident, error })
+      this.emit('disconnect', { ident, connection: session.connection, certificate: session.connection.peerCertificate, ...(error !== undefined ? { error } : {}) })
+    }
+    const q = this.queueFor(ident)
     this.sweep(q)
     if (q.count === 0) this.forgetIdle(ident)
   }
@@ -730,6 +752,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   inboxRoom (): Promise<void> | null {
     return this.inbox.full ? this.inbox.room() : null
   }
+}
+
+function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 async function raceAbort<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {

@@ -13,11 +13,12 @@
 import type { Channel, ChannelReader } from '../link/channel.ts'
 import { PacketDecoder } from '../transforms/framing.ts'
 import {
-  ackPacketBytes, decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FrameType, FrameWriter, MESSAGE_HEADER_BYTES, messagePacketBytes,
-  PROTOCOL_VERSION, UUID_BYTES, type Frame
+  ackPacketBytes, decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FEATURE_VERDICT, FrameType, FrameWriter, MESSAGE_HEADER_BYTES, messagePacketBytes,
+  PROTOCOL_VERSION, RefusalCode, UUID_BYTES, type Frame
 } from '../transforms/frames.ts'
 import {
-  HandshakeTimeoutError, IncompatibleProtocolError, KeepaliveTimeoutError, ProtocolError, RedundantConnectionError
+  DuplicateIdentityError, HandshakeRefusedError, HandshakeTimeoutError, IdentityMismatchError, IncompatibleProtocolError,
+  KeepaliveTimeoutError, PeerCertificateError, ProtocolError, RedundantConnectionError
 } from '../errors.ts'
 import type { Logger } from '../logging.ts'
 import type { Outbox, OutboxReader, QueueEntry } from './outbox.ts'
@@ -54,6 +55,8 @@ const PAUSE_OWED = 2
 /** What a session needs from the Messaging that owns it. */
 export interface SessionHost<C extends Channel = Channel> {
   readonly identity: string
+  /** This process's nonce, announced in EXTENSIONS: two connections with the same nonce come from the same peer. */
+  readonly nonce: Uint8Array
   readonly plain: boolean
   readonly maxPacketSize: number
   readonly maxUnacked: number
@@ -62,7 +65,11 @@ export interface SessionHost<C extends Channel = Channel> {
   readonly log: Logger
   /** The remote identified itself; returns its outbox, or an error to close the connection with. */
   identified (session: Session<C>, ident: string): Outbox | Error
-  /** The session has its identity and outbox: announce the peer (what the application does then may send to it). */
+  /**
+   * The connection is up: the remote identified and was accepted, and (between
+   * peers that give verdicts) accepted this side too. Announce the peer (what the
+   * application does then may send to it).
+   */
   connected (session: Session<C>): void
   /** A MESSAGE: its UUID is the 16 bytes at `at` of `packet`, then TTL, flags, and the data up to `end`. */
   received (session: Session<C>, packet: Uint8Array, at: number, end: number): void
@@ -81,9 +88,19 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   outbox: Outbox | null = null
   /** True when both sides use acknowledged delivery on this connection. */
   acks = false
+  /** The remote's nonce (from its EXTENSIONS), if it sent one. */
+  remoteNonce: Uint8Array | null = null
+  /** True once the connection is up (see SessionHost.connected). */
+  up = false
+  /** The host announced this peer on this session (and so owes a disconnect when it ends). */
+  announced = false
   error: Error | undefined = undefined
   private gotVersion = false
   private remoteFeatures = 0
+  /** Both sides give verdicts (FEATURE_VERDICT): the connection is up once each accepted the other. */
+  private verdicts = false
+  /** The remote's WELCOME came. */
+  private welcomed = false
   /** Control frames to send (handshake, PING, INCOMPATIBLE_PROTOCOL). */
   private control: Frame[] = []
   /** A PING came: one PONG answers however many. */
@@ -122,7 +139,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   start (): void {
     const hello: Frame[] = [{ type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION }]
-    if (!this.host.plain) hello.push({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK })
+    if (!this.host.plain) hello.push({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: this.host.nonce })
     hello.push({ type: FrameType.Identification, identity: this.host.identity })
     this.host.log.debug('sending handshake', { conn: this.connection.id, frames: hello.map((f) => frameName(f.type)).join(','), identity: this.host.identity })
     this.control.push(...hello)
@@ -131,7 +148,15 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     }, this.host.handshakeTimeout)
     if (this.host.keepalive !== undefined) this.armKeepalive(this.host.keepalive.interval)
     void this.connection.closed.then(() => { this.onClosed() })
+    // Refused by the transport (a TLS certificate that did not verify): say so after the hello, read nothing.
+    const refusal = this.connection.refusal
+    if (refusal !== undefined && !this.host.plain) {
+      this.control.push({ type: FrameType.Refused, code: refusalCode(refusal), reason: refusalReason(refusal) })
+      this.error = refusal
+      this.ending = true
+    }
     this.flushNow()
+    if (refusal !== undefined && this.host.plain) { this.close(); return }
     this.connection.read(this.reader)
   }
 
@@ -157,8 +182,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     if (this.stopped) return
     // What this chunk made (replies, acknowledgements) goes out now, in one write.
     if (this.flushState !== FLUSH_NONE) this.flushNow()
-    // Only an identified remote can fill the inbox: pausing a handshake would keep it from ever identifying.
-    if (this.outbox !== null && (this.paused & PAUSE_INBOX) === 0) {
+    // Only a connection that is up can fill the inbox: pausing a handshake would keep it from ever completing.
+    if (this.up && (this.paused & PAUSE_INBOX) === 0) {
       const room = this.host.inboxRoom()
       if (room !== null) {
         this.pause(PAUSE_INBOX)
@@ -252,13 +277,26 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
       case FrameType.Extensions: {
         // Only an announcement between PROTOCOL_VERSION and IDENTIFICATION counts.
         const counts = this.gotVersion && this.ident === null
-        if (counts) this.remoteFeatures = f.features
+        if (counts) {
+          this.remoteFeatures = f.features
+          this.remoteNonce = f.nonce === undefined ? null : f.nonce.slice()
+        }
         this.host.log.debug(counts ? 'got EXTENSIONS' : 'ignored EXTENSIONS outside the handshake', { conn: this.connection.id, version: f.version, features: f.features })
         return
       }
       case FrameType.Identification:
         this.host.log.debug('got IDENTIFICATION', { conn: this.connection.id, peer: f.identity })
         this.identify(f.identity)
+        return
+      case FrameType.Welcome:
+        if (!this.verdicts || this.welcomed) return
+        this.welcomed = true
+        if (this.outbox !== null) this.goUp()
+        return
+      case FrameType.Refused:
+        // Before IDENTIFICATION too: a remote that announced verdicts may refuse us from the start (our certificate).
+        if (this.host.plain || (this.remoteFeatures & FEATURE_VERDICT) === 0) return
+        this.fail(refusal(f.code, f.reason, this.ident))
     }
   }
 
@@ -267,13 +305,37 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     if (this.ident !== null) { this.fail(new ProtocolError('a second IDENTIFICATION on one connection')); return }
     if (ident.length === 0) { this.fail(new ProtocolError('empty identity in IDENTIFICATION')); return }
     this.acks = !this.host.plain && (this.remoteFeatures & FEATURE_ACK) !== 0
-    if (this.handshakeTimer !== null) { clearTimeout(this.handshakeTimer); this.handshakeTimer = null }
+    this.verdicts = !this.host.plain && (this.remoteFeatures & FEATURE_VERDICT) !== 0
     const outbox = this.host.identified(this, ident)
-    if (outbox instanceof Error) { this.fail(outbox); return }
+    if (outbox instanceof Error) {
+      if (this.verdicts) this.refuse(outbox)
+      else this.fail(outbox)
+      return
+    }
     this.ident = ident
     this.outbox = outbox
-    outbox.attach(this)
+    if (!this.verdicts) { this.goUp(); return }
+    this.control.push(WELCOME)
+    this.want()
+    if (this.welcomed) this.goUp()
+  }
+
+  /** Both sides accepted each other: messages may flow. */
+  private goUp (): void {
+    if (this.up || this.stopped) return
+    this.up = true
+    if (this.handshakeTimer !== null) { clearTimeout(this.handshakeTimer); this.handshakeTimer = null }
+    this.outbox!.attach(this)
     this.host.connected(this)
+  }
+
+  /** Tells the remote why it is refused (REFUSED), then ends the connection. */
+  private refuse (error: Error): void {
+    this.error = error
+    this.host.failed(this, error)
+    this.control.push({ type: FrameType.Refused, code: refusalCode(error), reason: refusalReason(error) })
+    this.ending = true
+    this.want()
   }
 
   /** Acknowledges a received message (its UUID: the 16 bytes at `at` of `uuid`) to the remote. */
@@ -358,7 +420,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   /** Whether the outbox has messages this connection may take now. */
   private hasMore (): boolean {
     const o = this.outbox
-    if (o === null || !o.hasSendable) return false
+    if (o === null || !this.up || !o.hasSendable) return false
     return !this.acks || o.inFlight < this.host.maxUnacked
   }
 
@@ -384,7 +446,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     const control = this.control
     const o = this.outbox
     const batch = this.batch
-    if (o !== null && !this.ending) {
+    if (o !== null && this.up && !this.ending) {
       const room = this.acks ? this.host.maxUnacked - o.inFlight : BATCH_MESSAGES
       if (room > 0) o.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, batch)
     }
@@ -419,7 +481,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   private endChannel (): void {
     if (this.endCalled) return
     this.endCalled = true
-    void this.connection.end()
+    void this.connection.end(this.error)
   }
 
   // ---- closing ---------------------------------------------------------------
@@ -521,11 +583,42 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
 const PING: Frame = { type: FrameType.Ping }
 const PONG: Frame = { type: FrameType.Pong }
+const WELCOME: Frame = { type: FrameType.Welcome }
+
+/** The REFUSED code for a refusal. */
+function refusalCode (error: Error): number {
+  return error instanceof RedundantConnectionError ? RefusalCode.RedundantConnection
+    : error instanceof DuplicateIdentityError ? RefusalCode.DuplicateIdentity
+      : error instanceof IdentityMismatchError ? RefusalCode.IdentityMismatch
+        : error instanceof PeerCertificateError ? RefusalCode.PeerCertificate
+          : RefusalCode.Other
+}
+
+/** The text a REFUSED frame carries: the error's message, or for a certificate OpenSSL's reason code. */
+function refusalReason (error: Error): string {
+  return error instanceof PeerCertificateError ? error.reason : error.message
+}
+
+/** The error a REFUSED frame stands for, on the side that was refused. */
+function refusal (code: number, reason: string, ident: string | null): HandshakeRefusedError {
+  const told = `refused by the remote: ${reason}`
+  let error: HandshakeRefusedError
+  switch (code) {
+    case RefusalCode.DuplicateIdentity: error = new DuplicateIdentityError(ident ?? '', told); break
+    case RefusalCode.IdentityMismatch: error = new IdentityMismatchError(ident ?? '', [], told); break
+    case RefusalCode.RedundantConnection: error = new RedundantConnectionError(told); break
+    case RefusalCode.PeerCertificate: error = new PeerCertificateError(reason); break
+    default: error = new HandshakeRefusedError(told)
+  }
+  error.byRemote = true
+  return error
+}
 
 const FRAME_NAMES = new Map<number, string>([
   [FrameType.ProtocolVersion, 'PROTOCOL_VERSION'], [FrameType.IncompatibleProtocol, 'INCOMPATIBLE_PROTOCOL'],
   [FrameType.Identification, 'IDENTIFICATION'], [FrameType.Message, 'MESSAGE'], [FrameType.Ping, 'PING'],
-  [FrameType.Pong, 'PONG'], [FrameType.Extensions, 'EXTENSIONS'], [FrameType.Ack, 'ACK']
+  [FrameType.Pong, 'PONG'], [FrameType.Extensions, 'EXTENSIONS'], [FrameType.Ack, 'ACK'],
+  [FrameType.Refused, 'REFUSED'], [FrameType.Welcome, 'WELCOME']
 ])
 
 /** A frame type as PROTOCOL.md names it, for log lines. */

@@ -22,7 +22,11 @@ export const FrameType = {
   /** Extension: capabilities, sent after PROTOCOL_VERSION and before IDENTIFICATION. */
   Extensions: 16,
   /** Extension: acknowledgement of received messages by UUID. */
-  Ack: 17
+  Ack: 17,
+  /** Extension: the remote's identity was refused, and why; the connection closes after it. */
+  Refused: 18,
+  /** Extension: the remote's identity was accepted; the connection is up once each side has the other's. */
+  Welcome: 19
 } as const
 export type FrameType = typeof FrameType[keyof typeof FrameType]
 
@@ -43,8 +47,33 @@ export const UUID_BYTES = 16
 export const MESSAGE_HEADER_BYTES = UUID_BYTES + 8
 /** Extension feature bit: acknowledged delivery (ACK frames, redelivery, dedup). */
 export const FEATURE_ACK = 0x1
-/** Version of the extension frames' layouts. */
-export const EXTENSIONS_VERSION = 1
+/**
+ * Extension feature bit: the sender answers the remote's IDENTIFICATION with
+ * WELCOME or REFUSED, and counts the connection as up only once it has the
+ * remote's WELCOME.
+ */
+export const FEATURE_VERDICT = 0x2
+/** Version of the extension frames' layouts: 2 adds the sender's nonce to EXTENSIONS. */
+export const EXTENSIONS_VERSION = 2
+/** Bytes of the per-process nonce in EXTENSIONS (layout version 2). */
+export const NONCE_BYTES = 16
+/** Longest reason text in REFUSED, in bytes of UTF-8. */
+export const MAX_REASON_BYTES = 1024
+
+/** Why a REFUSED frame refuses. */
+export const RefusalCode = {
+  /** Something else: the reason text says what. */
+  Other: 0,
+  /** A peer with this identity is connected already, and this connection is not provably from the same peer. */
+  DuplicateIdentity: 1,
+  /** The identity is not one the remote's verified certificate names (bindIdentityToCertificate). */
+  IdentityMismatch: 2,
+  /** The same two peers have another connection, which both keep. */
+  RedundantConnection: 3,
+  /** The remote's TLS certificate did not verify. */
+  PeerCertificate: 4
+} as const
+export type RefusalCode = typeof RefusalCode[keyof typeof RefusalCode]
 
 export interface ProtocolVersionFrame { type: typeof FrameType.ProtocolVersion, version: number }
 export interface IncompatibleProtocolFrame { type: typeof FrameType.IncompatibleProtocol }
@@ -60,7 +89,15 @@ export interface MessageFrame {
 }
 export interface PingFrame { type: typeof FrameType.Ping }
 export interface PongFrame { type: typeof FrameType.Pong }
-export interface ExtensionsFrame { type: typeof FrameType.Extensions, version: number, features: number }
+export interface ExtensionsFrame {
+  type: typeof FrameType.Extensions
+  version: number
+  features: number
+  /** The sender's per-process nonce (layout version 2); absent from version 1 announcements. */
+  nonce?: Uint8Array
+}
+export interface RefusedFrame { type: typeof FrameType.Refused, code: number, reason: string }
+export interface WelcomeFrame { type: typeof FrameType.Welcome }
 export interface AckFrame {
   type: typeof FrameType.Ack
   /** Concatenated 16-byte UUIDs (at least one). */
@@ -68,15 +105,18 @@ export interface AckFrame {
 }
 
 export type Frame = ProtocolVersionFrame | IncompatibleProtocolFrame | IdentificationFrame | MessageFrame |
-  PingFrame | PongFrame | ExtensionsFrame | AckFrame
+  PingFrame | PongFrame | ExtensionsFrame | AckFrame | RefusedFrame | WelcomeFrame
 
 const EMPTY_FRAMES: Record<number, Uint8Array> = {
   [FrameType.IncompatibleProtocol]: Uint8Array.of(FrameType.IncompatibleProtocol),
   [FrameType.Ping]: Uint8Array.of(FrameType.Ping),
-  [FrameType.Pong]: Uint8Array.of(FrameType.Pong)
+  [FrameType.Pong]: Uint8Array.of(FrameType.Pong),
+  [FrameType.Welcome]: Uint8Array.of(FrameType.Welcome)
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+/** For text that is only ever shown (a refusal's reason): bad bytes become U+FFFD. */
+const lenientUtf8 = new TextDecoder('utf-8')
 
 /** Largest identity accepted from the network, in bytes of UTF-8. */
 export const MAX_IDENTITY_BYTES = 1024
@@ -114,12 +154,26 @@ export function encodeFrame (frame: Frame): PacketPayload {
       return buf
     }
     case FrameType.Extensions: {
-      const buf = allocUnsafe(6)
+      const nonce = frame.nonce
+      if (nonce !== undefined && nonce.length !== NONCE_BYTES) throw new ProtocolError(`an EXTENSIONS nonce must be ${NONCE_BYTES} bytes`)
+      const buf = allocUnsafe(6 + (nonce?.length ?? 0))
       buf[0] = FrameType.Extensions
       buf[1] = frame.version
       writeUint32(buf, 2, frame.features >>> 0)
+      if (nonce !== undefined) buf.set(nonce, 6)
       return buf
     }
+    case FrameType.Refused: {
+      let reason = utf8Encoder.encode(frame.reason)
+      if (reason.length > MAX_REASON_BYTES) reason = utf8Encoder.encode(frame.reason.slice(0, MAX_REASON_BYTES / 4))
+      const buf = allocUnsafe(2 + reason.length)
+      buf[0] = FrameType.Refused
+      buf[1] = frame.code
+      buf.set(reason, 2)
+      return buf
+    }
+    case FrameType.Welcome:
+      return EMPTY_FRAMES[frame.type]!
     case FrameType.Ack: {
       const buf = allocUnsafe(1 + frame.uuids.length)
       buf[0] = FrameType.Ack
@@ -205,8 +259,18 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
     case FrameType.Extensions: {
       // A body too short to be ours is some other extension using this number: it announces nothing.
       if (payload.length < 6) return { type, version: 0, features: 0 }
-      return { type, version: payload[1]!, features: readUint32(payload, 2) }
+      const f: ExtensionsFrame = { type, version: payload[1]!, features: readUint32(payload, 2) }
+      // A nonce from layout version 2 on; anything after it is for later versions.
+      if (f.version >= 2 && payload.length >= 6 + NONCE_BYTES) f.nonce = payload.subarray(6, 6 + NONCE_BYTES)
+      return f
     }
+    case FrameType.Refused: {
+      if (payload.length < 2) throw new ProtocolError('REFUSED needs its code')
+      const body = payload.subarray(2, 2 + MAX_REASON_BYTES)
+      return { type, code: payload[1]!, reason: lenientUtf8.decode(body) }
+    }
+    case FrameType.Welcome:
+      return { type }
     case FrameType.Ack: {
       const body = payload.subarray(1)
       if (body.length === 0 || body.length % UUID_BYTES !== 0) {
