@@ -1,5 +1,5 @@
 // The public surface of snakemq.
-export { Link, Listener, Connector } from './link/link.ts'
+export { Link, Listener, Connector, listenDefaults } from './link/link.ts'
 export type { LinkOptions, LinkEvents, ListenOptions, ConnectOptions, ReconnectOptions } from './link/link.ts'
 export { Connection } from './link/connection.ts'
 export type { Channel, ChannelInfo, ChannelReader, Direction } from './link/channel.ts'

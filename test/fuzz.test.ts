@@ -400,6 +400,22 @@ async function settle (signature: () => string): Promise<void> {
   }
 }
 
+/**
+ * close() waits a while (on the mocked clock) for acknowledgements of what is in
+ * flight, which the model's wire only moves when told: the clock is moved on
+ * until it is closed, as time would pass.
+ */
+async function closeTicking (mq: Messaging, clock: { tick: (ms: number) => void }): Promise<void> {
+  let done = false
+  const closing = mq.close().finally(() => { done = true })
+  // Time passes only while the close is really waiting (for acknowledgements that cannot come).
+  for (let i = 0; i < 100 && !done; i++) {
+    for (let j = 0; j < 10 && !done; j++) await new Promise((resolve) => setImmediate(resolve))
+    if (!done) clock.tick(100)
+  }
+  await closing
+}
+
 async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void }): Promise<void> {
   const store = new MemoryStore()
   const messages: ModelMessage[] = []
@@ -576,7 +592,7 @@ async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void
           clock.tick(o.ms)
           break
         case 'crashReceiver':
-          await B.close()
+          await closeTicking(B, clock)
           ends = null
           startReceiver()
           await settle(signature)
@@ -590,7 +606,7 @@ async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void
             if (m.persistent) m.crossedCrash = true
             else m.lost = true
           }
-          await A.close()
+          await closeTicking(A, clock)
           ends = null
           await startSender()
           await settle(signature)
@@ -628,8 +644,8 @@ async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void
     assert.deepEqual(problems, [], `ops: ${JSON.stringify(ops)}`)
   } finally {
     A.removeAllListeners()
-    await A.close()
-    await B.close()
+    await closeTicking(A, clock)
+    await closeTicking(B, clock)
   }
 }
 

@@ -67,7 +67,8 @@ class Fixture {
 
   static async start (options: Partial<MessagingOptions> = {}, maxConnections?: number): Promise<Fixture> {
     const link = new Link()
-    const listener = await link.listen({ port: 0, ...(maxConnections !== undefined ? { maxConnections } : {}) })
+    // All the test's sockets come from 127.0.0.1: the per-address bound is tested in reliability.test.ts.
+    const listener = await link.listen({ port: 0, maxConnectionsPerAddress: 1024, ...(maxConnections !== undefined ? { maxConnections } : {}) })
     const server = new Messaging(link, { identity: 'server', handshakeTimeout: 1000, ...options })
     const goodLink = new Link()
     const good = new Messaging(goodLink, { identity: 'good' })

@@ -51,6 +51,13 @@ export interface ListenOptions {
   /** Most connections open at once through this listener; more are closed on accept. Default 1,024. */
   maxConnections?: number
   /**
+   * Most connections open at once through this listener from one remote address;
+   * more from it are closed on accept (logged), so that one host cannot take
+   * every slot of `maxConnections`. Peers behind one NAT share an address: raise
+   * it for them. Default 128.
+   */
+  maxConnectionsPerAddress?: number
+  /**
    * Bandwidth limits for the connections this listener accepts, in bytes per
    * second: a number limits outgoing bytes, `{ outgoing, incoming }` either side,
    * `false` none. Default: the link's `throttle`. Shorthand for a `throttle()`
@@ -140,6 +147,15 @@ export interface LinkEvents {
 }
 
 const DEFAULT_RECONNECT: Required<ReconnectOptions> = { minDelay: 200, maxDelay: 5000, factor: 2, stableAfter: 1000 }
+
+/** Defaults of ListenOptions. */
+export const listenDefaults = { maxConnections: 1024, maxConnectionsPerAddress: 128 } as const
+
+function positiveCount (value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new InvalidArgumentError(`${name} must be a positive integer, got ${typeof value === 'number' ? value : typeof value}`)
+  return value
+}
 
 function checkPort (port: unknown, name: string): number {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
@@ -323,13 +339,28 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     const transport = this.pick(options, 'listens', 'listen')
     const host = options.host ?? '127.0.0.1'
     const port = checkPort(options.port, 'listen')
-    const maxConnections = options.maxConnections ?? 1024
+    const maxConnections = positiveCount(options.maxConnections, 'listen: maxConnections', listenDefaults.maxConnections)
+    const perAddress = positiveCount(options.maxConnectionsPerAddress, 'listen: maxConnectionsPerAddress', listenDefaults.maxConnectionsPerAddress)
+    const byAddress = new Map<string, number>()
     const rates = options.throttle === undefined ? this.throttle : throttleRates(options.throttle, 'listen: throttle')
     const made = stack(checkTransforms(options.transforms, 'listen'), this.transforms, rates)
     const server = await transport.listen({ ...(options as unknown as Record<string, unknown>), host, port, maxConnections }, (channel) => {
       if (this.isClosed) { channel.close(); return }
       // Refused by the transport: only a Messaging can tell the remote why; without one it is just closed.
       if (channel.refusal !== undefined && this.owner === null) { channel.close(channel.refusal); return }
+      const address = channel.remoteAddress
+      const n = byAddress.get(address) ?? 0
+      if (n >= perAddress) {
+        this.log.warn('connection refused: maxConnectionsPerAddress reached', { remote: `${address}:${channel.remotePort}`, maxConnectionsPerAddress: perAddress })
+        channel.close()
+        return
+      }
+      byAddress.set(address, n + 1)
+      void channel.closed.then(() => {
+        const left = (byAddress.get(address) ?? 1) - 1
+        if (left === 0) byAddress.delete(address)
+        else byAddress.set(address, left)
+      })
       this.adopt(channel, made)
     }, { log: this.log, error: (err) => { if (!this.isClosed) this.emit('error', err) } })
     const listener = new Listener(transport.name, server, (l) => { this.listenerSet.delete(l) })

@@ -13,14 +13,15 @@ import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
-import { EntryState, Outbox, QueueEntry, type DeliveryWaiter, type OutboxHost } from './outbox.ts'
+import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter, type OutboxHost } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session, type SessionHost } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
-  EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions, SendOptions, SendResult
+  DrainOptions, DrainResult, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
+  SendOptions, SendResult
 } from './types.ts'
 
 /** snakeMQ cuts identities to 50 characters; we refuse longer ones instead of cutting them. */
@@ -29,6 +30,7 @@ export const MAX_IDENTITY_LENGTH = 50
 const CLOCK_SAVE_INTERVAL = 10_000
 
 export const messagingDefaults = {
+  keepalive: { interval: 10_000, wait: 10_000 },
   handshakeTimeout: 5000,
   maxPacketSize: DEFAULT_MAX_PACKET_SIZE,
   queueMessages: 100_000,
@@ -65,8 +67,8 @@ function verifyOptions (o: MessagingOptions): void {
     throw new InvalidArgumentError(`identity must be a string of 1 to ${MAX_IDENTITY_LENGTH} characters`)
   }
   const ka = o.keepalive
-  if (ka !== undefined && (!(ka.interval > 0) || !(ka.wait > 0))) {
-    throw new InvalidArgumentError('keepalive: interval and wait must be positive numbers of milliseconds')
+  if (ka !== undefined && ka !== false && (typeof ka !== 'object' || ka === null || !(ka.interval > 0) || !(ka.wait > 0))) {
+    throw new InvalidArgumentError('keepalive: interval and wait must be positive numbers of milliseconds, or keepalive false')
   }
 }
 
@@ -102,6 +104,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   private readonly queueBytes: number
   private readonly dedupSize: number
   private readonly queues = new Map<string, Outbox>()
+  private readonly totals = new QueueTotals()
+  /** drain() was called: new sends are refused while the queues empty. */
+  private draining = false
   /** Identified sessions by remote identity. */
   private readonly peers = new Map<string, Session<Connection>>()
   private readonly sessions = new Set<Session<Connection>>()
@@ -138,7 +143,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (this.maxUnacked > MAX_UNACKED_LIMIT) throw new InvalidArgumentError(`maxUnacked must be at most ${MAX_UNACKED_LIMIT}, got ${this.maxUnacked}`)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
     this.maxIdlePeers = positiveInt(options.maxIdlePeers, 'maxIdlePeers', messagingDefaults.maxIdlePeers)
-    this.keepalive = options.keepalive
+    this.keepalive = options.keepalive === false ? undefined : options.keepalive ?? { ...messagingDefaults.keepalive }
     this.bindIdentityToCertificate = options.bindIdentityToCertificate === true
     this.inbox = new Inbox(
       positiveInt(options.receiveBuffer, 'receiveBuffer', messagingDefaults.receiveBuffer),
@@ -167,9 +172,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   /** Messages queued and not yet delivered: for one peer, or for all. */
   queued (ident?: string): number {
     if (ident !== undefined) return this.queues.get(ident)?.count ?? 0
-    let n = 0
-    for (const q of this.queues.values()) n += q.count
-    return n
+    return this.totals.count
   }
 
   /**
@@ -188,7 +191,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     // everything else, errors included, goes through sendSlow().
     const { ttl, wait, persistent, signal } = options
     const q = this.queues.get(to)
-    if (q === undefined || !this.isReady || this.closing !== null || wait === 'delivered' || signal !== undefined ||
+    if (q === undefined || !this.isReady || this.closing !== null || this.draining || wait === 'delivered' || signal !== undefined ||
         (persistent === true && this.store !== null) || !(data instanceof Uint8Array)) {
       return this.sendSlow(to, data, options)
     }
@@ -233,7 +236,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     const flags = unacked ? FLAG_UNACKED : 0
     if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
         q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) {
-      this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags).catch((err: unknown) => { onError(err, context) })
+      this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags, true).catch((err: unknown) => { onError(err, context) })
       return
     }
     const expiry = ttl === undefined ? Infinity : q.offlineAt(Date.now()) + ttl * 1000
@@ -241,9 +244,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     if (!q.connected && expiry !== Infinity) this.scheduleExpiry(q, expiry)
   }
 
-  /** send() for everything but its common case; `flags`: wire flags besides FLAG_PERSISTENT (see post()). */
-  private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions, flags = 0): Promise<SendResult> {
+  /**
+   * send() for everything but its common case; `flags`: wire flags besides
+   * FLAG_PERSISTENT (see post()); `internal`: post()'s (RPC replies still go out while draining).
+   */
+  private async sendSlow (to: string, data: Uint8Array | string, options: SendOptions, flags = 0, internal = false): Promise<SendResult> {
     if (this.closing !== null) throw new ClosedError('messaging is closed')
+    if (this.draining && !internal) throw new ClosedError('messaging is draining: no new messages are taken')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('send: data must be a Uint8Array or a string')
@@ -352,7 +359,46 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     }
   }
 
-  /** Closes every connection, the link, timers, consumers and the store; idempotent. */
+  /**
+   * Closes gracefully: refuses new sends (ClosedError), waits until every queue
+   * is empty (each message delivered, expired or dropped), then closes. When the
+   * timeout passes or the signal aborts first, it closes anyway, and each message
+   * still queued is reported as a `drop` with reason `'closed'` (persistent ones
+   * in a durable store stay there for the next start instead). Resolves once
+   * closed, saying whether everything went. Idempotent with close().
+   */
+  async drain (options: DrainOptions = {}): Promise<DrainResult> {
+    const { timeout, signal } = options
+    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0))) {
+      throw new InvalidArgumentError(`drain: timeout must be a number of milliseconds >= 0, got ${String(timeout)}`)
+    }
+    if (this.closing === null && !this.draining) {
+      this.draining = true
+      if (this.totals.count > 0 && signal?.aborted !== true) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            this.totals.onEmpty = null
+            clearTimeout(timer)
+            signal?.removeEventListener('abort', done)
+            resolve()
+          }
+          this.totals.onEmpty = done
+          const timer = timeout === undefined ? undefined : setTimeout(done, timeout)
+          signal?.addEventListener('abort', done, { once: true })
+        })
+      }
+    }
+    const left = this.totals.count
+    await this.close()
+    return { drained: left === 0, left }
+  }
+
+  /**
+   * Closes every connection, the link, timers, consumers and the store, at once:
+   * what is owed (acknowledgements) is flushed first, and each message still
+   * queued that is not kept in a durable store is reported as a `drop` with
+   * reason `'closed'`. Idempotent. See drain() to wait for the queues first.
+   */
   async close (): Promise<void> {
     this.closing ??= this.shutdown()
     await this.closing
@@ -373,10 +419,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
     await this.link.close()
     const closed = new ClosedError('messaging was closed before the message was delivered')
     for (const q of this.queues.values()) {
-      for (const e of q.entries()) {
+      for (const e of [...q.entries()]) {
         const w = e.waiter
         e.waiter = undefined
         w?.reject(closed)
+        // Kept in a durable store, it goes out after the next start; anything else is gone, and says so.
+        if (!e.stored || !(this.store?.durable ?? false)) this.drop(q, e, 'closed')
       }
       for (const w of q.roomWaiters) w()
       q.roomWaiters.clear()
@@ -432,7 +480,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements SessionH
   private queueFor (peer: string): Outbox {
     let q = this.queues.get(peer)
     if (q === undefined) {
-      q = new Outbox(peer, Date.now(), this)
+      q = new Outbox(peer, Date.now(), this, this.totals)
       this.queues.set(peer, q)
     }
     return q

@@ -210,6 +210,15 @@ export interface OutboxHost {
   delivered (outbox: Outbox, entry: QueueEntry): void
 }
 
+/** Counts over every outbox of one Messaging. */
+export class QueueTotals {
+  /** Messages queued (not yet delivered or dropped), and their data bytes. */
+  count = 0
+  bytes = 0
+  /** Called when `count` comes down to 0 (Messaging.drain waits on it). */
+  onEmpty: (() => void) | null = null
+}
+
 /** Unsent bytes past which a new message makes the session write at once. */
 const FLUSH_NOW_BYTES = 64 * 1024
 
@@ -233,7 +242,7 @@ export class Outbox {
   /** The session this peer's messages go out on while it is connected. */
   private reader: OutboxReader | null = null
 
-  constructor (readonly peer: string, now: number, private readonly host: OutboxHost) {
+  constructor (readonly peer: string, now: number, private readonly host: OutboxHost, private readonly totals: QueueTotals) {
     this.clock = { offline: 0, since: now, connected: false }
   }
 
@@ -300,6 +309,8 @@ export class Outbox {
     this.items.push(entry)
     this.count++
     this.bytes += entry.size
+    this.totals.count++
+    this.totals.bytes += entry.size
     const r = this.reader
     if (r !== null && entry.state === EntryState.Queued) r.wake(this.bytes - this.unacked.bytes >= FLUSH_NOW_BYTES)
   }
@@ -318,6 +329,10 @@ export class Outbox {
     entry.state = EntryState.Done
     this.count--
     this.bytes -= entry.size
+    const totals = this.totals
+    totals.count--
+    totals.bytes -= entry.size
+    if (totals.count === 0) totals.onEmpty?.()
     if (this.roomWaiters.size > 0) {
       for (const w of this.roomWaiters) w()
       this.roomWaiters.clear()

@@ -168,8 +168,18 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   }
 
   private onData (chunk: Uint8Array): void {
-    // Ending: keep reading (so the remote's FIN is seen) but act on nothing more.
-    if (this.stopped || this.ending) return
+    if (this.stopped) return
+    // Ending: keep reading (so the remote's FIN is seen) but act on nothing more,
+    // except the acknowledgements of what is in flight, which finish() waits for.
+    if (this.ending) {
+      if (!this.awaitingAcks()) return
+      try {
+        this.decoder.each(chunk, this.onAckOnly)
+      } catch {
+        this.endChannel()
+      }
+      return
+    }
     this.lastRecv = Date.now()
     this.wroteSinceRead = false
     this.reading = true
@@ -216,6 +226,18 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     if ((this.paused & why) === 0) return
     this.paused &= ~why
     if (this.paused === 0 && !this.stopped) this.connection.resume()
+  }
+
+  /** While ending: only ACK frames count, and the connection ends once nothing is in flight. */
+  private readonly onAckOnly = (buf: Uint8Array, start: number, end: number): boolean => {
+    if (buf[start] === FrameType.Ack && end - start > 1 && (end - start - 1) % UUID_BYTES === 0) this.outbox!.acked(buf, start + 1, end)
+    if (!this.awaitingAcks()) { this.endChannel(); return false }
+    return true
+  }
+
+  /** finish() waits for the acknowledgements of the messages in flight on this connection. */
+  private awaitingAcks (): boolean {
+    return this.ending && this.up && this.acks && this.outbox !== null && this.outbox.inFlight > 0 && !this.endCalled
   }
 
   /** One packet, `buf[start..end)`; false when nothing more should be read from this connection. */
@@ -396,7 +418,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     if (!channel.writable) { this.awaitDrain(); return }
     const chunks = this.nextBatch()
     if (chunks === null) {
-      if (this.ending) this.endChannel()
+      if (this.ending && !this.awaitingAcks()) this.endChannel()
       return
     }
     const ok = channel.write(chunks)
@@ -511,8 +533,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   /**
    * Graceful close: sends what is owed but no new messages (acknowledgements
-   * above all, so the remote does not resend what we received), then ends the
-   * connection. Resolves when it is closed, or after `timeout` ms when it is destroyed.
+   * above all, so the remote does not resend what we received), waits for the
+   * acknowledgements of the messages in flight (so what the remote got is not
+   * reported lost), then ends the connection. Resolves when it is closed, or
+   * after `timeout` ms when it is destroyed.
    */
   async finish (timeout: number): Promise<void> {
     if (this.stopped) return

@@ -24,8 +24,16 @@ export interface MessagingOptions {
   identity: string
   /** Where persistent messages are kept. Default: none (persistent messages live in memory only). */
   store?: QueueStore
-  /** Keepalive; off by default, as in snakeMQ. */
-  keepalive?: KeepaliveOptions
+  /**
+   * Keepalive: a connection silent for `interval` ms gets a PING, and is closed
+   * (KeepaliveTimeoutError) if nothing arrives within `wait` ms, so a connection
+   * that died without a word (a crashed host, a NAT that forgot it, a proxy that
+   * stopped forwarding) is noticed, and what waited on it goes out on the next
+   * one. Default on: `{ interval: 10_000, wait: 10_000 }` (snakeMQ's default was
+   * off; snakeMQ 1.6 answers every PING, so it is safe with its peers). `false`
+   * turns it off.
+   */
+  keepalive?: KeepaliveOptions | false
   /** Milliseconds a new connection has to complete PROTOCOL_VERSION and IDENTIFICATION. Default 5,000. */
   handshakeTimeout?: number
   /** Largest packet accepted from a remote, in bytes. Default 64 MiB. */
@@ -177,6 +185,24 @@ export type MessagingEvent = {
 
 /** The events `Messaging.events()` can stream. */
 export type MessagingEventType = Exclude<keyof MessagingEvents, 'closed'>
+
+export interface DrainOptions {
+  /**
+   * Milliseconds to wait for the queues to empty; then the Messaging closes
+   * anyway and reports what it still held (a `drop` event with reason
+   * `'closed'` for each message that is not kept in the store). Default: no limit.
+   */
+  timeout?: number
+  /** Stops waiting when aborted: the Messaging closes at once, as on a timeout. */
+  signal?: AbortSignal
+}
+
+export interface DrainResult {
+  /** True when every queue emptied in time; false when the wait was cut short. */
+  drained: boolean
+  /** Messages still queued when it closed: dropped with reason `'closed'`, or (persistent) kept in the store. */
+  left: number
+}
 
 export interface EventsOptions {
   /** Only these event types. Default: all. */
