@@ -23,11 +23,6 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const STEP_LIMIT = 50_000
 /** What the README links to must also work on a package page, away from the repository. */
 const REPOSITORY = 'https://github.com/snakemq-node/snakemq'
-/**
- * Runtime dependencies no shipped file imports yet, each with its reason: the
- * byte path of issue "channel" composes connections with it-pipe.
- */
-const AWAITING_IMPORT = new Set(['it-pipe'])
 
 interface Run { code: number | null, stdout: string, stderr: string }
 
@@ -327,7 +322,7 @@ test('every package a shipped module imports is a dependency, and every dependen
   }
   assert.ok(imported.has('level'), 'the scan finds imports')
   assert.deepEqual([...imported].filter((d) => !deps.has(d)), [], 'imported but not a dependency')
-  assert.deepEqual([...deps].filter((d) => !imported.has(d) && !AWAITING_IMPORT.has(d)), [], 'a dependency nothing imports')
+  assert.deepEqual([...deps].filter((d) => !imported.has(d)), [], 'a dependency nothing imports')
 })
 
 test('the README\'s links work away from the repository', async () => {
