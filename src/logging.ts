@@ -38,3 +38,54 @@ export function debugLogger (component: LogComponent): Logger {
 
 /** A logger that drops everything. */
 export const silentLogger: Logger = { debug () {}, info () {}, warn () {}, error () {} }
+
+/**
+ * One log method in pino's argument order: the fields first, then the message.
+ * Method syntax, so pino's overloaded `LogFn` fits.
+ */
+export interface FieldsFirstLogger {
+  debug (fields: LogFields, message: string): void
+  info (fields: LogFields, message: string): void
+  warn (fields: LogFields, message: string): void
+  error (fields: LogFields, message: string): void
+}
+
+/** Options of {@link pinoLogger}. */
+export interface PinoLoggerOptions {
+  /**
+   * The field an `error` field's Error is moved to, so that pino's error
+   * serializer writes its type, message and stack (pino leaves an Error under
+   * any other key as `{}`). Match pino's own `errorKey` option. Default `'err'`.
+   */
+  errorKey?: string
+}
+
+const NO_FIELDS: LogFields = Object.freeze({})
+
+/**
+ * A {@link Logger} that writes to a pino logger (or any logger taking
+ * `(fields, message)`), for the `logger` option of `Link`, `Messaging`,
+ * `LevelStore`, `RpcServer` and `RpcClient`. pino is not a dependency of this
+ * package: pass your own instance, or a child of it to name the component:
+ *
+ * ```ts
+ * const log = pino()
+ * const mq = new Messaging(link, { identity: 'bob', logger: pinoLogger(log.child({ component: 'messaging' })) })
+ * ```
+ */
+export function pinoLogger (target: FieldsFirstLogger, options: PinoLoggerOptions = {}): Logger {
+  const errorKey = options.errorKey ?? 'err'
+  const adapt = (fields: LogFields | undefined): LogFields => {
+    if (fields === undefined) return NO_FIELDS
+    const error = fields.error
+    if (!(error instanceof Error) || errorKey === 'error') return fields
+    const { error: _moved, ...rest } = fields
+    return { ...rest, [errorKey]: error }
+  }
+  return {
+    debug (message, fields) { target.debug(adapt(fields), message) },
+    info (message, fields) { target.info(adapt(fields), message) },
+    warn (message, fields) { target.warn(adapt(fields), message) },
+    error (message, fields) { target.error(adapt(fields), message) }
+  }
+}

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -36,7 +37,7 @@ class Smq {
     const child = spawn(process.execPath, [...command, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     running.add(child)
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s })
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s; this.wakeAll() })
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const e = JSON.parse(line) as unknown
@@ -85,18 +86,43 @@ class Smq {
 
   all (event: string): Event[] { return this.events.filter((e) => e.event === event) }
 
+  /** The stderr lines so far. */
+  get notes (): string[] { return this.stderr.split('\n').filter((l) => l !== '') }
+
+  /** The first stderr line (already seen or still to come) that `re` matches; rejects if the process ends first. */
+  async note (re: RegExp): Promise<RegExpMatchArray> {
+    while (true) {
+      const found = this.notes.map((l) => re.exec(l)).find((m) => m !== null)
+      if (found !== undefined) return found
+      if (this.closed) throw new Error(`smq ended without printing ${String(re)} on stderr; stderr: ${this.stderr}`)
+      await new Promise<void>((resolve) => {
+        const w = (): void => { this.waiters.delete(w); resolve() }
+        this.waiters.add(w)
+      })
+    }
+  }
+
   /** When `e` (one of this.events) arrived. */
   timeOf (e: Event): number { return this.times[this.events.indexOf(e)]! }
 
-  /** Waits for the exit and checks the output's shape: JSON only, start first (if any), done last. */
-  async result (): Promise<{ code: number | null, done: Event }> {
+  /**
+   * Waits for the exit and checks the output's shape: JSON only, start first (if
+   * any), done last, its rate what its counts and elapsed time make. `done` comes
+   * without `elapsed` and `rate`, which `timing` holds.
+   */
+  async result (): Promise<{ code: number | null, done: Event, timing: { elapsed: number, rate: number } }> {
     const { code } = await this.exited
     assert.deepEqual(this.junk, [], 'every stdout line is a JSON object with an event')
     const last = this.events.at(-1)
     assert.equal(last?.event, 'done', `done is the last line; stderr: ${this.stderr}`)
     assert.equal(this.all('done').length, 1)
     if (this.all('start').length > 0) assert.equal(this.events[0]!.event, 'start', 'start is the first line')
-    return { code, done: last }
+    const { elapsed, rate, ...done } = last
+    assert.ok(typeof elapsed === 'number' && elapsed >= 0 && typeof rate === 'number', JSON.stringify(last))
+    // elapsed is rounded to the millisecond, rate (received + delivered per second) to a whole number.
+    const n = (done.received as number) + (done.delivered as number)
+    if (elapsed > 0.001) assert.ok(rate >= n / (elapsed + 0.0005) - 0.5 && rate <= n / (elapsed - 0.0005) + 0.5, `rate ${rate} for ${n} in ${elapsed} s`)
+    return { code, done: done as Event, timing: { elapsed, rate } }
   }
 }
 
@@ -121,8 +147,8 @@ test('two smq peers exchange 1,000 messages and echo all of them back', async (t
   t.diagnostic(`1,000 messages there and back, two processes started: ${Math.round(performance.now() - t0)} ms`)
   assert.equal(a.code, 0, `alice: ${JSON.stringify(a.done)} ${alice.stderr}`)
   assert.equal(b.code, 0, `bob: ${JSON.stringify(b.done)} ${bob.stderr}`)
-  assert.deepEqual(a.done, { event: 'done', ok: true, received: 1000, sent: 1000, reason: 'all expectations met' })
-  assert.deepEqual(b.done, { event: 'done', ok: true, received: 1000, sent: 1000, reason: 'all expectations met' })
+  assert.deepEqual(a.done, { event: 'done', ok: true, received: 1000, sent: 1000, delivered: 1000, reason: 'all expectations met' })
+  assert.deepEqual(b.done, { event: 'done', ok: true, received: 1000, sent: 1000, delivered: 1000, reason: 'all expectations met' })
 
   const start = await alice.started()
   assert.deepEqual(start, { event: 'start', ident: 'alice', pid: alice.child.pid, listen: [], connect: [`127.0.0.1:${port}`] })
@@ -195,6 +221,91 @@ test('recv prints data_hex up to 64 bytes and sha256 beyond; echoes keep TTL and
   assert.deepEqual(from('erin').map((r) => [r.data_hex, r.len]), [['', 0]])
 })
 
+test('two smq peer --quiet processes exchanging 500 messages print only their start and done lines, with rate and elapsed time', async () => {
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--echo', '--expect', '500', '--timeout', '60', '--quiet')
+  const port = await bob.port()
+  const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${port}`, '--send-to', 'bob', '--count', '500', '--size', '100',
+    '--expect', '500', '--timeout', '60', '--quiet')
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  assert.equal(a.code, 0, alice.stderr)
+  assert.equal(b.code, 0, bob.stderr)
+  assert.deepEqual(alice.events.map((e) => e.event), ['start', 'done'])
+  assert.deepEqual(bob.events.map((e) => e.event), ['start', 'done'])
+  assert.deepEqual(a.done, { event: 'done', ok: true, received: 500, sent: 500, delivered: 500, reason: 'all expectations met' })
+  assert.deepEqual(b.done, { event: 'done', ok: true, received: 500, sent: 500, delivered: 500, reason: 'all expectations met' })
+  for (const { timing } of [a, b]) assert.ok(timing.elapsed > 0 && timing.rate > 0, JSON.stringify(timing))
+  assert.deepEqual([alice.stderr, bob.stderr], ['', ''], 'nothing went wrong, so nothing on stderr')
+})
+
+const PROGRESS = /^smq: progress (\d+\.\d) s: sent (\d+), delivered (\d+), received (\d+), (\d+) msg\/s, queued (\d+)$/
+
+test('--progress prints a line a second on stderr with the counts, the rate and the queue', async () => {
+  const bob = smq('peer', '--ident', 'bob', '--listen', '0', '--expect', '40', '--timeout', '60', '--progress')
+  // 40 kB at 16 kB/s: about 2.5 s, two or three progress lines with the transfer under way.
+  const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${await bob.port()}`, '--send-to', 'bob', '--count', '40',
+    '--size', '1000', '--throttle', '16000', '--timeout', '60', '--progress', '--quiet')
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  assert.equal(a.code, 0, alice.stderr)
+  assert.equal(b.code, 0, bob.stderr)
+  assert.equal(bob.all('recv').length, 40, 'without --quiet stdout keeps its events')
+  const parse = (p: Smq, timing: { elapsed: number }): number[][] => {
+    const lines = p.notes.map((l) => PROGRESS.exec(l))
+    assert.ok(lines.every((m) => m !== null), p.stderr)
+    const rows = lines.map((m) => m!.slice(1).map(Number))
+    assert.ok(rows.length >= 1 && rows.length <= Math.ceil(timing.elapsed), `${rows.length} lines in ${timing.elapsed} s`)
+    for (let i = 1; i < rows.length; i++) {
+      assert.ok(rows[i]![0]! > rows[i - 1]![0]!, 'the time goes up')
+      for (const col of [1, 2, 3]) assert.ok(rows[i]![col]! >= rows[i - 1]![col]!, 'counts only grow')
+    }
+    return rows
+  }
+  const atBob = parse(bob, b.timing)
+  assert.ok(atBob.every(([, sent, delivered, received]) => sent === 0 && delivered === 0 && received! <= 40))
+  assert.ok(atBob.some(([, , , received, rate]) => received! > 0 && rate! > 0), `bob's lines show messages arriving: ${bob.stderr}`)
+  const atAlice = parse(alice, a.timing)
+  assert.ok(atAlice.some(([, sent, delivered, , , queued]) => sent === 40 && delivered! < 40 && queued! > 0), `alice's lines show the queue: ${alice.stderr}`)
+})
+
+/** A port on 127.0.0.1 that nothing listens on (it was bound a moment ago, then let go). */
+async function closedPort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+  const { port } = server.address() as { port: number }
+  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  return port
+}
+
+test('a peer that cannot connect says so on stderr at the first failure and at the end, not at every attempt', async () => {
+  const port = await closedPort()
+  const p = smq('peer', '--ident', 'hopeful', '--connect', `127.0.0.1:${port}`, '--timeout', '2', '--quiet')
+  const r = await p.result()
+  assert.equal(r.code, 0, 'no expectations, so the timeout is no failure')
+  assert.deepEqual(p.events.map((e) => e.event), ['start', 'done'])
+  const notes = p.notes
+  assert.equal(notes.length, 2, p.stderr)
+  assert.match(notes[0]!, new RegExp(`^smq: cannot connect to 127\\.0\\.0\\.1:${port}: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}; retrying in \\d+\\.\\d s$`))
+  const last = new RegExp(`^smq: could not connect to 127\\.0\\.0\\.1:${port} in (\\d+) attempts over 2\\.\\d s: connect ECONNREFUSED`).exec(notes[1]!)
+  assert.ok(last !== null, notes[1])
+  assert.ok(Number(last[1]) >= 3, `${last[1]} attempts in 2 s, two lines`)
+})
+
+test('a peer that keeps failing to connect says so again every 10 s, and says when it connects at last', async () => {
+  const port = await closedPort()
+  const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${port}`, '--send-to', 'bob', '--data', 'at last', '--timeout', '40', '--quiet')
+  const t0 = performance.now()
+  await alice.note(/^smq: cannot connect to /)
+  const again = await alice.note(/^smq: still cannot connect to 127\.0\.0\.1:\d+ after (\d+) attempts in (\d+\.\d) s: connect ECONNREFUSED/)
+  assert.ok(Number(again[2]) >= 10 && performance.now() - t0 >= 9_900, `the reminder came after ${again[2]} s`)
+  assert.equal(alice.notes.length, 2, `one line for the first failure, one 10 s later: ${alice.stderr}`)
+  const bob = smq('peer', '--ident', 'bob', '--listen', String(port), '--expect', '1', '--timeout', '60', '--quiet')
+  const back = await alice.note(/^smq: connected to 127\.0\.0\.1:\d+ after (\d+) failed attempts in (\d+\.\d) s$/)
+  assert.ok(Number(back[1]) >= Number(again[1]), "the failed attempts since the reminder are counted")
+  const [a, b] = await Promise.all([alice.result(), bob.result()])
+  assert.equal(a.code, 0, alice.stderr)
+  assert.equal(b.code, 0, bob.stderr)
+  assert.equal(alice.notes.length, 3, alice.stderr)
+})
+
 test('usage errors exit 2 with a message on stderr and nothing on stdout', async () => {
   const cases: Array<[string[], RegExp]> = [
     [[], /command is missing/],
@@ -235,9 +346,12 @@ test('--help explains the command and every flag of peer', async () => {
   assert.equal((await peer.exited).code, 0)
   const text = peer.junk.join('\n')
   for (const flag of ['--ident', '--listen', '--connect', '--send-to', '--count', '--size', '--data', '--ttl', '--persistent',
-    '--store', '--expect', '--echo', '--timeout', '--keepalive', '--tls-cert', '--tls-key', '--tls-ca', '--tls-identity', '--throttle']) {
-    assert.ok(text.includes(`  ${flag} `), `peer --help explains ${flag}`)
+    '--store', '--expect', '--echo', '--timeout', '--keepalive', '--tls-cert', '--tls-key', '--tls-ca', '--tls-identity', '--throttle',
+    '--quiet', '--progress']) {
+    assert.match(text, new RegExp(`^ {2}(-\\w, )?${flag} `, 'm'), `peer --help explains ${flag}`)
   }
+  assert.match(text, /"elapsed"/)
+  assert.match(text, /With --quiet only start and done are printed/)
   assert.match(text, /e\.g\./)
   assert.match(top.junk.join('\n'), /smq peer --ident bob --listen 4000 --echo/)
 })
@@ -248,14 +362,14 @@ test('--timeout ends with exit 1 while an expectation is unmet, and with 0 when 
   const idle = smq('peer', '--ident', 'idle', '--timeout', '0.3')
   const [w, s, i] = await Promise.all([waiting.result(), sending.result(), idle.result()])
   assert.equal(w.code, 1)
-  assert.deepEqual(w.done, { event: 'done', ok: false, received: 0, sent: 0, reason: 'timeout: received 0 of 1' })
+  assert.deepEqual(w.done, { event: 'done', ok: false, received: 0, sent: 0, delivered: 0, reason: 'timeout: received 0 of 1' })
   assert.equal(s.code, 1)
   assert.equal(s.done.ok, false)
   assert.match(s.done.reason as string, /^timeout: 2 not delivered/)
   assert.equal(s.done.sent, 2)
   assert.ok(sending.all('error').some((e) => /ECONNREFUSED/.test(e.error as string)), 'a refused connection is reported')
   assert.equal(i.code, 0)
-  assert.deepEqual(i.done, { event: 'done', ok: true, received: 0, sent: 0, reason: 'timeout: no expectations' })
+  assert.deepEqual(i.done, { event: 'done', ok: true, received: 0, sent: 0, delivered: 0, reason: 'timeout: no expectations' })
 })
 
 test('SIGTERM ends a peer with a done line', async () => {
@@ -279,7 +393,7 @@ test('messages left in --store are sent by the next run and count as messages to
   const second = smq('peer', '--ident', 'alice', '--store', dir, '--connect', `127.0.0.1:${await bob.port()}`, '--timeout', '60')
   const [r2, rb] = await Promise.all([second.result(), bob.result()])
   assert.equal(r2.code, 0, JSON.stringify(r2.done))
-  assert.deepEqual(r2.done, { event: 'done', ok: true, received: 0, sent: 0, reason: 'all expectations met' })
+  assert.deepEqual(r2.done, { event: 'done', ok: true, received: 0, sent: 0, delivered: 5, reason: 'all expectations met' })
   assert.equal(second.all('delivered').length, 5)
   assert.equal(rb.code, 0)
   assert.deepEqual(bob.all('recv').map((r) => [r.data_hex, r.flags]), [0, 1, 2, 3, 4].map((i) => [payload(i, 8).toString('hex'), 1]))

@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
+import { tutorialCode } from '../scripts/tutorial-code.mjs'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const EXAMPLES = join(ROOT, 'examples')
@@ -204,7 +205,8 @@ test('docs/TUTORIAL.md shows the examples\' current code', () => {
   const blocks = [...doc.matchAll(/<!-- example: (\S+) -->\n```ts\n([\s\S]*?)```\n/g)]
   assert.ok(blocks.length > 0, 'the tutorial embeds examples')
   for (const [, file, code] of blocks) {
-    const source = readFileSync(join(EXAMPLES, file!), 'utf8').replaceAll("'../src/index.ts'", "'snakemq'")
+    const source = tutorialCode(readFileSync(join(EXAMPLES, file!), 'utf8'))
     assert.equal(code, source, `docs/TUTORIAL.md's copy of examples/${file} is stale: run node scripts/sync-tutorial.mjs`)
+    assert.doesNotMatch(code!, /\.\.\/src\/index\.ts|instead of(?:\s|\/\/)*'snakemq'/, `the tutorial's copy of ${file} reads as an application's code`)
   }
 })

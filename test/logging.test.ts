@@ -9,7 +9,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LevelStore, Link, Messaging, type LogFields, type Logger } from '../src/index.ts'
+import { Writable } from 'node:stream'
+import { pino, type Logger as Pino } from 'pino'
+import { LevelStore, Link, Messaging, pinoLogger, type LogFields, type Logger } from '../src/index.ts'
 import { RawPeer, connected, waitFor } from './helpers/util.ts'
 
 interface Line { component: string, level: string, message: string, fields: LogFields }
@@ -163,4 +165,66 @@ test('the debug namespaces are silent by default and speak with DEBUG=snakemq:*'
   assert.equal(linkOnly.code, 0, linkOnly.stderr)
   assert.ok(linkOnly.stderr.includes('snakemq:link'))
   assert.ok(!linkOnly.stderr.includes('snakemq:messaging'))
+})
+
+/** A real pino logger writing JSON lines into a list, at every level. */
+function pinoInto (options: { errorKey?: string } = {}): { log: Pino, records: () => Array<Record<string, unknown>> } {
+  let text = ''
+  const stream = new Writable({ write (chunk: Buffer, _enc, done) { text += chunk.toString('utf8'); done() } })
+  const log = pino({ level: 'debug', base: null, ...options }, stream)
+  return { log, records: () => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) }
+}
+
+test('pinoLogger writes each level to pino with the fields as properties and an error under err, stack and all', () => {
+  const { log, records } = pinoInto()
+  const logger = pinoLogger(log)
+  const error = Object.assign(new RangeError('out of range'), { code: 'E_RANGE' })
+  logger.debug('a debug line', { conn: 'c1', peer: 'bob' })
+  logger.info('an info line')
+  logger.warn('a warning', { conn: 'c2', error })
+  logger.error('an error', { error, attempt: 3 })
+  const [debug, info, warn, err] = records()
+  assert.equal(records().length, 4)
+  assert.deepEqual([debug?.level, info?.level, warn?.level, err?.level], [20, 30, 40, 50], "pino's numbers for debug, info, warn, error")
+  assert.deepEqual([debug?.msg, info?.msg, warn?.msg, err?.msg], ['a debug line', 'an info line', 'a warning', 'an error'])
+  assert.equal(debug?.conn, 'c1')
+  assert.equal(debug?.peer, 'bob')
+  assert.equal(err?.attempt, 3)
+  for (const r of [warn, err]) {
+    const e = r?.err as Record<string, unknown>
+    assert.equal(e.type, 'RangeError')
+    assert.equal(e.message, 'out of range')
+    assert.equal(e.code, 'E_RANGE')
+    assert.match(String(e.stack), /RangeError: out of range\n\s+at /)
+    assert.equal(r?.error, undefined, 'the error is moved, not copied')
+  }
+  // pino's errorKey option has its counterpart.
+  const other = pinoInto({ errorKey: 'error' })
+  pinoLogger(other.log, { errorKey: 'error' }).warn('kept', { error })
+  const kept = other.records()[0]?.error as Record<string, unknown>
+  assert.deepEqual([kept.type, kept.message], ['RangeError', 'out of range'])
+})
+
+test('pinoLogger routes a Messaging peer\'s lines into pino, named by a child logger', async () => {
+  const { log, records } = pinoInto()
+  const linkA = new Link({ logger: pinoLogger(log.child({ component: 'link' })) })
+  const a = new Messaging(linkA, { identity: 'alice', logger: pinoLogger(log.child({ component: 'messaging', peer: 'alice' })) })
+  const listener = await linkA.listen({ port: 0 })
+  const linkB = new Link()
+  const b = new Messaging(linkB, { identity: 'bob' })
+  try {
+    linkB.connect({ port: listener.port })
+    await connected(a, 'bob')
+  } finally {
+    await a.close()
+    await b.close()
+  }
+  const lines = records()
+  const up = lines.find((r) => r.component === 'link' && r.msg === 'connection up')
+  assert.match(String(up?.conn), /^c\d+$/)
+  assert.equal(up?.direction, 'inbound')
+  assert.equal(up?.level, 30)
+  const peer = lines.find((r) => r.component === 'messaging' && r.msg === 'peer connected')
+  assert.equal(peer?.conn, up?.conn, 'the connection id ties the two components together')
+  assert.ok(lines.some((r) => r.component === 'messaging' && r.level === 20 && r.msg === 'got IDENTIFICATION'))
 })

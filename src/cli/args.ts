@@ -51,6 +51,10 @@ export interface PeerConfig {
   tlsIdentity: boolean
   /** Outgoing bytes per second on each connection; null for no limit. */
   throttle: number | null
+  /** Print only the start and done events on stdout; errors go to stderr. */
+  quiet: boolean
+  /** A progress line on stderr every second. */
+  progress: boolean
 }
 
 /** The generated payload size when neither --size nor --data is given. */
@@ -80,6 +84,8 @@ export const peerFlags = {
   'tls-ca': { type: 'string' },
   'tls-identity': { type: 'boolean' },
   throttle: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  progress: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' }
 } as const satisfies NonNullable<ParseArgsConfig['options']>
 
@@ -219,6 +225,8 @@ export async function peerConfig (v: PeerValues): Promise<PeerConfig> {
     keepalive: v.keepalive !== undefined ? decimal('keepalive', v.keepalive, { positive: true }) : null,
     tls,
     tlsIdentity: v['tls-identity'] === true,
-    throttle: v.throttle !== undefined ? decimal('throttle', v.throttle, { positive: true, unit: 'bytes per second' }) : null
+    throttle: v.throttle !== undefined ? decimal('throttle', v.throttle, { positive: true, unit: 'bytes per second' }) : null,
+    quiet: v.quiet === true,
+    progress: v.progress === true
   }
 }

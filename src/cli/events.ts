@@ -1,5 +1,6 @@
-// The events `smq peer` prints, one JSON object per line on stdout. The field
-// names are a contract that tests and outside interop checks script against.
+// The events `smq peer` prints, one JSON object per line on stdout, and its
+// notes for people on stderr. The field names are a contract that tests and
+// outside interop checks script against.
 import type { Writable } from 'node:stream'
 
 export type PeerEventLine =
@@ -11,7 +12,23 @@ export type PeerEventLine =
   | { event: 'delivered', to: string, uuid: string }
   | { event: 'drop', to: string, uuid: string }
   | { event: 'error', error: string }
-  | { event: 'done', ok: boolean, received: number, sent: number, reason: string }
+  | {
+    event: 'done', ok: boolean, received: number, sent: number, delivered: number,
+    /** Seconds since the peer started. */
+    elapsed: number,
+    /** Messages received plus messages delivered, per second of `elapsed`. */
+    rate: number,
+    reason: string
+  }
+
+export type PeerEventName = PeerEventLine['event']
+
+export interface EventLogOptions {
+  /** Only `start` and `done` go to stdout; `error` events go to `stderr` as text. Default false. */
+  quiet?: boolean
+  /** Where notes for people go (connection trouble, progress, errors when quiet). */
+  stderr: Writable
+}
 
 /** Lines are gathered for the rest of the event-loop turn and written together: one write per burst, not per message. */
 const FLUSH_BYTES = 64 * 1024
@@ -25,15 +42,34 @@ export class EventLog {
   /** Events that came before `start` (say, a connection accepted while a second port was being bound), printed after it. */
   private held: PeerEventLine[] | null = []
 
-  constructor (private readonly out: Writable) {
+  private readonly quiet: boolean
+  private readonly err: Writable
+
+  constructor (private readonly out: Writable, options: EventLogOptions) {
+    this.quiet = options.quiet ?? false
+    this.err = options.stderr
     // A reader that went away (`smq peer ... | head`) must not crash the peer.
     out.on('error', () => { this.broken = true })
   }
 
-  /** Prints one event, unless `end()` was called. */
+  /** True when `event` lines go to stdout: callers skip the work of building the ones that do not. */
+  prints (event: PeerEventName): boolean {
+    return !this.quiet || event === 'start' || event === 'done'
+  }
+
+  /** Prints one event, unless `end()` was called. Quiet, an error becomes a note and other events are left out. */
   write (line: PeerEventLine): void {
     if (this.ended) return
+    if (!this.prints(line.event)) {
+      if (line.event === 'error') this.note(line.error)
+      return
+    }
     this.push(line)
+  }
+
+  /** One line for people on stderr, `smq: ` first; stdout stays JSON. */
+  note (text: string): void {
+    this.err.write(`smq: ${text}\n`)
   }
 
   /** Prints `line` as the last event; everything written afterwards is left out. */

@@ -21,6 +21,9 @@ Examples:
   # alice connects, sends bob 3 messages and waits for the 3 echoes
   npx smq peer --ident alice --connect 127.0.0.1:4000 --send-to bob --count 3 --expect 3 --timeout 10
 
+  # 100,000 messages with a progress line a second, and only start and done on stdout
+  npx smq peer --ident alice --connect 127.0.0.1:4000 --send-to bob --count 100000 --expect 100000 --quiet --progress
+
 Exit codes: 0 every expectation met, 1 unmet at --timeout (or a failure),
 2 usage error.
 `
@@ -30,11 +33,12 @@ export const peerHelp = `Usage: smq peer --ident NAME [--listen [HOST:]PORT]... 
                 [--ttl SECONDS] [--persistent] [--store DIR] [--expect N] [--echo]
                 [--timeout SECONDS] [--keepalive SECONDS]
                 [--tls-cert FILE --tls-key FILE] [--tls-ca FILE] [--tls-identity]
-                [--throttle BYTES_PER_SECOND]
+                [--throttle BYTES_PER_SECOND] [--quiet] [--progress]
 
 Runs one snakeMQ peer. It listens and connects as told (connectors reconnect by
 themselves), sends --count messages to --send-to, echoes what it receives with
---echo, and prints every event as one JSON object per line on stdout.
+--echo, and prints every event as one JSON object per line on stdout (with
+--quiet only start and done). Notes for people go to stderr.
 
 Peer:
   --ident NAME          this peer's identity, 1 to 50 characters (required)
@@ -89,6 +93,16 @@ Ending:
                         met, or until SIGINT/SIGTERM when there are none)
                           e.g. --timeout 30
 
+Output:
+  -q, --quiet           print only the start and done events on stdout, not a
+                        line per message sent or received; errors go to stderr
+                          e.g. --quiet
+  --progress            print a line a second on stderr: seconds since start,
+                        messages sent, delivered and received, messages per second
+                        (delivered plus received) over that second, and how many
+                        wait in the queues
+                          e.g. --progress
+
 TLS:
   --tls-cert FILE       this peer's certificate (PEM); with --tls-key, needed to listen
   --tls-key FILE        its private key (PEM)
@@ -120,9 +134,19 @@ Output, one JSON object per line on stdout:
   {"event":"delivered","to":..,"uuid":..}   a message (own, echo, or from the store)
   {"event":"drop","to":..,"uuid":..}        a message expired or could not be sent
   {"event":"error","error":..}              a connection failed (it is retried)
-  {"event":"done","ok":..,"received":..,"sent":..,"reason":..}
+  {"event":"done","ok":..,"received":..,"sent":..,"delivered":..,"elapsed":..,"rate":..,"reason":..}
                                             always last; "sent" counts the messages
-                                            queued by this run (own and echoes)
+                                            queued by this run (own and echoes),
+                                            "delivered" those seen delivered (with
+                                            any from --store), "elapsed" the seconds
+                                            since the peer started, "rate" received
+                                            plus delivered per second of elapsed
+With --quiet only start and done are printed.
+
+On stderr, lines starting with 'smq: ': usage errors; a connector that cannot
+connect (at the first failure, when the reason changes, at most every 10 s while
+it goes on, and at the end if it never connected), with the address, the number
+of attempts and the error; --progress lines; and with --quiet the errors.
 
 Example, two terminals:
   npx smq peer --ident bob --listen 4000 --echo

@@ -34,7 +34,7 @@ export async function main (argv: readonly string[], streams: CliStreams = { std
       return 0
     }
     const config = await peerConfig(parsed.values)
-    return await runPeer(config, new EventLog(streams.stdout))
+    return await runPeer(config, new EventLog(streams.stdout, { quiet: config.quiet, stderr: streams.stderr }))
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     await write(streams.stderr, `smq: ${err.message}\nSee '${helpFor}'.\n`)

@@ -16,12 +16,37 @@ import { describeData, generatedPayload } from './payload.ts'
 const SHUTDOWN_LIMIT = 5000
 /** setTimeout's ceiling; a longer --timeout would fire at once. */
 const MAX_TIMER = 2 ** 31 - 1
+/** A connector that keeps failing is reported on stderr at its first failure, then at most this often (ms). */
+const NOTICE_INTERVAL = 10_000
+/** How often --progress prints (ms). */
+const PROGRESS_INTERVAL = 1000
+
+/** What the peer knows of a connector that has not connected since it last failed. */
+interface ConnectTrouble {
+  attempts: number
+  /** performance.now() of the first failure. */
+  since: number
+  /** performance.now() of the last note on stderr. */
+  noted: number
+  /** The last failure's text. */
+  reason: string
+}
 
 function errorText (err: unknown): string {
   // OpenSSL's messages end with a newline.
   if (err instanceof Error) return `${err.name}: ${err.message.trim()}`
   return String(err)
 }
+
+/** Why a connection attempt failed. A host with several addresses ('localhost') fails with an AggregateError whose own message is empty. */
+function failureText (err: Error): string {
+  const own = err.message.trim()
+  if (own !== '') return own
+  if (err instanceof AggregateError) return err.errors.map((e: unknown) => e instanceof Error ? e.message.trim() : String(e)).join('; ')
+  return err.name
+}
+
+const seconds = (ms: number): string => (ms / 1000).toFixed(1)
 
 /** The store is loaded on demand so that peers without --store never load LevelDB. */
 async function openStore (directory: string): Promise<QueueStore> {
@@ -52,6 +77,7 @@ class Peer {
   private readonly mq: Messaging
   private received = 0
   private sent = 0
+  private delivered = 0
   /** Messages this peer queued (its own and echoes) and still has to see delivered. */
   private readonly outstanding = new Set<string>()
   /** Deliveries reported while a send() was still settling, so its UUID was not known yet. */
@@ -62,11 +88,13 @@ class Peer {
   private hasGoal: boolean
   private finishing = false
   private timer: NodeJS.Timeout | null = null
-  private readonly failingConnectors = new Map<Connector, string>()
+  private progressTimer: NodeJS.Timeout | null = null
+  private readonly trouble = new Map<Connector, ConnectTrouble>()
   private resolveExit!: (code: number) => void
   readonly exit = new Promise<number>((resolve) => { this.resolveExit = resolve })
 
-  constructor (private readonly config: PeerConfig, private readonly log: EventLog, store: QueueStore | undefined) {
+  /** `startedAt` is the performance.now() the done line's elapsed time counts from. */
+  constructor (private readonly config: PeerConfig, private readonly log: EventLog, store: QueueStore | undefined, private readonly startedAt: number) {
     this.link = new Link(config.throttle !== null ? { throttle: config.throttle } : {})
     const options: MessagingOptions = { identity: config.ident }
     if (store !== undefined) options.store = store
@@ -81,12 +109,17 @@ class Peer {
   private watch (): void {
     const { mq, log } = this
     mq.on('connect', ({ ident, connection }) => {
-      for (const c of this.failingConnectors.keys()) if (c.connection === connection) this.failingConnectors.delete(c)
+      for (const [c, t] of this.trouble) {
+        if (c.connection !== connection) continue
+        this.trouble.delete(c)
+        log.note(`connected to ${formatEndpoint(c)} after ${t.attempts} failed attempt${t.attempts === 1 ? '' : 's'} in ${seconds(performance.now() - t.since)} s`)
+      }
       log.write({ event: 'connect', ident })
     })
     mq.on('disconnect', ({ ident }) => { log.write({ event: 'disconnect', ident }) })
     mq.on('delivered', ({ to, uuid }) => {
-      log.write({ event: 'delivered', to, uuid })
+      this.delivered++
+      if (log.prints('delivered')) log.write({ event: 'delivered', to, uuid })
       if (!this.outstanding.delete(uuid) && this.sendsInFlight > 0) this.deliveredEarly.add(uuid)
       this.check()
     })
@@ -99,13 +132,52 @@ class Peer {
     })
     mq.on('error', ({ error }) => { log.write({ event: 'error', error: errorText(error) }) })
     this.link.on('error', (error) => { log.write({ event: 'error', error: errorText(error) }) })
-    this.link.on('connect-error', ({ connector, error, delay }) => {
-      // A connector retries every few seconds; say so once per failure, not once per attempt.
-      const text = `connecting to ${formatEndpoint(connector)} failed: ${error.message}`
-      if (this.failingConnectors.get(connector) === text) return
-      this.failingConnectors.set(connector, text)
-      log.write({ event: 'error', error: delay === null ? text : `${text} (retrying)` })
-    })
+    this.link.on('connect-error', ({ connector, error, delay }) => { this.connectFailed(connector, error, delay) })
+  }
+
+  /**
+   * A connector retries for ever, every few seconds. It says so on stderr at the
+   * first failure, when the reason changes and then every NOTICE_INTERVAL, with
+   * the number of attempts; stdout gets an error event per distinct reason.
+   */
+  private connectFailed (connector: Connector, error: Error, delay: number | null): void {
+    const now = performance.now()
+    const reason = failureText(error)
+    const at = formatEndpoint(connector)
+    let t = this.trouble.get(connector)
+    if (t === undefined) {
+      t = { attempts: 0, since: now, noted: now, reason: '' }
+      this.trouble.set(connector, t)
+    }
+    t.attempts++
+    const changed = t.reason !== reason
+    t.reason = reason
+    const next = delay === null ? 'giving up' : `retrying in ${seconds(delay)} s`
+    if (t.attempts === 1 || changed || now - t.noted >= NOTICE_INTERVAL) {
+      t.noted = now
+      this.log.note(t.attempts === 1
+        ? `cannot connect to ${at}: ${reason}; ${next}`
+        : `still cannot connect to ${at} after ${t.attempts} attempts in ${seconds(now - t.since)} s: ${reason}; ${next}`)
+    }
+    if (changed && this.log.prints('error')) {
+      const text = `connecting to ${at} failed: ${reason}`
+      this.log.write({ event: 'error', error: delay === null ? text : `${text} (retrying)` })
+    }
+  }
+
+  /** --progress: a line on stderr every second with the counts and the rate over that second. */
+  private startProgress (): void {
+    let lastAt = performance.now()
+    let lastCount = this.delivered + this.received
+    this.progressTimer = setInterval(() => {
+      const now = performance.now()
+      const count = this.delivered + this.received
+      const rate = Math.round((count - lastCount) * 1000 / (now - lastAt))
+      lastAt = now
+      lastCount = count
+      this.log.note(`progress ${seconds(now - this.startedAt)} s: sent ${this.sent}, delivered ${this.delivered}, received ${this.received}, ` +
+        `${rate} msg/s, queued ${this.mq.queued()}`)
+    }, PROGRESS_INTERVAL)
   }
 
   async run (): Promise<void> {
@@ -121,6 +193,7 @@ class Peer {
     // Messages loaded from --store are messages this peer has to send.
     if (mq.queued() > 0) this.hasGoal = true
     log.write({ event: 'start', ident: config.ident, pid: process.pid, listen: listening, connect: config.connect.map(formatEndpoint) })
+    if (config.progress) this.startProgress()
     for (const endpoint of config.connect) {
       const options: ConnectOptions = { host: endpoint.host, port: endpoint.port }
       if (config.tls !== null) options.tls = tlsClientOptions(config.tls)
@@ -171,7 +244,9 @@ class Peer {
     for await (const msg of this.mq.messages({ ack: 'manual' })) {
       if (this.finishing) break
       this.received++
-      this.log.write({ event: 'recv', from: msg.from, uuid: msg.uuid, ttl: msg.ttl, flags: msg.flags, len: msg.data.byteLength, ...describeData(msg.data) })
+      if (this.log.prints('recv')) {
+        this.log.write({ event: 'recv', from: msg.from, uuid: msg.uuid, ttl: msg.ttl, flags: msg.flags, len: msg.data.byteLength, ...describeData(msg.data) })
+      }
       if (this.config.echo) await this.echo(msg)
       // Acknowledged only once the echo is queued: were this peer to stop here, the sender would send it again.
       msg.ack()
@@ -211,13 +286,18 @@ class Peer {
     if (this.finishing) return
     this.finishing = true
     if (this.timer !== null) clearTimeout(this.timer)
+    if (this.progressTimer !== null) clearInterval(this.progressTimer)
+    const now = performance.now()
+    for (const [c, t] of this.trouble) {
+      this.log.note(`could not connect to ${formatEndpoint(c)} in ${t.attempts} attempt${t.attempts === 1 ? '' : 's'} over ${seconds(now - t.since)} s: ${t.reason}`)
+    }
     const unmet = this.unmet()
     const ok = forceOk ?? unmet.length === 0
     let reason: string
     if (why === 'complete') reason = 'all expectations met'
     else if (unmet.length > 0) reason = `${why}: ${unmet.join(', ')}`
     else reason = `${why}: ${this.hasGoal ? 'all expectations met' : 'no expectations'}`
-    this.log.end({ event: 'done', ok, received: this.received, sent: this.sent, reason })
+    this.log.end({ event: 'done', ok, ...doneCounts(this.received, this.sent, this.delivered, now - this.startedAt), reason })
     const flushed = this.log.flush()
     let limit: NodeJS.Timeout | undefined
     await Promise.race([
@@ -240,18 +320,24 @@ class Peer {
   }
 }
 
+/** The counts, elapsed seconds and rate of a done line. */
+function doneCounts (received: number, sent: number, delivered: number, ms: number): { received: number, sent: number, delivered: number, elapsed: number, rate: number } {
+  return { received, sent, delivered, elapsed: Number((ms / 1000).toFixed(3)), rate: ms > 0 ? Math.round((received + delivered) * 1000 / ms) : 0 }
+}
+
 /** Runs `smq peer` with a checked config; resolves with the exit code. */
 export async function runPeer (config: PeerConfig, log: EventLog): Promise<number> {
+  const startedAt = performance.now()
   let store: QueueStore | undefined
   let peer: Peer
   try {
     if (config.store !== null) store = await openStore(config.store)
-    peer = new Peer(config, log, store)
+    peer = new Peer(config, log, store, startedAt)
   } catch (err) {
     await store?.close().catch(() => {})
     if (err instanceof UsageError) throw err
     log.write({ event: 'error', error: errorText(err) })
-    log.end({ event: 'done', ok: false, received: 0, sent: 0, reason: `could not start: ${errorText(err)}` })
+    log.end({ event: 'done', ok: false, ...doneCounts(0, 0, 0, performance.now() - startedAt), reason: `could not start: ${errorText(err)}` })
     await log.flush()
     return 1
   }

@@ -14,7 +14,7 @@ import type { DedupWindow } from './dedup.ts'
 /** Counts the consumers still holding a message; the last one acknowledges it. */
 interface AckTracker { ackRefs: number, ackDone: boolean, ackShared: boolean }
 
-export class InboundMessage implements Message, AckTracker {
+export class InboundMessage implements Message {
   /** @internal The message whose counts this one shares: itself, unless it is a copy for a second consumer. */
   tracker: AckTracker = this
   /** @internal */
@@ -98,7 +98,7 @@ function startsWith (data: Uint8Array, prefix: Uint8Array): boolean {
 }
 
 /**
- * @internal A consumer that is called with each message, synchronously as it is
+ * A consumer that is called with each message, synchronously as it is
  * received, instead of being iterated (RPC's way in: no promise per message). The
  * message counts as received once the handler returns (auto acknowledgement).
  */

@@ -13,9 +13,9 @@ import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
-import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter, type OutboxHost } from './outbox.ts'
+import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
-import { MAX_UNACKED_LIMIT, Session, type SessionHost } from './session.ts'
+import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
@@ -85,7 +85,7 @@ function verifyOptions (o: MessagingOptions): void {
  * for await (const msg of mq.messages()) console.log(msg.from, msg.data)
  * ```
  */
-export class Messaging extends TypedEmitter<MessagingEvents> implements SessionHost<Connection>, OutboxHost, AsyncDisposable {
+export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDisposable {
   readonly identity: string
   readonly plain: boolean
   readonly maxPacketSize: number

@@ -1,0 +1,2 @@
+/** The code docs/TUTORIAL.md shows for an example whose source is `source`. */
+export function tutorialCode (source: string): string
