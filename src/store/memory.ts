@@ -5,7 +5,7 @@
 // process, and that it checks what LevelStore cannot check without reading: that
 // a put is a new message and a delete names a stored one.
 import { ClosedError, InvalidArgumentError, StoreError, StoreInUseError } from '../errors.ts'
-import type { PeerClock, QueueStore, QueueSummary, StoreBatch, StoreContents, StoredMessage, StoreSummary } from './types.ts'
+import type { PeerClock, QueueStore, QueueSummary, StoreBatch, StoreContents, StoredMessage, StoredRef, StoreSummary } from './types.ts'
 
 /** Bytes in a message UUID. */
 export const UUID_LENGTH = 16
@@ -177,28 +177,41 @@ export class MemoryStore implements QueueStore {
    * counts depend on that, and here it costs nothing to check.
    */
   private checkContract (batch: StoreBatch): void {
+    const puts = batch.put ?? []
+    const dels = batch.del ?? []
+    if (puts.length + dels.length === 1) {
+      // The common case, one message: nothing earlier in the batch to account for.
+      const m = puts[0]
+      if (m !== undefined) {
+        if (this.storedSize(m.peer, m.seq) >= 0) throw alreadyStored(m.peer, m.seq)
+      } else {
+        const r = dels[0]!
+        checkDeleted(r, this.storedSize(r.peer, r.seq))
+      }
+      return
+    }
     /** peer -> seq -> data size (-1: deleted) as the batch changes them. */
     const changed = new Map<string, Map<number, number>>()
-    const sizeOf = (peer: string, seq: number): number => {
-      const size = changed.get(peer)?.get(seq)
-      if (size !== undefined) return size
-      return this.queues.get(peer)?.messages.get(seq)?.data.byteLength ?? -1
-    }
+    const sizeOf = (peer: string, seq: number): number => changed.get(peer)?.get(seq) ?? this.storedSize(peer, seq)
     const set = (peer: string, seq: number, size: number): void => {
       let seqs = changed.get(peer)
       if (seqs === undefined) changed.set(peer, seqs = new Map<number, number>())
       seqs.set(seq, size)
     }
-    for (const m of batch.put ?? []) {
-      if (sizeOf(m.peer, m.seq) >= 0) throw new InvalidArgumentError(`message ${m.seq} to ${JSON.stringify(m.peer)} is already stored`)
+    for (const m of puts) {
+      if (sizeOf(m.peer, m.seq) >= 0) throw alreadyStored(m.peer, m.seq)
       set(m.peer, m.seq, m.data.byteLength)
     }
-    for (const r of batch.del ?? []) {
-      const size = sizeOf(r.peer, r.seq)
-      if (size < 0) throw new InvalidArgumentError(`message ${r.seq} to ${JSON.stringify(r.peer)} is not stored`)
-      if (size !== r.size) throw new InvalidArgumentError(`message ${r.seq} to ${JSON.stringify(r.peer)} has ${size} bytes of data, not ${r.size}`)
+    for (const r of dels) {
+      checkDeleted(r, sizeOf(r.peer, r.seq))
       set(r.peer, r.seq, -1)
     }
+  }
+
+  /** The data size of a stored message, -1 if there is none. */
+  private storedSize (peer: string, seq: number): number {
+    const m = this.queues.get(peer)?.messages.get(seq)
+    return m === undefined ? -1 : m.data.byteLength
   }
 
   private copyClocks (): Map<string, PeerClock> {
@@ -206,6 +219,16 @@ export class MemoryStore implements QueueStore {
     for (const [peer, c] of this.clocks) clocks.set(peer, { ...c })
     return clocks
   }
+}
+
+function alreadyStored (peer: string, seq: number): InvalidArgumentError {
+  return new InvalidArgumentError(`message ${seq} to ${JSON.stringify(peer)} is already stored`)
+}
+
+/** Throws InvalidArgumentError unless `r` names a stored message (`size` its data size, -1 for none) with the right size. */
+function checkDeleted (r: StoredRef, size: number): void {
+  if (size < 0) throw new InvalidArgumentError(`message ${r.seq} to ${JSON.stringify(r.peer)} is not stored`)
+  if (size !== r.size) throw new InvalidArgumentError(`message ${r.seq} to ${JSON.stringify(r.peer)} has ${size} bytes of data, not ${r.size}`)
 }
 
 /** Up to `limit` messages of `queue` from `fromSeq` on, in seq order (the store's own objects). */
