@@ -550,7 +550,7 @@ export class LevelStore implements QueueStore {
       if (broken === null) return
       if (Date.now() < broken.retryAt) {
         throw new StoreError(
-          `the queue store ${this.directory} cannot be written: a write failed and reopening it failed (${errorMessage(broken.error)}); ` +
+          `the queue store ${this.directory} is closed since a write failed, and reopening it failed (${errorMessage(broken.error)}); ` +
           `the next attempt is in ${broken.retryAt - Date.now()} ms`, { cause: broken.error })
       }
       this.recovering = this.recover()
