@@ -138,6 +138,34 @@ export class StoreLockedError extends StoreError {
   }
 }
 
+/**
+ * The queue store in `directory` has lost records, or its files are damaged
+ * (LevelDB dropped records while recovering its log, its CURRENT file is
+ * missing, or the per-peer counts disagree with the messages there). Opening
+ * it as it is would read as a shorter queue; `LevelStore.open(directory,
+ * { salvage: true })` opens it anyway and reports what was lost.
+ */
+export class StoreCorruptError extends StoreError {
+  static override readonly name = 'StoreCorruptError'
+  override name = 'StoreCorruptError'
+  override readonly code = 'ERR_STORE_CORRUPT'
+  constructor (
+    readonly directory: string,
+    /** What was found wrong, one line each. */
+    readonly problems: readonly string[],
+    options?: ErrorOptions
+  ) {
+    super(`the queue store ${directory} is corrupt: ${problems.join('; ')}; open it with { salvage: true } to keep what is left`, options)
+  }
+}
+
+/** A second owner (a second Messaging) tried to claim a queue store another one holds. */
+export class StoreInUseError extends StoreError {
+  static override readonly name = 'StoreInUseError'
+  override name = 'StoreInUseError'
+  override readonly code = 'ERR_STORE_IN_USE'
+}
+
 /** A second consumer tried to iterate a single-consumer iterable. */
 export class AlreadyIteratingError extends SnakeMQError {
   static override readonly name = 'AlreadyIteratingError'

@@ -23,10 +23,10 @@ export {
 export type {
   Frame, MessageFrame, IdentificationFrame, ProtocolVersionFrame, IncompatibleProtocolFrame, PingFrame, PongFrame, AckFrame, ExtensionsFrame, RefusedFrame, WelcomeFrame
 } from './transforms/frames.ts'
-export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef } from './store/types.ts'
+export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef, QueueSummary, StoreSummary } from './store/types.ts'
 export { MemoryStore } from './store/memory.ts'
 export { LevelStore, LEVEL_STORE_FORMAT } from './store/level.ts'
-export type { LevelStoreOptions } from './store/level.ts'
+export type { LevelStoreOptions, SalvageReport, SalvagedQueue } from './store/level.ts'
 export { debugLogger, silentLogger } from './logging.ts'
 export { pinoLogger, type FieldsFirstLogger, type PinoLoggerOptions } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'

@@ -97,3 +97,31 @@ test('a full window of random UUIDs keeps exactly the newest ones', () => {
   }
   for (let i = 0; i < all.length; i++) assert.equal(w.get(all[i]!, 0), i >= all.length - window ? false : undefined, `uuid ${i}`)
 })
+
+test('a fresh window holds no buffers; its first UUID allocates a small ring, and duplicates are filtered across every growth', () => {
+  const window = 65_536
+  const w = new DedupWindow(window)
+  assert.equal(w.bytes, 0)
+  assert.equal(w.get(uuid(1), 4), undefined)
+  w.markDone(0)
+  assert.equal(w.bytes, 0, 'lookups and marks allocate nothing')
+  const first = w.admit(uuid(0), 4)
+  assert.equal(first, 0)
+  assert.ok(w.bytes > 0 && w.bytes <= 1024, `${w.bytes} bytes after one UUID`)
+  // Through every doubling up to the full window, then past it (the oldest forgotten).
+  let grew = 0
+  let last = w.bytes
+  for (let n = 1; n < window + 1000; n++) {
+    assert.equal(w.admit(uuid(n), 4), n)
+    if (w.bytes !== last) { grew++; last = w.bytes }
+    if ((n & (n - 1)) === 0 || n === window + 999) {
+      // Every UUID still in the window is recognised, whether done or not; the forgotten are new.
+      const oldest = Math.max(0, n - window + 1)
+      for (const k of [oldest, (oldest + n) >> 1, n]) assert.equal(w.admit(uuid(k), 4), SEEN_PENDING, `${k} after ${n}`)
+      if (oldest > 0) assert.equal(w.get(uuid(oldest - 1), 4), undefined, `${oldest - 1} forgotten after ${n}`)
+    }
+  }
+  assert.equal(grew, Math.log2(window / 16), 'doubled from 16 slots to the window')
+  w.markDone(window + 999)
+  assert.equal(w.admit(uuid(window + 999), 4), SEEN_DONE)
+})

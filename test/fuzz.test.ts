@@ -339,7 +339,12 @@ class CrashableStore implements QueueStore {
   readonly durable = true
   private dead = false
   constructor (private readonly inner: MemoryStore) {}
+  // Each incarnation (process) holds its own claim: the inner store stands for the disk.
+  claim (): void {}
+  release (): void {}
   async load (): ReturnType<QueueStore['load']> { return await this.inner.load() }
+  async summary (): ReturnType<QueueStore['summary']> { return await this.inner.summary() }
+  async read (peer: string, fromSeq: number, limit: number): ReturnType<QueueStore['read']> { return await this.inner.read(peer, fromSeq, limit) }
   async write (batch: StoreBatch): Promise<void> { if (!this.dead) await this.inner.write(batch) }
   async close (): Promise<void> { /* the inner store outlives every incarnation */ }
   crash (): void { this.dead = true }

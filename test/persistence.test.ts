@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { Link, Messaging, FrameType, StoreError, StoreLockedError, type Message } from '../src/index.ts'
+import { Link, Messaging, FrameType, StoreError, StoreInUseError, StoreLockedError, type Message } from '../src/index.ts'
 import { LevelStore } from '../src/store/index.ts'
-import { RawPeer, connected, nodeHello, packets, payload, waitFor } from './helpers/util.ts'
+import { RawPeer, connected, nodeHello, packets, pair, payload, take, waitFor } from './helpers/util.ts'
 import type { SenderEvent, SenderOptions } from './fixtures/persist-sender.ts'
 import type { ReceiverEvent, ReceiverOptions } from './fixtures/persist-receiver.ts'
 
@@ -451,6 +451,38 @@ test('a second LevelStore on a directory in use, in this process or then in anot
   }
   // Released on close.
   await (await LevelStore.open(dir)).close()
+})
+
+test('a second Messaging on a LevelStore in use is refused with StoreInUseError; the first keeps working', async () => {
+  const dir = await tempDir()
+  const store = await LevelStore.open(dir)
+  const { a, b, linkA, linkB } = await pair({ store })
+  const otherLink = new Link()
+  try {
+    await a.ready()
+    await a.send('bob', payload(0), { persistent: true })
+    // Both would start bob's queue at seq 0, one message over the other.
+    assert.throws(() => new Messaging(otherLink, { identity: 'alice', store }), (err: unknown) => {
+      assert.ok(err instanceof StoreInUseError, String(err))
+      assert.ok(err instanceof StoreError, 'a StoreError')
+      assert.equal(err.code, 'ERR_STORE_IN_USE')
+      return true
+    })
+    assert.equal(otherLink.listenerCount('connection'), 0, 'the refused Messaging took nothing from its link')
+    const received = take(b, 20)
+    await Promise.all(Array.from({ length: 19 }, async (_, i) => { await a.send('bob', payload(i + 1), { persistent: true, wait: 'delivered' }) }))
+    assert.deepEqual((await received).map((m) => Buffer.from(m.data).readUInt32BE(0)), Array.from({ length: 20 }, (_, i) => i))
+  } finally {
+    await Promise.all([a.close(), b.close(), otherLink.close()])
+    await Promise.all([linkA.close(), linkB.close()])
+  }
+  // Closing the first released the store: it opens clean, with nothing left queued.
+  const again = await LevelStore.open(dir)
+  try {
+    assert.deepEqual((await again.load()).messages, [])
+  } finally {
+    await again.close()
+  }
 })
 
 test('a failing store write rejects send() with StoreError and nothing is counted as queued', async () => {

@@ -9,18 +9,23 @@
 // through an open-addressing hash table over the ring's slots. The hash mixes all
 // 16 bytes with a random per-process seed, so UUIDs that are not random (a plain
 // snakeMQ peer, or a hostile one) cannot pile up in one probe chain on purpose.
-import { randomBytes } from 'node:crypto'
+//
+// A window holds nothing until its first UUID, then starts small and doubles:
+// most peers send few messages, and a listener can have thousands of them.
 import { sameUuid } from './uuid.ts'
 
-const seed = randomBytes(4).readUInt32LE(0)
+const seed = globalThis.crypto.getRandomValues(new Uint32Array(1))[0]!
 
 /** What DedupWindow.admit() returns for a UUID the application still has. */
 export const SEEN_PENDING = -1
 /** What DedupWindow.admit() returns for a UUID the application was done with. */
 export const SEEN_DONE = -2
 
-/** Ring slots allocated at first; doubled as needed up to the window's size. */
-const INITIAL_SLOTS = 256
+/** Ring slots allocated with the first UUID; doubled as needed up to the window's size. */
+const INITIAL_SLOTS = 16
+/** What an empty window holds: no ring, and one empty bucket, so every lookup ends at once. Never written to. */
+const NO_RING = new Uint8Array(0)
+const NO_TABLE = new Int32Array(2)
 
 function word (b: Uint8Array, i: number): number {
   return (b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24))
@@ -56,12 +61,17 @@ export class DedupWindow {
 
   constructor (window: number) {
     this.window = window
-    this.slots = Math.min(window, INITIAL_SLOTS)
-    this.ring = new Uint8Array(this.slots * 16)
-    this.done = new Uint8Array(this.slots)
-    const buckets = bucketsFor(this.slots)
-    this.table = new Int32Array(buckets * 2)
-    this.mask = buckets - 1
+    // Allocated by the first insert() (see grow()).
+    this.slots = 0
+    this.ring = NO_RING
+    this.done = NO_RING
+    this.table = NO_TABLE
+    this.mask = 0
+  }
+
+  /** Bytes of buffers this window holds: 0 until its first UUID. */
+  get bytes (): number {
+    return this.slots === 0 ? 0 : this.ring.byteLength + this.done.byteLength + this.table.byteLength
   }
 
   /**
@@ -150,9 +160,12 @@ export class DedupWindow {
     table[2 * hole] = 0
   }
 
-  /** Doubles the ring (it is full and has never wrapped, so its slots are in order) and rebuilds the table. */
+  /**
+   * Allocates the ring, or doubles it (it is full and has never wrapped, so its
+   * slots are in order), and rebuilds the table.
+   */
   private grow (): void {
-    const slots = Math.min(this.window, this.slots * 2)
+    const slots = Math.min(this.window, Math.max(INITIAL_SLOTS, this.slots * 2))
     const ring = new Uint8Array(slots * 16)
     ring.set(this.ring)
     const done = new Uint8Array(slots)

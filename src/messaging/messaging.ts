@@ -153,6 +153,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     )
     // Everything checked: only now does this Messaging take the link.
     link.claim(this)
+    options.store?.claim(this)
     this.loaded = this.load()
     // The error reaches the application through ready() and send(), and is logged; unawaited it must not crash the process.
     this.loaded.catch(() => {})
@@ -554,8 +555,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     q.ready(entry)
   }
 
-  private deleteStored (peer: string, seq: number): void {
-    this.pendingDeletes.push({ peer, seq })
+  private deleteStored (peer: string, seq: number, size: number): void {
+    this.pendingDeletes.push({ peer, seq, size })
     if (this.deleteScheduled) return
     this.deleteScheduled = true
     setImmediate(() => {
@@ -618,7 +619,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   private drop (q: Outbox, e: QueueEntry, reason: DropReason): void {
     q.finish(e)
-    if (e.stored) this.deleteStored(q.peer, e.seq)
+    if (e.stored) this.deleteStored(q.peer, e.seq, e.size)
     const w = e.waiter
     e.waiter = undefined
     w?.reject(new MessageDroppedError(q.peer, e.uuid, reason))
@@ -633,7 +634,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** @internal OutboxHost: `e` reached its peer. */
   delivered (q: Outbox, e: QueueEntry): void {
     q.finish(e)
-    if (e.stored) this.deleteStored(q.peer, e.seq)
+    if (e.stored) this.deleteStored(q.peer, e.seq, e.size)
     const w = e.waiter
     if (w !== undefined) { e.waiter = undefined; w.resolve() }
     if (this.listenerCount('delivered') > 0) this.emit('delivered', { to: q.peer, uuid: e.uuid })

@@ -1,28 +1,49 @@
 // The durable queue store, on LevelDB (`level`, classic-level underneath).
 //
-// Layout (format version 1), keys are ASCII strings:
-//   'v'                        -> format version, one byte (1)
+// Layout (format version 2), keys are ASCII strings:
+//   'v'                        -> format version, one byte (2)
 //   'c' + P                    -> the peer's TTL clock: offline f64 BE, since f64 BE, connected u8
 //   'm' + P + '.' + SSSSSSSSSSSSSS -> one queued message: uuid(16), expiry f64 BE (Infinity
 //                                 allowed), flags u32 BE, then the data
+//   'n' + P                    -> the peer's count: messages f64 BE, bytes of data f64 BE;
+//                                 absent when it has no messages
+//   'x'                        -> present only once the store was found corrupt: why, UTF-8
 // where P is the peer name as 4 lowercase hex digits per UTF-16 code unit (so any
 // JS string, lone surrogates included, maps to a distinct safe key) and S is the
 // seq as 14 zero-padded hex digits (2^56 > Number.MAX_SAFE_INTEGER). '.' sorts
 // below every hex digit, so key order is peer order (JS string order), then seq
-// order: a peer's queue is one contiguous FIFO run of keys.
+// order: a peer's queue is one contiguous FIFO run of keys. Format 1 had no
+// count keys; it is upgraded on open.
 //
 // Writes are group-committed: every write() made while the previous LevelDB batch
 // is in flight, or in the same tick, joins one db.batch, so a burst of persistent
-// sends costs one LevelDB write rather than one each.
-import { resolve as resolvePath } from 'node:path'
-import { Level } from 'level'
-import { StoreError, StoreLockedError } from '../errors.ts'
+// sends costs one LevelDB write rather than one each. Each batch carries the new
+// counts of the peers it touches, so counts and messages never disagree after a
+// crash.
+//
+// After a failed batch (a full disk) LevelDB's log may end in a torn record, and
+// LevelDB would go on appending after it; its recovery then drops everything
+// past the tear. So after a failure nothing more is written to that log: the
+// database is closed and opened again, which replays the log up to the tear (a
+// torn tail is not corruption to LevelDB) and starts a new log. Until that
+// succeeds, writes reject; it is tried again on later writes, no more often than
+// a backoff allows.
+//
+// LevelDB does not fail an open when it drops records from a damaged log: it
+// notes it in its LOG file and opens a shorter database. open() reads that note,
+// checks that CURRENT and the MANIFEST it names are there (without CURRENT,
+// LevelDB would make a new, empty database and delete the old tables), and
+// refuses a damaged store with StoreCorruptError unless asked to salvage it.
+import { readdir, readFile } from 'node:fs/promises'
+import { join, resolve as resolvePath } from 'node:path'
+import type * as LevelModule from 'level'
+import { StoreCorruptError, StoreError, StoreInUseError, StoreLockedError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { checkBatch, storeClosedError, UUID_LENGTH } from './memory.ts'
-import type { PeerClock, QueueStore, StoreBatch, StoreContents, StoredMessage } from './types.ts'
+import { checkBatch, checkRead, storeClosedError, UUID_LENGTH } from './memory.ts'
+import type { PeerClock, QueueStore, QueueSummary, StoreBatch, StoreContents, StoredMessage, StoreSummary } from './types.ts'
 
-/** The on-disk layout this code reads and writes. */
-export const LEVEL_STORE_FORMAT = 1
+/** The on-disk layout this code writes (it reads, and upgrades, format 1 too). */
+export const LEVEL_STORE_FORMAT = 2
 
 export interface LevelStoreOptions {
   /**
@@ -38,39 +59,106 @@ export interface LevelStoreOptions {
   sync?: boolean
   /** Where log lines go; default the `debug` namespace `snakemq:store`. */
   logger?: Logger
+  /**
+   * Open the store even if it is found damaged (records dropped by LevelDB's
+   * recovery, a missing CURRENT or MANIFEST file, counts that disagree with the
+   * messages), keep what is left, and report what was lost in
+   * {@link LevelStore.salvaged} and in a log line. Default false: such a store
+   * is refused with StoreCorruptError. Salvaging reads the whole store at
+   * open, so leave it off once the store is back in order.
+   */
+  salvage?: boolean
 }
 
-type Db = Level<string, Uint8Array>
-type ChainedBatch = ReturnType<Db['batch']>
+/** One peer whose count disagreed with what a salvage found. */
+export interface SalvagedQueue {
+  peer: string
+  /** Messages the store's count said it had. */
+  expected: number
+  /** Messages there were. */
+  found: number
+  /** Bytes of data the count said. */
+  expectedBytes: number
+  /** Bytes of data there were. */
+  foundBytes: number
+}
+
+/** What opening with `salvage: true` found; see {@link LevelStore.salvaged}. */
+export interface SalvageReport {
+  directory: string
+  /** What was wrong, one line each; empty if nothing was. */
+  problems: string[]
+  /** Bytes of log LevelDB reported dropping while it recovered (or repaired) the store. */
+  droppedBytes: number
+  /** Entries that could not be decoded, removed. */
+  malformed: number
+  /**
+   * The peers whose count disagreed with their messages; the counts are then
+   * set to what was found. Records dropped from a log can take the count
+   * updates that came after them too, so `expected` is what the surviving
+   * counts say: a lower bound of what was there.
+   */
+  queues: SalvagedQueue[]
+  /** Sum of `expected - found` over `queues`, where positive. */
+  lostMessages: number
+}
+
+type Db = LevelModule.Level<string, Uint8Array>
+
+interface Count { count: number, bytes: number }
 
 /** Writes that will go to LevelDB together as one batch. */
 interface Group {
-  /** Created with the group's first operation. */
-  batch: ChainedBatch | null
-  /** Bytes of message values in `batch`. */
+  /** Keys in call order; `values[i]` undefined means delete `keys[i]`. */
+  keys: string[]
+  values: Array<Uint8Array | undefined>
+  /** Per peer, how the group changes its count. */
+  deltas: Map<string, Count>
+  /** Bytes of message values in the group. */
   bytes: number
-  /** Set if adding an operation to `batch` threw: the group is then not written. */
-  failure: unknown
   promise: Promise<void>
   resolve: () => void
   reject: (err: unknown) => void
 }
 
+/** Why the database is closed after a failed write, and when to try opening it again. */
+interface Breakdown {
+  error: unknown
+  /** Date.now() before which no reopen is tried. */
+  retryAt: number
+  /** The wait after the next failed reopen, ms. */
+  delay: number
+}
+
+interface Opened {
+  db: Db
+  counts: Map<string, Count>
+  salvaged: SalvageReport | null
+}
+
 const VERSION_KEY = 'v'
+const MARKER_KEY = 'x'
 const MESSAGE_PREFIX = 'm'
 const CLOCK_PREFIX = 'c'
+const COUNT_PREFIX = 'n'
 const SEQ_SEPARATOR = '.'
+/** Sorts right after SEQ_SEPARATOR and before every hex digit: the end of one peer's messages. */
+const PEER_END = '/'
 const SEQ_DIGITS = 14
 /** uuid + expiry + flags. */
 const HEADER_LENGTH = UUID_LENGTH + 8 + 4
 const CLOCK_LENGTH = 8 + 8 + 1
+const COUNT_LENGTH = 8 + 8
 /**
  * A group stops taking writes past this many bytes of values, so a burst of
  * large messages is written as several batches rather than one huge one.
  */
 const MAX_GROUP_BYTES = 8 * 1024 * 1024
-/** Entries read from LevelDB per iterator step in load(). */
+/** Entries read from LevelDB per iterator step in load() and full scans. */
 const LOAD_STEP = 1000
+/** First wait before reopening again after a reopen failed, ms; doubled each time up to the max. */
+const REOPEN_DELAY_MIN = 50
+const REOPEN_DELAY_MAX = 2000
 
 /**
  * Directories this process has open, or is opening. LevelDB refuses a second
@@ -88,108 +176,228 @@ export class LevelStore implements QueueStore {
   readonly directory: string
   /** How many LevelDB batches have been written so far (one per group of merged write() calls). */
   batchesWritten = 0
+  /** With `salvage: true`, what the open found and repaired (nothing lost if `problems` is empty); null without. */
+  readonly salvaged: SalvageReport | null
 
-  private readonly db: Db
+  private db: Db
+  /** False while the database is closed after a failed write, and after close(). */
+  private dbOpen = true
   private readonly batchOptions: { sync: boolean }
   private readonly log: Logger
+  /** Each peer's count as last written (the peers with messages). */
+  private counts: Map<string, Count>
   /** Groups waiting to be written; the last one still takes writes. */
   private readonly groups: Group[] = []
   private writing = false
   private flushScheduled = false
   private closing: Promise<void> | null = null
   private onIdle: (() => void) | null = null
+  private broken: Breakdown | null = null
+  private recovering: Promise<void> | null = null
+  /** Set once the store turned out corrupt while running: every operation fails with it. */
+  private fatal: StoreCorruptError | null = null
+  private marked = false
+  private reads = 0
+  private readonly readsDone = new Set<() => void>()
+  private owner: object | null = null
   /** Last peer encoded, and its key fragment: queues are usually written a peer at a time. */
   private lastPeer = ''
   private lastPeerHex = ''
 
-  private constructor (db: Db, directory: string, options: LevelStoreOptions) {
-    this.db = db
+  private constructor (opened: Opened, directory: string, options: LevelStoreOptions, log: Logger) {
+    this.db = opened.db
+    this.counts = opened.counts
+    this.salvaged = opened.salvaged
     this.directory = directory
     this.batchOptions = { sync: options.sync === true }
-    this.log = options.logger ?? debugLogger('store')
+    this.log = log
   }
 
   /**
    * Opens (creating if needed) the store in `directory`. Rejects with
    * StoreLockedError if another LevelStore, in this process or another, has it
-   * open, and with StoreError if it cannot be opened or is not a queue store.
+   * open; with StoreCorruptError if it is damaged (unless `salvage`); and with
+   * StoreError if LevelDB cannot be loaded, or the directory cannot be opened
+   * or is not a queue store. Loads LevelDB's native addon on first use.
    */
   static async open (directory: string, options: LevelStoreOptions = {}): Promise<LevelStore> {
     const location = resolvePath(directory)
     if (openInThisProcess.has(location)) throw new StoreLockedError(location)
     openInThisProcess.add(location)
-    const db: Db = new Level<string, Uint8Array>(location, { valueEncoding: 'view' })
+    const log = options.logger ?? debugLogger('store')
+    let opened: Opened
     try {
-      await db.open()
+      opened = await openDatabase(location, options.salvage === true, log)
     } catch (err) {
-      openInThisProcess.delete(location)
-      if (isLockedError(err)) throw new StoreLockedError(location, { cause: err })
-      throw new StoreError(`cannot open the queue store ${location}: ${errorMessage(err)}`, { cause: err })
-    }
-    try {
-      await checkFormat(db, location)
-    } catch (err) {
-      await db.close().catch(() => {})
       openInThisProcess.delete(location)
       throw err
     }
-    const store = new LevelStore(db, location, options)
-    store.log.info('queue store opened', { directory: location, sync: options.sync === true })
+    const store = new LevelStore(opened, location, options, log)
+    log.info('queue store opened', { directory: location, sync: options.sync === true, peers: opened.counts.size })
     return store
+  }
+
+  claim (owner: object): void {
+    if (this.owner !== null && this.owner !== owner) throw new StoreInUseError(`the queue store ${this.directory} is already used by another Messaging`)
+    this.owner = owner
+  }
+
+  release (owner: object): void {
+    if (this.owner === owner) this.owner = null
   }
 
   /**
    * Reads every message (ordered by peer, then seq) and every clock, in one pass
-   * over a snapshot of the database; writes still in flight may or may not be in it.
+   * over a snapshot of the database; writes still in flight may or may not be in
+   * it. Checks each peer's count against its messages: rejects with
+   * StoreCorruptError if they differ, or if an entry cannot be decoded.
    */
   async load (): Promise<StoreContents> {
-    if (this.closing !== null) throw storeClosedError()
+    const db = await this.startRead()
     const messages: StoredMessage[] = []
     const clocks = new Map<string, PeerClock>()
-    let lastHex = ''
-    let lastPeer = ''
-    const iterator = this.db.iterator()
+    const found = new Map<string, Count>()
+    const counted = new Map<string, Count>()
     try {
-      for (;;) {
-        let entries: Array<[string, Uint8Array]>
-        try {
-          entries = await iterator.nextv(LOAD_STEP)
-        } catch (err) {
-          throw new StoreError(`reading the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
-        }
-        if (entries.length === 0) break
-        for (const [key, value] of entries) {
-          const kind = key.charAt(0)
-          if (kind === MESSAGE_PREFIX) {
-            const sep = key.length - SEQ_DIGITS - 1
-            if (sep < 1 || key.charAt(sep) !== SEQ_SEPARATOR) throw this.corrupt(key, 'malformed message key')
-            const hex = key.slice(1, sep)
-            if (hex !== lastHex) {
-              lastPeer = decodePeer(hex) ?? this.fail(key, 'malformed peer in key')
-              lastHex = hex
+      let lastHex: string | null = null
+      let lastPeer = ''
+      let lastCount: Count = { count: 0, bytes: 0 }
+      const iterator = db.iterator()
+      try {
+        for (;;) {
+          const entries = await this.step(iterator)
+          if (entries.length === 0) break
+          for (const [key, value] of entries) {
+            const kind = key.charAt(0)
+            if (kind === MESSAGE_PREFIX) {
+              const sep = key.length - SEQ_DIGITS - 1
+              if (sep < 1 || key.charAt(sep) !== SEQ_SEPARATOR) throw this.corrupt(`malformed message key ${JSON.stringify(key)}`)
+              const hex = key.slice(1, sep)
+              if (hex !== lastHex) {
+                lastPeer = decodePeer(hex) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
+                lastHex = hex
+                found.set(lastPeer, lastCount = { count: 0, bytes: 0 })
+              }
+              const m = decodeMessage(lastPeer, key.slice(sep + 1), value)
+              if (typeof m === 'string') throw this.corrupt(`${m} (key ${JSON.stringify(key)})`)
+              messages.push(m)
+              lastCount.count++
+              lastCount.bytes += m.data.byteLength
+            } else if (kind === CLOCK_PREFIX) {
+              const peer = decodePeer(key.slice(1)) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
+              const clock = decodeClock(value)
+              if (typeof clock === 'string') throw this.corrupt(`${clock} (key ${JSON.stringify(key)})`)
+              clocks.set(peer, clock)
+            } else if (kind === COUNT_PREFIX) {
+              const peer = decodePeer(key.slice(1)) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
+              counted.set(peer, decodeCount(value) ?? this.fail(`malformed count (key ${JSON.stringify(key)})`))
+            } else if (key !== VERSION_KEY) {
+              throw this.corrupt(`unknown key ${JSON.stringify(key)}`)
             }
-            messages.push(this.decodeMessage(key, lastPeer, key.slice(sep + 1), value))
-          } else if (kind === CLOCK_PREFIX) {
-            const peer = decodePeer(key.slice(1)) ?? this.fail(key, 'malformed peer in key')
-            clocks.set(peer, this.decodeClock(key, value))
-          } else if (key !== VERSION_KEY) {
-            throw this.corrupt(key, 'unknown key')
           }
         }
+      } finally {
+        await iterator.close().catch(() => {})
       }
     } finally {
-      await iterator.close().catch(() => {})
+      this.endRead()
     }
+    const problems = compareCounts(counted, found).map(describeMismatch)
+    if (problems.length > 0) throw this.corrupt(...problems)
     this.log.debug('queue store loaded', { directory: this.directory, messages: messages.length, clocks: clocks.size })
     return { messages, clocks }
   }
 
   /**
-   * Applies `batch` atomically: puts, then deletes, then clocks. Calls made in
-   * the same tick, or while an earlier batch is being written, are merged into
-   * one LevelDB batch (in call order); the promise resolves once the LevelDB
-   * batch holding this one is written, and rejects with StoreError (its `cause`
-   * the LevelDB error) if that fails, in which case none of it was written.
+   * The count keys, the clocks and each peer's first and last seq, from one
+   * snapshot: two seeks per peer, whatever the depth of its queue. Rejects with
+   * StoreCorruptError if a count cannot be right (messages without a count, a
+   * count without messages, more messages than seqs between the first and the
+   * last).
+   */
+  async summary (): Promise<StoreSummary> {
+    const db = await this.startRead()
+    const snapshot = db.snapshot()
+    const clocks = new Map<string, PeerClock>()
+    const counted = new Map<string, Count>()
+    const ranges = new Map<string, { first: number, last: number }>()
+    const problems: string[] = []
+    try {
+      for (const [key, value] of await this.all(db.iterator({ gte: CLOCK_PREFIX, lt: nextPrefix(CLOCK_PREFIX), snapshot }))) {
+        const peer = decodePeer(key.slice(1)) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
+        const clock = decodeClock(value)
+        if (typeof clock === 'string') throw this.corrupt(`${clock} (key ${JSON.stringify(key)})`)
+        clocks.set(peer, clock)
+      }
+      for (const [key, value] of await this.all(db.iterator({ gte: COUNT_PREFIX, lt: nextPrefix(COUNT_PREFIX), snapshot }))) {
+        const peer = decodePeer(key.slice(1)) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
+        counted.set(peer, decodeCount(value) ?? this.fail(`malformed count (key ${JSON.stringify(key)})`))
+      }
+      // A skip scan: the first message of each peer, then a seek past its queue;
+      // a reverse seek to the end of that queue gives its last message.
+      const range = { gte: MESSAGE_PREFIX, lt: nextPrefix(MESSAGE_PREFIX), snapshot, values: false }
+      const forward = db.iterator(range)
+      const backward = db.iterator({ ...range, reverse: true })
+      try {
+        for (let entry = await this.next(forward); entry !== undefined; entry = await this.next(forward)) {
+          const first = splitMessageKey(entry[0]) ?? this.fail(`malformed message key ${JSON.stringify(entry[0])}`)
+          const end = MESSAGE_PREFIX + first.hex + PEER_END
+          backward.seek(end)
+          const lastKey = (await this.next(backward))?.[0]
+          const last = lastKey === undefined ? undefined : splitMessageKey(lastKey)
+          if (last === undefined || last.hex !== first.hex) throw this.corrupt(`the message keys of one peer moved while read (key ${JSON.stringify(entry[0])})`)
+          ranges.set(first.peer, { first: first.seq, last: last.seq })
+          forward.seek(end)
+        }
+      } finally {
+        await Promise.all([forward.close().catch(() => {}), backward.close().catch(() => {})])
+      }
+    } finally {
+      await snapshot.close().catch(() => {})
+      this.endRead()
+    }
+    const queues: QueueSummary[] = []
+    for (const [peer, { first, last }] of ranges) {
+      const c = counted.get(peer)
+      if (c === undefined) problems.push(`${JSON.stringify(peer)} has messages but no count`)
+      else if (c.count > last - first + 1) problems.push(`the count of ${JSON.stringify(peer)} says ${c.count} messages, but its seqs run from ${first} to ${last} only`)
+      else queues.push({ peer, count: c.count, bytes: c.bytes, nextSeq: last + 1 })
+    }
+    for (const [peer, c] of counted) {
+      if (!ranges.has(peer)) problems.push(`the count of ${JSON.stringify(peer)} says ${c.count} messages, and there are none`)
+    }
+    if (problems.length > 0) throw this.corrupt(...problems)
+    return { queues, clocks }
+  }
+
+  /** Up to `limit` messages of `peer` from seq `fromSeq` on, in seq order: one range read. */
+  async read (peer: string, fromSeq: number, limit: number): Promise<StoredMessage[]> {
+    checkRead(peer, fromSeq, limit)
+    if (limit === 0) return []
+    const db = await this.startRead()
+    let entries: Array<[string, Uint8Array]>
+    try {
+      const hex = encodePeer(peer)
+      entries = await this.all(db.iterator({ gte: messageKey(hex, fromSeq), lt: MESSAGE_PREFIX + hex + PEER_END, limit }))
+    } finally {
+      this.endRead()
+    }
+    return entries.map(([key, value]) => {
+      const m = decodeMessage(peer, key.slice(key.length - SEQ_DIGITS), value)
+      if (typeof m === 'string') throw this.corrupt(`${m} (key ${JSON.stringify(key)})`)
+      return m
+    })
+  }
+
+  /**
+   * Applies `batch` atomically: puts, then deletes, then clocks, and the counts
+   * of the peers it touches. Calls made in the same tick, or while an earlier
+   * batch is being written, are merged into one LevelDB batch (in call order);
+   * the promise resolves once the LevelDB batch holding this one is written (in
+   * the operating system's hands, or on disk with `sync`), and rejects with
+   * StoreError (its `cause` the LevelDB error) if that fails, in which case none
+   * of it was written. After a failure the store reopens the database before
+   * writing again; writes made until that succeeds reject with StoreError.
    * Rejects with InvalidArgumentError, writing nothing, if the batch holds
    * something that cannot be stored (a seq that is not a safe integer >= 0, a
    * uuid that is not 16 bytes, ...).
@@ -201,42 +409,29 @@ export class LevelStore implements QueueStore {
     } catch (err) {
       return Promise.reject(err as Error)
     }
-    let group = this.groups.at(-1)
-    if (group === undefined || group.bytes >= MAX_GROUP_BYTES) {
-      group = newGroup()
-      this.groups.push(group)
+    const group = this.openGroup()
+    const { keys, values } = group
+    for (const m of batch.put ?? []) {
+      const value = encodeMessage(m)
+      group.bytes += value.byteLength
+      keys.push(this.messageKey(m.peer, m.seq))
+      values.push(value)
+      addDelta(group, m.peer, 1, m.data.byteLength)
     }
-    // Straight into the group's LevelDB batch: checkBatch() made sure nothing
-    // below can throw half way through this call's operations. Should the
-    // database fail anyway (closed behind our back), the whole group fails.
-    if (group.failure === undefined) {
-      try {
-        const puts = batch.put ?? []
-        const dels = batch.del ?? []
-        const clocks = batch.clocks ?? []
-        if (puts.length + dels.length + clocks.length > 0) {
-          const ops = group.batch ??= this.db.batch()
-          for (const m of puts) {
-            const value = encodeMessage(m)
-            group.bytes += value.byteLength
-            ops.put(this.messageKey(m.peer, m.seq), value)
-          }
-          for (const r of dels) ops.del(this.messageKey(r.peer, r.seq))
-          for (const [peer, clock] of clocks) ops.put(CLOCK_PREFIX + encodePeer(peer), encodeClock(clock))
-        }
-      } catch (err) {
-        group.failure = err
-      }
+    for (const r of batch.del ?? []) {
+      keys.push(this.messageKey(r.peer, r.seq))
+      values.push(undefined)
+      addDelta(group, r.peer, -1, -r.size)
     }
-    if (!this.writing && !this.flushScheduled) {
-      // Wait for the rest of this tick's writes before starting the batch.
-      this.flushScheduled = true
-      process.nextTick(() => { this.flushScheduled = false; this.flush() })
+    for (const [peer, clock] of batch.clocks ?? []) {
+      keys.push(CLOCK_PREFIX + encodePeer(peer))
+      values.push(encodeClock(clock))
     }
+    this.scheduleFlush()
     return group.promise
   }
 
-  /** Waits for every write() already made, then closes the database. Idempotent. */
+  /** Waits for every write() already made, then closes the database (ending any claim). Idempotent. */
   close (): Promise<void> {
     this.closing ??= this.shutdown()
     return this.closing
@@ -250,14 +445,37 @@ export class LevelStore implements QueueStore {
     if (this.writing || this.groups.length > 0) {
       await new Promise<void>((resolve) => { this.onIdle = resolve })
     }
+    if (this.recovering !== null) await this.recovering
+    await this.readsFinished()
+    this.owner = null
     try {
-      await this.db.close()
+      if (this.dbOpen) {
+        this.dbOpen = false
+        await this.db.close()
+      }
     } catch (err) {
       throw new StoreError(`closing the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
     } finally {
       openInThisProcess.delete(this.directory)
     }
     this.log.debug('queue store closed', { directory: this.directory })
+  }
+
+  private openGroup (): Group {
+    let group = this.groups.at(-1)
+    if (group === undefined || group.bytes >= MAX_GROUP_BYTES) {
+      group = newGroup()
+      this.groups.push(group)
+    }
+    return group
+  }
+
+  private scheduleFlush (): void {
+    if (!this.writing && !this.flushScheduled) {
+      // Wait for the rest of this tick's writes before starting the batch.
+      this.flushScheduled = true
+      process.nextTick(() => { this.flushScheduled = false; this.flush() })
+    }
   }
 
   /** Writes the oldest group, then (when done) the next, one LevelDB batch at a time. */
@@ -270,33 +488,176 @@ export class LevelStore implements QueueStore {
       onIdle?.()
       return
     }
-    const ops = group.batch
-    if (group.failure !== undefined) {
-      this.failed(group, group.failure)
-      if (ops !== null) ops.close().catch(() => {})
-      this.flush()
-      return
-    }
-    if (ops === null) {
-      group.resolve()
-      this.flush()
-      return
-    }
     this.writing = true
-    ops.write(this.batchOptions).then(() => {
-      this.batchesWritten++
-      group.resolve()
-    }, (err: unknown) => {
-      this.failed(group, err)
-    }).finally(() => {
+    this.writeGroup(group).then(group.resolve, group.reject).finally(() => {
       this.writing = false
       this.flush()
     })
   }
 
-  private failed (group: Group, err: unknown): void {
-    this.log.error('queue store write failed', { directory: this.directory, operations: group.batch?.length ?? 0, error: err })
-    group.reject(new StoreError(`writing to the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err }))
+  private async writeGroup (group: Group): Promise<void> {
+    if (group.keys.length === 0) return
+    await this.usable()
+    let ops: ReturnType<Db['batch']> | undefined
+    const after: Array<[string, Count]> = []
+    try {
+      ops = this.db.batch()
+      const { keys, values } = group
+      for (let i = 0; i < keys.length; i++) {
+        const value = values[i]
+        if (value === undefined) ops.del(keys[i]!)
+        else ops.put(keys[i]!, value)
+      }
+      for (const [peer, delta] of group.deltas) {
+        if (delta.count === 0 && delta.bytes === 0) continue
+        const before = this.counts.get(peer)
+        const count = { count: (before?.count ?? 0) + delta.count, bytes: (before?.bytes ?? 0) + delta.bytes }
+        after.push([peer, count])
+        const key = COUNT_PREFIX + encodePeer(peer)
+        if (count.count > 0) ops.put(key, encodeCount(count))
+        else ops.del(key)
+      }
+      await ops.write(this.batchOptions)
+    } catch (err) {
+      await ops?.close().catch(() => {})
+      this.log.error('queue store write failed', { directory: this.directory, operations: group.keys.length, error: err })
+      this.breakDown(err)
+      throw new StoreError(`writing to the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
+    }
+    this.batchesWritten++
+    for (const [peer, count] of after) {
+      if (count.count > 0) this.counts.set(peer, count)
+      else this.counts.delete(peer)
+    }
+  }
+
+  /** A write failed: stop using this log at once, and start reopening the database. */
+  private breakDown (error: unknown): void {
+    if (this.broken !== null) return
+    this.broken = { error, retryAt: 0, delay: REOPEN_DELAY_MIN }
+    this.recovering = this.recover()
+  }
+
+  /** Resolves once the database can be used; throws StoreError if it cannot be yet. */
+  private async usable (): Promise<void> {
+    for (;;) {
+      if (this.fatal !== null) throw this.fatal
+      if (this.recovering !== null) {
+        await this.recovering
+        continue
+      }
+      const broken = this.broken
+      if (broken === null) return
+      if (Date.now() < broken.retryAt) {
+        throw new StoreError(
+          `the queue store ${this.directory} is closed since a write failed, and reopening it failed (${errorMessage(broken.error)}); ` +
+          `the next attempt is in ${broken.retryAt - Date.now()} ms`, { cause: broken.error })
+      }
+      this.recovering = this.recover()
+    }
+  }
+
+  /** Closes the database (ending its log where it failed) and opens it again; never rejects. */
+  private async recover (): Promise<void> {
+    const broken = this.broken
+    if (broken === null) return
+    try {
+      await this.readsFinished()
+      if (this.dbOpen) {
+        this.dbOpen = false
+        await this.db.close().catch((err: unknown) => { this.log.warn('closing the queue store after a failed write failed', { directory: this.directory, error: err }) })
+      }
+      const opened = await openDatabase(this.directory, false, this.log)
+      this.db = opened.db
+      this.counts = opened.counts
+      this.dbOpen = true
+      this.broken = null
+      this.log.info('queue store reopened after a failed write', { directory: this.directory })
+    } catch (err) {
+      if (err instanceof StoreCorruptError) {
+        this.fatal = err
+        this.log.error('queue store found corrupt while reopening it after a failed write', { directory: this.directory, error: err })
+      } else {
+        broken.error = err
+        broken.retryAt = Date.now() + broken.delay
+        this.log.warn('reopening the queue store after a failed write failed', { directory: this.directory, retryIn: broken.delay, error: err })
+        broken.delay = Math.min(broken.delay * 2, REOPEN_DELAY_MAX)
+      }
+    } finally {
+      this.recovering = null
+    }
+  }
+
+  /** Waits until the database can be read, and counts a read in progress (recovery waits for it). */
+  private async startRead (): Promise<Db> {
+    for (;;) {
+      if (this.closing !== null) throw storeClosedError()
+      // Counted in the same turn as the check, so a reopen cannot start in between.
+      if (this.fatal === null && this.broken === null && this.recovering === null) {
+        this.reads++
+        return this.db
+      }
+      await this.usable()
+    }
+  }
+
+  private endRead (): void {
+    if (--this.reads > 0) return
+    for (const done of this.readsDone) done()
+    this.readsDone.clear()
+  }
+
+  private async readsFinished (): Promise<void> {
+    if (this.reads > 0) await new Promise<void>((resolve) => { this.readsDone.add(resolve) })
+  }
+
+  private async step (iterator: { nextv: (size: number) => Promise<Array<[string, Uint8Array]>> }): Promise<Array<[string, Uint8Array]>> {
+    try {
+      return await iterator.nextv(LOAD_STEP)
+    } catch (err) {
+      throw this.readError(err)
+    }
+  }
+
+  private async next<V> (iterator: { next: () => Promise<[string, V] | undefined> }): Promise<[string, V] | undefined> {
+    try {
+      return await iterator.next()
+    } catch (err) {
+      throw this.readError(err)
+    }
+  }
+
+  private async all<V> (iterator: { all: () => Promise<Array<[string, V]>> }): Promise<Array<[string, V]>> {
+    try {
+      return await iterator.all()
+    } catch (err) {
+      throw this.readError(err)
+    }
+  }
+
+  private readError (err: unknown): StoreError {
+    if (hasCode(err, 'LEVEL_CORRUPTION')) return this.corrupt(`LevelDB: ${errorMessage(err)}`)
+    return new StoreError(`reading the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
+  }
+
+  /** A StoreCorruptError for this store; the store is marked so that later opens refuse it too. */
+  private corrupt (...problems: string[]): StoreCorruptError {
+    this.mark(problems)
+    return new StoreCorruptError(this.directory, problems)
+  }
+
+  private fail (problem: string): never {
+    throw this.corrupt(problem)
+  }
+
+  private mark (problems: readonly string[]): void {
+    if (this.marked || this.closing !== null) return
+    this.marked = true
+    const group = this.openGroup()
+    group.keys.push(MARKER_KEY)
+    group.values.push(encodeMarker(problems, 0))
+    this.scheduleFlush()
+    group.promise.catch((err: unknown) => { this.log.warn('marking the queue store corrupt failed', { directory: this.directory, error: err }) })
   }
 
   private messageKey (peer: string, seq: number): string {
@@ -307,42 +668,6 @@ export class LevelStore implements QueueStore {
     const s = seq.toString(16)
     return this.lastPeerHex + '0'.repeat(SEQ_DIGITS - s.length) + s
   }
-
-  private decodeMessage (key: string, peer: string, seqHex: string, value: Uint8Array): StoredMessage {
-    if (!HEX_SEQ.test(seqHex)) this.fail(key, 'malformed seq in key')
-    const seq = parseInt(seqHex, 16)
-    if (!Number.isSafeInteger(seq)) this.fail(key, 'seq out of range')
-    if (value.byteLength < HEADER_LENGTH) this.fail(key, `message value of ${value.byteLength} bytes is shorter than its ${HEADER_LENGTH}-byte header`)
-    const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
-    const expiry = view.getFloat64(UUID_LENGTH, false)
-    if (Number.isNaN(expiry)) this.fail(key, 'expiry is NaN')
-    return {
-      peer,
-      seq,
-      uuid: value.subarray(0, UUID_LENGTH),
-      expiry,
-      flags: view.getUint32(UUID_LENGTH + 8, false),
-      data: value.subarray(HEADER_LENGTH)
-    }
-  }
-
-  private decodeClock (key: string, value: Uint8Array): PeerClock {
-    if (value.byteLength !== CLOCK_LENGTH) this.fail(key, `clock value of ${value.byteLength} bytes, not ${CLOCK_LENGTH}`)
-    const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
-    const offline = view.getFloat64(0, false)
-    const since = view.getFloat64(8, false)
-    const connected = view.getUint8(16)
-    if (Number.isNaN(offline) || Number.isNaN(since) || connected > 1) this.fail(key, 'malformed clock')
-    return { offline, since, connected: connected === 1 }
-  }
-
-  private corrupt (key: string, what: string): StoreError {
-    return new StoreError(`the queue store ${this.directory} is corrupt: ${what} (key ${JSON.stringify(key)})`)
-  }
-
-  private fail (key: string, what: string): never {
-    throw this.corrupt(key, what)
-  }
 }
 
 const HEX_SEQ = /^[0-9a-f]{14}$/
@@ -352,7 +677,38 @@ function newGroup (): Group {
   let resolve!: () => void
   let reject!: (err: unknown) => void
   const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-  return { batch: null, bytes: 0, failure: undefined, promise, resolve, reject }
+  return { keys: [], values: [], deltas: new Map(), bytes: 0, promise, resolve, reject }
+}
+
+function addDelta (group: Group, peer: string, count: number, bytes: number): void {
+  const delta = group.deltas.get(peer)
+  if (delta === undefined) group.deltas.set(peer, { count, bytes })
+  else {
+    delta.count += count
+    delta.bytes += bytes
+  }
+}
+
+/** The smallest string above every string starting with `prefix` (one character). */
+function nextPrefix (prefix: string): string {
+  return String.fromCharCode(prefix.charCodeAt(0) + 1)
+}
+
+function messageKey (hex: string, seq: number): string {
+  const s = seq.toString(16)
+  return MESSAGE_PREFIX + hex + SEQ_SEPARATOR + '0'.repeat(SEQ_DIGITS - s.length) + s
+}
+
+/** The peer (as hex and decoded) and seq of a message key; undefined if malformed. */
+function splitMessageKey (key: string): { hex: string, peer: string, seq: number } | undefined {
+  const sep = key.length - SEQ_DIGITS - 1
+  if (sep < 1 || key.charAt(0) !== MESSAGE_PREFIX || key.charAt(sep) !== SEQ_SEPARATOR) return undefined
+  const hex = key.slice(1, sep)
+  const peer = decodePeer(hex)
+  const seqHex = key.slice(sep + 1)
+  if (peer === undefined || !HEX_SEQ.test(seqHex)) return undefined
+  const seq = parseInt(seqHex, 16)
+  return Number.isSafeInteger(seq) ? { hex, peer, seq } : undefined
 }
 
 /** 4 hex digits per UTF-16 code unit: lossless for any string, and order-preserving. */
@@ -384,6 +740,25 @@ function encodeMessage (m: StoredMessage): Uint8Array {
   return value
 }
 
+/** The message, or what is wrong with it. */
+function decodeMessage (peer: string, seqHex: string, value: Uint8Array): StoredMessage | string {
+  if (!HEX_SEQ.test(seqHex)) return 'malformed seq in key'
+  const seq = parseInt(seqHex, 16)
+  if (!Number.isSafeInteger(seq)) return 'seq out of range'
+  if (value.byteLength < HEADER_LENGTH) return `message value of ${value.byteLength} bytes is shorter than its ${HEADER_LENGTH}-byte header`
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  const expiry = view.getFloat64(UUID_LENGTH, false)
+  if (Number.isNaN(expiry)) return 'expiry is NaN'
+  return {
+    peer,
+    seq,
+    uuid: value.subarray(0, UUID_LENGTH),
+    expiry,
+    flags: view.getUint32(UUID_LENGTH + 8, false),
+    data: value.subarray(HEADER_LENGTH)
+  }
+}
+
 function encodeClock (clock: PeerClock): Uint8Array {
   const value = Buffer.allocUnsafe(CLOCK_LENGTH)
   value.writeDoubleBE(clock.offline, 0)
@@ -392,29 +767,342 @@ function encodeClock (clock: PeerClock): Uint8Array {
   return value
 }
 
-/** Stamps a new, empty database with the format version; refuses anything else. */
-async function checkFormat (db: Db, location: string): Promise<void> {
-  let version: Uint8Array | undefined
+/** The clock, or what is wrong with it. */
+function decodeClock (value: Uint8Array): PeerClock | string {
+  if (value.byteLength !== CLOCK_LENGTH) return `clock value of ${value.byteLength} bytes, not ${CLOCK_LENGTH}`
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  const offline = view.getFloat64(0, false)
+  const since = view.getFloat64(8, false)
+  const connected = view.getUint8(16)
+  if (Number.isNaN(offline) || Number.isNaN(since) || connected > 1) return 'malformed clock'
+  return { offline, since, connected: connected === 1 }
+}
+
+function encodeCount (count: Count): Uint8Array {
+  const value = Buffer.allocUnsafe(COUNT_LENGTH)
+  value.writeDoubleBE(count.count, 0)
+  value.writeDoubleBE(count.bytes, 8)
+  return value
+}
+
+function decodeCount (value: Uint8Array): Count | undefined {
+  if (value.byteLength !== COUNT_LENGTH) return undefined
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  const count = view.getFloat64(0, false)
+  const bytes = view.getFloat64(8, false)
+  if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(bytes) || bytes < 0) return undefined
+  return { count, bytes }
+}
+
+/** The corruption mark: what was found wrong, and how many bytes LevelDB said it dropped. */
+function encodeMarker (problems: readonly string[], droppedBytes: number): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ problems, droppedBytes }))
+}
+
+function decodeMarker (value: Uint8Array): { problems: string[], droppedBytes: number } {
+  const text = new TextDecoder().decode(value)
   try {
-    version = await db.get(VERSION_KEY)
-    if (version === undefined) {
-      const [anyKey] = await db.keys({ limit: 1 }).all()
-      if (anyKey !== undefined) throw new StoreError(`${location} is a LevelDB database but not a snakemq queue store (it has no format version)`)
-      await db.put(VERSION_KEY, Uint8Array.of(LEVEL_STORE_FORMAT), { sync: true })
-      return
+    const { problems, droppedBytes } = JSON.parse(text) as { problems?: unknown, droppedBytes?: unknown }
+    if (Array.isArray(problems) && problems.every((p) => typeof p === 'string') && Number.isSafeInteger(droppedBytes)) {
+      return { problems, droppedBytes: droppedBytes as number }
     }
-  } catch (err) {
-    if (err instanceof StoreError) throw err
-    throw new StoreError(`reading the queue store ${location} failed: ${errorMessage(err)}`, { cause: err })
+  } catch {
+    // Not JSON: a mark written by hand, or damaged; its text is all there is.
   }
-  if (version.byteLength !== 1 || version[0] !== LEVEL_STORE_FORMAT) {
-    throw new StoreError(`the queue store ${location} has format version ${version.byteLength === 1 ? String(version[0]) : 'unknown'}; this version of snakemq reads format ${LEVEL_STORE_FORMAT}`)
+  return { problems: [text], droppedBytes: 0 }
+}
+
+/** The peers whose count (`counted`) differs from what is there (`found`). */
+function compareCounts (counted: ReadonlyMap<string, Count>, found: ReadonlyMap<string, Count>): SalvagedQueue[] {
+  const out: SalvagedQueue[] = []
+  for (const peer of new Set([...counted.keys(), ...found.keys()])) {
+    const c = counted.get(peer) ?? { count: 0, bytes: 0 }
+    const f = found.get(peer) ?? { count: 0, bytes: 0 }
+    if (c.count !== f.count || c.bytes !== f.bytes) out.push({ peer, expected: c.count, found: f.count, expectedBytes: c.bytes, foundBytes: f.bytes })
+  }
+  return out.sort((a, b) => a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : 0)
+}
+
+function describeMismatch (q: SalvagedQueue): string {
+  return `the count of ${JSON.stringify(q.peer)} says ${q.expected} messages (${q.expectedBytes} bytes), and there are ${q.found} (${q.foundBytes} bytes)`
+}
+
+let levelModule: Promise<typeof LevelModule> | null = null
+
+/** LevelDB, loaded on first use, so that importing snakemq does not load its native addon. */
+async function loadLevel (): Promise<typeof LevelModule> {
+  levelModule ??= import('level')
+  try {
+    return await levelModule
+  } catch (err) {
+    levelModule = null
+    throw new StoreError(`cannot load LevelDB (the "level" package and its native addon, classic-level): ${errorMessage(err)}`, { cause: err })
   }
 }
 
-function isLockedError (err: unknown): boolean {
+/**
+ * Opens the LevelDB database in `location` as a queue store: checks for damage,
+ * stamps or upgrades the format, reads the counts, and with `salvage` repairs
+ * what it can and reports the rest.
+ */
+async function openDatabase (location: string, salvage: boolean, log: Logger): Promise<Opened> {
+  const { Level } = await loadLevel()
+  const problems: string[] = []
+  let droppedBytes = 0
+  let repaired = false
+  const repair = async (): Promise<void> => {
+    // Level's universal type leaves it out; classic-level, which it is in Node, has it.
+    const repairDb = (Level as unknown as { repair?: (location: string) => Promise<void> }).repair
+    try {
+      if (typeof repairDb !== 'function') throw new Error('this LevelDB binding has no repair()')
+      await repairDb.call(Level, location)
+    } catch (err) {
+      throw new StoreCorruptError(location, [...problems, `LevelDB could not repair it: ${errorMessage(err)}`], { cause: err })
+    }
+    repaired = true
+    const drops = await recoveryDrops(location)
+    if (drops !== null) {
+      problems.push(`LevelDB's repair ${drops.text}`)
+      droppedBytes += drops.bytes
+    }
+  }
+
+  const damage = await missingFiles(location)
+  if (damage !== null) {
+    problems.push(damage)
+    if (!salvage) throw new StoreCorruptError(location, problems)
+    await repair()
+  }
+  let db: Db = new Level<string, Uint8Array>(location, { valueEncoding: 'view' })
+  try {
+    await db.open()
+  } catch (err) {
+    if (hasCode(err, 'LEVEL_LOCKED')) throw new StoreLockedError(location, { cause: err })
+    if (!hasCode(err, 'LEVEL_CORRUPTION')) throw new StoreError(`cannot open the queue store ${location}: ${errorMessage(err)}`, { cause: err })
+    problems.push(`LevelDB cannot open it: ${errorMessage(err)}`)
+    if (!salvage || repaired) throw new StoreCorruptError(location, problems, { cause: err })
+    await repair()
+    db = new Level<string, Uint8Array>(location, { valueEncoding: 'view' })
+    try {
+      await db.open()
+    } catch (err2) {
+      throw new StoreCorruptError(location, [...problems, `LevelDB cannot open it after repairing it: ${errorMessage(err2)}`], { cause: err2 })
+    }
+  }
+  try {
+    const drops = await recoveryDrops(location)
+    if (drops !== null) {
+      problems.push(`LevelDB ${drops.text}`)
+      droppedBytes += drops.bytes
+    }
+    const marker = await db.get(MARKER_KEY)
+    if (marker !== undefined) {
+      const earlier = decodeMarker(marker)
+      problems.push(`an earlier open found it corrupt: ${earlier.problems.join('; ')}`)
+      droppedBytes += earlier.droppedBytes
+    }
+    if (problems.length > 0 && !salvage) {
+      // LevelDB has already dropped what it dropped: say so to every later open too.
+      if (marker === undefined) await db.put(MARKER_KEY, encodeMarker(problems, droppedBytes), { sync: true }).catch(() => {})
+      throw new StoreCorruptError(location, problems)
+    }
+    const counts = await prepareFormat(db, location, log)
+    const salvaged = salvage ? await salvageStore(db, location, counts, problems, droppedBytes, log) : null
+    return { db, counts: salvaged === null ? counts : await readCounts(db, location), salvaged }
+  } catch (err) {
+    await db.close().catch(() => {})
+    if (err instanceof StoreError) throw err
+    if (hasCode(err, 'LEVEL_CORRUPTION')) throw new StoreCorruptError(location, [...problems, `LevelDB: ${errorMessage(err)}`], { cause: err })
+    throw new StoreError(`reading the queue store ${location} failed: ${errorMessage(err)}`, { cause: err })
+  }
+}
+
+/**
+ * What is missing from a LevelDB directory that LevelDB would not report: without
+ * CURRENT it starts a new, empty database (and deletes the old tables); null if
+ * nothing is missing (or there is no database yet).
+ */
+async function missingFiles (location: string): Promise<string | null> {
+  let names: string[]
+  try {
+    names = await readdir(location)
+  } catch {
+    return null
+  }
+  if (!names.includes('CURRENT')) {
+    const files = names.filter((n) => /^(?:MANIFEST-\d+|\d+\.(?:log|ldb|sst))$/.test(n))
+    return files.length === 0 ? null : `its CURRENT file is missing (${files.length} LevelDB files are there)`
+  }
+  let current: string
+  try {
+    current = await readFile(join(location, 'CURRENT'), 'utf8')
+  } catch (err) {
+    return `its CURRENT file cannot be read: ${errorMessage(err)}`
+  }
+  const manifest = current.endsWith('\n') ? current.slice(0, -1) : current
+  if (!/^MANIFEST-\d+$/.test(manifest)) return `its CURRENT file does not name a MANIFEST file (it holds ${JSON.stringify(current.slice(0, 40))})`
+  if (!names.includes(manifest)) return `its CURRENT file names ${manifest}, which is missing`
+  return null
+}
+
+/**
+ * What LevelDB's LOG says it dropped while recovering (it starts a new LOG at
+ * every open, so this is the last open's, or the last repair's); null if nothing.
+ */
+async function recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null> {
+  let text: string
+  try {
+    text = await readFile(join(location, 'LOG'), 'utf8')
+  } catch {
+    return null
+  }
+  let bytes = 0
+  let records = 0
+  let first = ''
+  for (const line of text.split('\n')) {
+    const m = /: dropping (\d+) bytes; (.*)$/.exec(line) ?? /Ignoring error (.*)$/.exec(line)
+    if (m === null) continue
+    records++
+    if (m.length === 3) bytes += Number(m[1])
+    if (first === '') first = (m.length === 3 ? m[2] : m[1]) ?? ''
+  }
+  if (records === 0) return null
+  return { bytes, text: `dropped ${bytes} bytes of its log while recovering (${records} report${records === 1 ? '' : 's'}, the first: ${first})` }
+}
+
+/** Stamps a new, empty database with the format version, upgrades format 1, refuses anything else; returns the counts. */
+async function prepareFormat (db: Db, location: string, log: Logger): Promise<Map<string, Count>> {
+  const version = await db.get(VERSION_KEY)
+  if (version === undefined) {
+    const keys = await db.keys({ limit: 2 }).all()
+    if (keys.some((k) => k !== MARKER_KEY)) throw new StoreError(`${location} is a LevelDB database but not a snakemq queue store (it has no format version)`)
+    await db.put(VERSION_KEY, Uint8Array.of(LEVEL_STORE_FORMAT), { sync: true })
+    return new Map()
+  }
+  if (version.byteLength === 1 && version[0] === LEVEL_STORE_FORMAT) return await readCounts(db, location)
+  if (version.byteLength === 1 && version[0] === 1) {
+    // Format 1 kept no counts: count once, and write them with the new version in one batch.
+    const counts = await countMessages(db, location)
+    const ops = db.batch()
+    let messages = 0
+    for (const [peer, c] of counts) {
+      ops.put(COUNT_PREFIX + encodePeer(peer), encodeCount(c))
+      messages += c.count
+    }
+    ops.put(VERSION_KEY, Uint8Array.of(LEVEL_STORE_FORMAT))
+    await ops.write({ sync: true })
+    log.info('queue store upgraded from format 1', { directory: location, messages, peers: counts.size })
+    return counts
+  }
+  throw new StoreError(`the queue store ${location} has format version ${version.byteLength === 1 ? String(version[0]) : 'unknown'}; this version of snakemq reads format ${LEVEL_STORE_FORMAT} (and upgrades format 1)`)
+}
+
+async function readCounts (db: Db, location: string): Promise<Map<string, Count>> {
+  const counts = new Map<string, Count>()
+  for (const [key, value] of await db.iterator({ gte: COUNT_PREFIX, lt: nextPrefix(COUNT_PREFIX) }).all()) {
+    const peer = decodePeer(key.slice(1))
+    const count = decodeCount(value)
+    if (peer === undefined || count === undefined) throw new StoreCorruptError(location, [`malformed count (key ${JSON.stringify(key)})`])
+    counts.set(peer, count)
+  }
+  return counts
+}
+
+/** Counts every peer's messages and bytes, reading them all. */
+async function countMessages (db: Db, location: string): Promise<Map<string, Count>> {
+  const counts = new Map<string, Count>()
+  let lastHex: string | null = null
+  let last: Count = { count: 0, bytes: 0 }
+  const iterator = db.iterator({ gte: MESSAGE_PREFIX, lt: nextPrefix(MESSAGE_PREFIX) })
+  try {
+    for (let entries = await iterator.nextv(LOAD_STEP); entries.length > 0; entries = await iterator.nextv(LOAD_STEP)) {
+      for (const [key, value] of entries) {
+        const k = splitMessageKey(key)
+        if (k === undefined || value.byteLength < HEADER_LENGTH) throw new StoreCorruptError(location, [`malformed message (key ${JSON.stringify(key)})`])
+        if (k.hex !== lastHex) {
+          lastHex = k.hex
+          counts.set(k.peer, last = { count: 0, bytes: 0 })
+        }
+        last.count++
+        last.bytes += value.byteLength - HEADER_LENGTH
+      }
+    }
+  } finally {
+    await iterator.close().catch(() => {})
+  }
+  return counts
+}
+
+/**
+ * Reads the whole store, removes what cannot be decoded, sets every count to
+ * what is there and removes the corruption mark; returns what it found and
+ * logs it.
+ */
+async function salvageStore (db: Db, location: string, counts: ReadonlyMap<string, Count>, problems: string[], droppedBytes: number, log: Logger): Promise<SalvageReport> {
+  const found = new Map<string, Count>()
+  const ops = db.batch()
+  let malformed = 0
+  let lastHex: string | null = null
+  let last: Count = { count: 0, bytes: 0 }
+  const iterator = db.iterator()
+  try {
+    for (let entries = await iterator.nextv(LOAD_STEP); entries.length > 0; entries = await iterator.nextv(LOAD_STEP)) {
+      for (const [key, value] of entries) {
+        const kind = key.charAt(0)
+        let good: boolean
+        if (kind === MESSAGE_PREFIX) {
+          const k = splitMessageKey(key)
+          good = k !== undefined && typeof decodeMessage(k.peer, key.slice(key.length - SEQ_DIGITS), value) !== 'string'
+          if (k !== undefined && good) {
+            if (k.hex !== lastHex) {
+              lastHex = k.hex
+              found.set(k.peer, last = { count: 0, bytes: 0 })
+            }
+            last.count++
+            last.bytes += value.byteLength - HEADER_LENGTH
+          }
+        } else if (kind === CLOCK_PREFIX) {
+          good = decodePeer(key.slice(1)) !== undefined && typeof decodeClock(value) !== 'string'
+        } else if (kind === COUNT_PREFIX) {
+          good = decodePeer(key.slice(1)) !== undefined && decodeCount(value) !== undefined
+          if (!good) ops.del(key)
+          continue // rewritten below (a malformed one is not a lost message)
+        } else {
+          good = key === VERSION_KEY || key === MARKER_KEY
+        }
+        if (!good) {
+          malformed++
+          ops.del(key)
+        }
+      }
+    }
+  } finally {
+    await iterator.close().catch(() => {})
+  }
+  if (malformed > 0) problems.push(`${malformed} entries could not be decoded and were removed`)
+  const queues = compareCounts(counts, found)
+  for (const q of queues) {
+    const key = COUNT_PREFIX + encodePeer(q.peer)
+    if (q.found > 0) ops.put(key, encodeCount({ count: q.found, bytes: q.foundBytes }))
+    else ops.del(key)
+  }
+  ops.del(MARKER_KEY)
+  await ops.write({ sync: true })
+  let lostMessages = 0
+  for (const q of queues) lostMessages += Math.max(0, q.expected - q.found)
+  const report: SalvageReport = { directory: location, problems, droppedBytes, malformed, queues, lostMessages }
+  if (problems.length > 0 || queues.length > 0) {
+    log.error('queue store salvaged', {
+      directory: location, problems: problems.join('; '), droppedBytes, malformed, lostMessages,
+      queues: queues.map((q) => `${JSON.stringify(q.peer)}: ${q.found} of ${q.expected}`).join(', ')
+    })
+  }
+  return report
+}
+
+function hasCode (err: unknown, code: string): boolean {
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    if ((e as { code?: unknown }).code === 'LEVEL_LOCKED') return true
+    if ((e as { code?: unknown }).code === code) return true
   }
   return false
 }

@@ -1,0 +1,152 @@
+// A full disk must not lose writes that resolved (issue "reliability", item 2),
+// proved on a real 4 MiB tmpfs: a child process writes to a LevelStore there
+// while the test fills the disk with a file of its own, then makes room (or
+// not), and kills the writer with SIGKILL; the store opened again must hold
+// every write the writer saw resolve. Mounting needs root; where the machine
+// refuses it, the tests are skipped, saying why.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, open, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { LevelStore } from '../src/store/level.ts'
+
+const WRITER = fileURLToPath(new URL('./fixtures/store-disk-writer.ts', import.meta.url))
+const REPO = fileURLToPath(new URL('..', import.meta.url))
+/** Bytes of data per message. */
+const SIZE = 100
+
+let mountPoint = ''
+let mounted = false
+let refused = ''
+
+before(async () => {
+  mountPoint = await mkdtemp(join(tmpdir(), 'snakemq-full-disk-'))
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint], { stdio: 'pipe' })
+    mounted = true
+  } catch (err) {
+    refused = `mounting a tmpfs was refused: ${String((err as { stderr?: unknown }).stderr ?? err).trim()}`
+  }
+})
+
+after(async () => {
+  if (mounted) execFileSync('umount', [mountPoint])
+  await rm(mountPoint, { recursive: true, force: true })
+})
+
+/** The writer fixture, and what it printed: the seqs whose write resolved, and the codes of those that failed. */
+class Writer {
+  readonly ok: number[] = []
+  readonly failed: string[] = []
+  private partial = ''
+  private stderr = ''
+  private wake: (() => void) | null = null
+  private exited = false
+  readonly proc: ChildProcess
+  readonly exit: Promise<NodeJS.Signals | null>
+
+  constructor (directory: string) {
+    this.proc = spawn(process.execPath, ['--import', 'tsx', WRITER, directory, String(SIZE)], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      const lines = (this.partial + chunk).split('\n')
+      this.partial = lines.pop() ?? ''
+      for (const line of lines) {
+        const [what, seq, code] = line.split(' ')
+        if (what === 'ok') this.ok.push(Number(seq))
+        else if (what === 'fail') this.failed.push(code ?? '')
+      }
+      this.wake?.()
+    })
+    this.proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => { this.stderr += chunk })
+    this.exit = new Promise((resolve) => {
+      this.proc.once('exit', (_code, signal) => { this.exited = true; this.wake?.(); resolve(signal) })
+    })
+  }
+
+  /** Resolves once `done()` holds; rejects if the writer exits first. */
+  async until (what: string, done: () => boolean): Promise<void> {
+    while (!done()) {
+      if (this.exited) throw new Error(`the writer exited while the test waited for ${what}: ${this.stderr}`)
+      await new Promise<void>((resolve) => { this.wake = resolve })
+    }
+  }
+
+  async kill (): Promise<void> {
+    this.proc.kill('SIGKILL')
+    assert.equal(await this.exit, 'SIGKILL')
+  }
+}
+
+/** Writes a file until the disk is full; the test's own, so deleting it makes room. */
+async function fill (path: string): Promise<void> {
+  const file = await open(path, 'w')
+  const chunk = new Uint8Array(64 * 1024)
+  try {
+    for (;;) await file.write(chunk)
+  } catch (err) {
+    assert.equal((err as { code?: string }).code, 'ENOSPC')
+  } finally {
+    await file.close()
+  }
+}
+
+/** Opens the store the writer left and checks that every write it saw resolve is there, intact. */
+async function checkSurvivors (directory: string, resolved: readonly number[]): Promise<void> {
+  const store = await LevelStore.open(directory)
+  try {
+    const { messages } = await store.load()
+    const stored = new Map(messages.map((m) => [m.seq, m]))
+    const lost = resolved.filter((seq) => !stored.has(seq))
+    assert.equal(lost.length, 0, `${lost.length} of ${resolved.length} resolved writes are missing (the first: ${lost.slice(0, 5).join(', ')})`)
+    for (const seq of resolved) {
+      const m = stored.get(seq)!
+      assert.equal(m.data.byteLength, SIZE)
+      assert.ok(m.data.every((b) => b === (seq & 0xff)), `the data of ${seq}`)
+    }
+    const [queue] = (await store.summary()).queues
+    assert.equal(queue?.count, messages.length)
+  } finally {
+    await store.close()
+  }
+}
+
+test('on a full disk writes fail with StoreError, go on once there is room, and every write that resolved survives SIGKILL', async (t) => {
+  if (!mounted) { t.skip(refused); return }
+  const directory = join(mountPoint, 'room-made')
+  const filler = join(mountPoint, 'filler')
+  const writer = new Writer(directory)
+  try {
+    await writer.until('500 writes', () => writer.ok.length >= 500)
+    await fill(filler)
+    await writer.until('50 failed writes', () => writer.failed.length >= 50)
+    await rm(filler)
+    const before = writer.ok.length
+    await writer.until('3,000 writes after room was made', () => writer.ok.length >= before + 3000)
+  } finally {
+    await writer.kill()
+  }
+  assert.deepEqual(new Set(writer.failed), new Set(['ERR_STORE']))
+  await checkSurvivors(directory, writer.ok)
+  await rm(directory, { recursive: true })
+})
+
+test('a writer killed while the disk is still full loses no write that resolved, and its torn log is not taken for corruption', async (t) => {
+  if (!mounted) { t.skip(refused); return }
+  const directory = join(mountPoint, 'still-full')
+  const filler = join(mountPoint, 'filler')
+  const writer = new Writer(directory)
+  try {
+    await writer.until('500 writes', () => writer.ok.length >= 500)
+    await fill(filler)
+    await writer.until('50 failed writes', () => writer.failed.length >= 50)
+  } finally {
+    await writer.kill()
+  }
+  await rm(filler)
+  // Open would refuse with StoreCorruptError had LevelDB dropped anything while recovering.
+  await checkSurvivors(directory, writer.ok)
+  await rm(directory, { recursive: true })
+})
