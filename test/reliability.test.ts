@@ -8,7 +8,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import {
   Link, Messaging, ClosedError, MemoryStore, RpcClient, RpcServer, encodeFrame, encodePacketBatch, FrameType, listenDefaults,
-  messagingDefaults, type Logger, type MessagingEvents
+  messagingDefaults, type Logger, type MessagingEvents, type QueueStore
 } from '../src/index.ts'
 import { FaultyProxy } from './helpers/faulty-proxy.ts'
 import { connected, pair, take } from './helpers/util.ts'
@@ -74,7 +74,16 @@ test('drain() with a timeout, the peer away: it closes when the time is up, drop
 test('drain() and close() keep persistent messages in a durable store: not dropped, there for the next start', async () => {
   // A durable store as far as Messaging is concerned: what it holds survives close().
   const inner = new MemoryStore()
-  const durable = { durable: true as const, load: inner.load.bind(inner), write: inner.write.bind(inner), close: async () => {} }
+  const durable: QueueStore = {
+    durable: true,
+    load: inner.load.bind(inner),
+    write: inner.write.bind(inner),
+    summary: inner.summary.bind(inner),
+    read: inner.read.bind(inner),
+    claim: inner.claim.bind(inner),
+    release: inner.release.bind(inner),
+    close: async () => {}
+  }
   const link = new Link()
   const mq = new Messaging(link, { identity: 'bob', store: durable })
   const { uuid } = await mq.send('absent', 'persistent', { persistent: true })

@@ -151,9 +151,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       (m) => { this.receivedByApp(m) },
       this.log
     )
-    // Everything checked: only now does this Messaging take the link.
-    link.claim(this)
+    // Everything checked: only now does this Messaging take the store and the link (both, or neither).
     options.store?.claim(this)
+    try {
+      link.claim(this)
+    } catch (err) {
+      options.store?.release(this)
+      throw err
+    }
     this.loaded = this.load()
     // The error reaches the application through ready() and send(), and is logged; unawaited it must not crash the process.
     this.loaded.catch(() => {})
