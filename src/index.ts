@@ -10,7 +10,7 @@ export { tcpTransport, tlsTransport } from './link/tcp.ts'
 export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
 export type {
   Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
-  MessagingEvent, MessagingEventType, EventsOptions
+  MessagingEvent, MessagingEventType, EventsOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts
 } from './messaging/types.ts'
 export {
   PacketDecoder, decodePackets, encodePackets, encodePacketBatch, uint32BEDecode, uint32BEEncode, DEFAULT_MAX_PACKET_SIZE

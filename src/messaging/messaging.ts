@@ -6,7 +6,7 @@ import type { Link } from '../link/link.ts'
 import type { Connection } from '../link/connection.ts'
 import { TypedEmitter } from '../events.ts'
 import {
-  ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
+  AbortError, ClosedError, DuplicateIdentityError, RedundantConnectionError, InvalidArgumentError, MessageDroppedError, QueueFullError, StoreError,
   abortError, type DropReason
 } from '../errors.ts'
 import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags, messageTtl } from '../transforms/frames.ts'
@@ -20,7 +20,7 @@ import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
-  DrainOptions, DrainResult, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
+  DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
   SendOptions, SendResult
 } from './types.ts'
 
@@ -54,6 +54,21 @@ const PACE_BYTES = 8 * 1024 * 1024
 
 /** send()'s default options: one shared object instead of a new one per call. */
 const NO_OPTIONS: SendOptions = Object.freeze({})
+
+/** Throws InvalidArgumentError for a send option outside its domain. */
+function checkSendOptions (o: SendOptions): void {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('send: options must be an object')
+  if (o.wait !== undefined && o.wait !== 'queued' && o.wait !== 'delivered') {
+    throw new InvalidArgumentError(`send: wait must be 'queued' or 'delivered', got ${JSON.stringify(o.wait)}`)
+  }
+  if (o.whenFull !== undefined && o.whenFull !== 'wait' && o.whenFull !== 'reject') {
+    throw new InvalidArgumentError(`send: whenFull must be 'wait' or 'reject', got ${JSON.stringify(o.whenFull)}`)
+  }
+  if (o.persistent !== undefined && typeof o.persistent !== 'boolean') {
+    throw new InvalidArgumentError(`send: persistent must be a boolean, got ${typeof o.persistent}`)
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidArgumentError('send: signal must be an AbortSignal')
+}
 
 function positiveInt (value: number | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback
@@ -195,10 +210,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     // The common case (ready, room in the queue, nothing to wait for or store) is
     // done here, without the frame an async function allocates on every call;
     // everything else, errors included, goes through sendSlow().
-    const { ttl, wait, persistent, signal } = options
+    const { ttl, wait, persistent, signal, whenFull } = options
     const q = this.queues.get(to)
-    if (q === undefined || !this.isReady || this.closing !== null || this.draining || wait === 'delivered' || signal !== undefined ||
-        (persistent === true && this.store !== null) || !(data instanceof Uint8Array)) {
+    // Anything but the plain defaults (and values outside an option's domain, which it refuses) takes the checked path.
+    if (q === undefined || !this.isReady || this.closing !== null || this.draining || (wait !== undefined && wait !== 'queued') || signal !== undefined ||
+        (persistent !== undefined && (persistent !== false && (persistent !== true || this.store !== null))) ||
+        (whenFull !== undefined && whenFull !== 'wait' && whenFull !== 'reject') || !(data instanceof Uint8Array)) {
       return this.sendSlow(to, data, options)
     }
     let ttlMs = Infinity
@@ -264,6 +281,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || Number.isNaN(ttl))) {
       throw new InvalidArgumentError(`send: ttl must be a number of seconds or null, got ${String(ttl)}`)
     }
+    checkSendOptions(options)
     if (signal?.aborted === true) throw abortError(signal)
     if (!this.isReady) await this.loaded
     const q = this.queueFor(to)
@@ -309,7 +327,81 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * own; see MessagesOptions for filters and acknowledgement.
    */
   messages (options: MessagesOptions = {}): AsyncIterableIterator<Message> {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('messages: options must be an object')
+    if (options.ack !== undefined && options.ack !== 'auto' && options.ack !== 'manual') {
+      throw new InvalidArgumentError(`messages: ack must be 'auto' or 'manual', got ${JSON.stringify(options.ack)}`)
+    }
+    if (options.filter !== undefined && typeof options.filter !== 'function') throw new InvalidArgumentError('messages: filter must be a function')
+    if (options.prefix !== undefined && typeof options.prefix !== 'string' && !(options.prefix instanceof Uint8Array)) {
+      throw new InvalidArgumentError('messages: prefix must be a string or a Uint8Array')
+    }
     return this.inbox.consumer(options)
+  }
+
+  /**
+   * Resolves once `ident` is connected (at once if it is now). Rejects with
+   * AbortError when `signal` aborts or `timeout` ms pass first, and with
+   * ClosedError if this Messaging closes.
+   */
+  async whenConnected (ident: string, options: { signal?: AbortSignal, timeout?: number } = {}): Promise<void> {
+    if (typeof ident !== 'string' || ident.length === 0) throw new InvalidArgumentError('whenConnected: the identity must be a non-empty string')
+    const { signal, timeout } = options
+    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0))) {
+      throw new InvalidArgumentError(`whenConnected: timeout must be a number of milliseconds >= 0, got ${String(timeout)}`)
+    }
+    if (this.closing !== null) throw new ClosedError('messaging is closed')
+    if (this.isConnected(ident)) return
+    if (signal?.aborted === true) throw abortError(signal)
+    await new Promise<void>((resolve, reject) => {
+      const cleanup = (): void => {
+        this.off('connect', onConnect)
+        this.off('closed', onClosed)
+        signal?.removeEventListener('abort', onAbort)
+        clearTimeout(timer)
+      }
+      const onConnect = (e: { ident: string }): void => { if (e.ident === ident) { cleanup(); resolve() } }
+      const onClosed = (): void => { cleanup(); reject(new ClosedError('messaging was closed before the peer connected')) }
+      const onAbort = (): void => { cleanup(); reject(abortError(signal!)) }
+      const timer = timeout === undefined ? undefined : setTimeout(() => { cleanup(); reject(new AbortError(`${JSON.stringify(ident)} did not connect within ${timeout} ms`)) }, timeout)
+      this.on('connect', onConnect)
+      this.once('closed', onClosed)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /**
+   * Counters per peer and over all peers, since this Messaging started (see
+   * PeerStats). Cheap enough to poll every second: one pass over the peers.
+   */
+  stats (): MessagingStats {
+    const peers: Record<string, PeerStats> = Object.create(null) as Record<string, PeerStats>
+    const totals: StatsCounts = { queued: 0, unacked: 0, sent: 0, received: 0, bytesOut: 0, bytesIn: 0, reconnects: 0 }
+    let connected = 0
+    for (const q of this.queues.values()) {
+      const s = this.peers.get(q.peer)
+      const live = s !== undefined && s.announced
+      const c = q.counters
+      const p: PeerStats = {
+        connected: live,
+        queued: q.count,
+        unacked: q.inFlight,
+        sent: c.sent,
+        received: c.received,
+        bytesOut: c.bytesOut + (live ? s.connection.bytesOut : 0),
+        bytesIn: c.bytesIn + (live ? s.connection.bytesIn : 0),
+        reconnects: Math.max(0, c.connects - 1)
+      }
+      peers[q.peer] = p
+      if (live) connected++
+      totals.queued += p.queued
+      totals.unacked += p.unacked
+      totals.sent += p.sent
+      totals.received += p.received
+      totals.bytesOut += p.bytesOut
+      totals.bytesIn += p.bytesIn
+      totals.reconnects += p.reconnects
+    }
+    return { peers, totals: { ...totals, connected } }
   }
 
   /**
@@ -692,6 +784,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (session.announced) return
     session.announced = true
     const q = session.outbox!
+    q.counters.connects++
     const now = Date.now()
     q.clock = { offline: q.offlineAt(now), since: now, connected: true }
     this.cancelExpiry(q.peer)
@@ -724,6 +817,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   }
 
   private receivedByApp (m: InboundMessage): void {
+    const q = this.queues.get(m.from)
+    if (q !== undefined) q.counters.received++
     // Not filtered, not acknowledged (FLAG_UNACKED).
     if (m.window === null) return
     m.window.markDone(m.ticket)
@@ -768,6 +863,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** @internal */
   ended (session: Session<Connection>): void {
     this.sessions.delete(session)
+    // Every connection that was up counts in its peer's bytes, a redundant one that was replaced too.
+    if (session.up && session.outbox !== null) {
+      session.outbox.counters.bytesOut += session.connection.bytesOut
+      session.outbox.counters.bytesIn += session.connection.bytesIn
+    }
     const ident = session.ident
     if (ident === null || this.peers.get(ident) !== session) return
     this.peers.delete(ident)

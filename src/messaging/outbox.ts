@@ -219,6 +219,19 @@ export class QueueTotals {
   onEmpty: (() => void) | null = null
 }
 
+/** A peer's counters for Messaging.stats(). */
+export interface PeerCounters {
+  /** Messages written to the peer (resends count again). */
+  sent: number
+  /** Messages from the peer handed to the application. */
+  received: number
+  /** Bytes on the wire of its connections that ended (the live one's are read from it). */
+  bytesOut: number
+  bytesIn: number
+  /** Times it connected. */
+  connects: number
+}
+
 /** Unsent bytes past which a new message makes the session write at once. */
 const FLUSH_NOW_BYTES = 64 * 1024
 
@@ -241,6 +254,8 @@ export class Outbox {
   private paceWaiters: Array<() => void> = []
   /** The session this peer's messages go out on while it is connected. */
   private reader: OutboxReader | null = null
+  /** What stats() reports. */
+  readonly counters: PeerCounters = { sent: 0, received: 0, bytesOut: 0, bytesIn: 0, connects: 0 }
 
   constructor (readonly peer: string, now: number, private readonly host: OutboxHost, private readonly totals: QueueTotals) {
     this.clock = { offline: 0, since: now, connected: false }
@@ -383,6 +398,7 @@ export class Outbox {
    * plain snakeMQ peer's, FLAG_UNACKED ones) count as delivered now.
    */
   sent (entries: readonly QueueEntry[], acknowledged: boolean): void {
+    this.counters.sent += entries.length
     for (const e of entries) {
       if (e.state !== EntryState.Queued) continue
       if (acknowledged && (e.flags & FLAG_UNACKED) === 0) {

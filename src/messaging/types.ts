@@ -186,6 +186,38 @@ export type MessagingEvent = {
 /** The events `Messaging.events()` can stream. */
 export type MessagingEventType = Exclude<keyof MessagingEvents, 'closed'>
 
+/** Counters in Messaging.stats(), since the Messaging started. */
+export interface StatsCounts {
+  /** Messages queued for it and not yet delivered (in flight included). */
+  queued: number
+  /** Messages written to it on its current connection and waiting for their acknowledgement. */
+  unacked: number
+  /** Messages written to it (a message sent again after a reconnect counts again). */
+  sent: number
+  /** Messages from it handed to the application. */
+  received: number
+  /** Bytes written to its connections, as on the wire (all frames, after the connection's transforms). */
+  bytesOut: number
+  /** Bytes read from its connections, as on the wire. */
+  bytesIn: number
+  /** Times it connected again after its first connection. */
+  reconnects: number
+}
+
+/** One peer's counters. */
+export interface PeerStats extends StatsCounts {
+  /** Connected now (its `connect` was emitted and its `disconnect` not yet). */
+  connected: boolean
+}
+
+/** What Messaging.stats() returns. */
+export interface MessagingStats {
+  /** Per peer this Messaging knows (connected, or with state kept: see maxIdlePeers), by identity (a null-prototype object). */
+  peers: Record<string, PeerStats>
+  /** Sums over those peers; `connected` is how many are connected now. */
+  totals: StatsCounts & { connected: number }
+}
+
 export interface DrainOptions {
   /**
    * Milliseconds to wait for the queues to empty; then the Messaging closes
