@@ -105,6 +105,14 @@ const single: Record<string, Case> = {
     ],
     check: (r) => { assert.ok(!r.stdout.includes('12-34-56'), 'no line shows the secret') }
   },
+  'compression.ts': {
+    shows: 'a deflate transform on both links carries messages intact in fewer bytes, and a tap under it counts them',
+    lines: [/^alice received 200 messages, 192690 bytes of data, intact$/m, /^bob wrote \d+ bytes on the wire for them: [\d.]+x smaller$/m],
+    check: (r) => {
+      const ratio = Number(/: ([\d.]+)x smaller$/m.exec(r.stdout)?.[1])
+      assert.ok(ratio > 5, `compressed only ${ratio}x`)
+    }
+  },
   'throttle.ts': {
     shows: 'a throttled link sends no faster than its limit',
     lines: [/^bob sent 32768 bytes to alice through a 16 KiB\/s throttle$/m, /^took \d+\.\d+ s, about \d+\.\d KiB\/s$/m],
