@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { createServer } from 'node:net'
+import { connect, createServer, type Socket } from 'node:net'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -267,18 +268,35 @@ test('--progress prints a line a second on stderr with the counts, the rate and 
 })
 
 /** A port on 127.0.0.1 that nothing listens on (it was bound a moment ago, then let go). */
-async function closedPort (): Promise<number> {
+/**
+ * A port nothing listens on, and that no other test can take meanwhile: the
+ * local end of an open connection (connecting to it is refused). `release()`
+ * frees it for a test that then listens on it: the other end closes first, so
+ * the closed connection's TIME_WAIT is on that end's port, not on this one.
+ */
+async function closedPort (): Promise<{ port: number, release: () => Promise<void> }> {
   const server = createServer()
   await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  return port
+  const socket = connect({ host: '127.0.0.1', port: (server.address() as { port: number }).port })
+  socket.on('error', () => {})
+  const [[accepted]] = await Promise.all([once(server, 'connection') as Promise<[Socket]>, once(socket, 'connect')])
+  accepted.on('error', () => {})
+  const port = socket.localPort!
+  const release = async (): Promise<void> => {
+    const closed = once(socket, 'close')
+    accepted.end()
+    await closed
+    server.close()
+    await once(server, 'close')
+  }
+  return { port, release }
 }
 
 test('a peer that cannot connect says so on stderr at the first failure and at the end, not at every attempt', async () => {
-  const port = await closedPort()
+  const { port, release } = await closedPort()
   const p = smq('peer', '--ident', 'hopeful', '--connect', `127.0.0.1:${port}`, '--timeout', '2', '--quiet')
   const r = await p.result()
+  await release()
   assert.equal(r.code, 0, 'no expectations, so the timeout is no failure')
   assert.deepEqual(p.events.map((e) => e.event), ['start', 'done'])
   const notes = p.notes
@@ -290,13 +308,14 @@ test('a peer that cannot connect says so on stderr at the first failure and at t
 })
 
 test('a peer that keeps failing to connect says so again every 10 s, and says when it connects at last', async () => {
-  const port = await closedPort()
+  const { port, release } = await closedPort()
   const alice = smq('peer', '--ident', 'alice', '--connect', `127.0.0.1:${port}`, '--send-to', 'bob', '--data', 'at last', '--timeout', '40', '--quiet')
   const t0 = performance.now()
   await alice.note(/^smq: cannot connect to /)
   const again = await alice.note(/^smq: still cannot connect to 127\.0\.0\.1:\d+ after (\d+) attempts in (\d+\.\d) s: connect ECONNREFUSED/)
   assert.ok(Number(again[2]) >= 10 && performance.now() - t0 >= 9_900, `the reminder came after ${again[2]} s`)
   assert.equal(alice.notes.length, 2, `one line for the first failure, one 10 s later: ${alice.stderr}`)
+  await release()
   const bob = smq('peer', '--ident', 'bob', '--listen', String(port), '--expect', '1', '--timeout', '60', '--quiet')
   const back = await alice.note(/^smq: connected to 127\.0\.0\.1:\d+ after (\d+) failed attempts in (\d+\.\d) s$/)
   assert.ok(Number(back[1]) >= Number(again[1]), "the failed attempts since the reminder are counted")

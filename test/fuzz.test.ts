@@ -451,7 +451,7 @@ async function runModel (ops: readonly Op[], clock: { tick: (ms: number) => void
     const inc = senderInc
     senderStore = new CrashableStore(store)
     linkA = new Link()
-    A = new Messaging(linkA, { identity: 'alice', store: senderStore, queueLimits: { messages: 12 }, maxUnacked: 4 })
+    A = new Messaging(linkA, { identity: 'alice', store: senderStore, queueLimits: { messages: 12 }, maxUnacked: 4, persistentWindow: { messages: 3 } })
     A.on('delivered', ({ uuid }) => {
       const m = byUuid.get(uuid)
       check(m !== undefined, `delivered an unknown message ${uuid}`)

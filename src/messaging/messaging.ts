@@ -12,7 +12,7 @@ import {
 import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags, messageTtl } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import type { PeerClock, QueueStore, StoredRef } from '../store/types.ts'
+import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
 import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
@@ -39,7 +39,8 @@ export const messagingDefaults = {
   receiveBuffer: 1024,
   receiveBufferBytes: 64 * 1024 * 1024,
   dedupWindow: 65_536,
-  maxIdlePeers: 10_000
+  maxIdlePeers: 10_000,
+  persistentWindow: { messages: 4096, bytes: 4 * 1024 * 1024 }
 } as const
 
 /**
@@ -119,7 +120,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   private readonly queueBytes: number
   private readonly dedupSize: number
   private readonly queues = new Map<string, Outbox>()
-  private readonly totals = new QueueTotals()
+  private readonly totals: QueueTotals
   /** drain() was called: new sends are refused while the queues empty. */
   private draining = false
   /** Identified sessions by remote identity. */
@@ -158,6 +159,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (this.maxUnacked > MAX_UNACKED_LIMIT) throw new InvalidArgumentError(`maxUnacked must be at most ${MAX_UNACKED_LIMIT}, got ${this.maxUnacked}`)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
     this.maxIdlePeers = positiveInt(options.maxIdlePeers, 'maxIdlePeers', messagingDefaults.maxIdlePeers)
+    this.totals = new QueueTotals({
+      messages: positiveInt(options.persistentWindow?.messages, 'persistentWindow.messages', messagingDefaults.persistentWindow.messages),
+      bytes: positiveInt(options.persistentWindow?.bytes, 'persistentWindow.bytes', messagingDefaults.persistentWindow.bytes)
+    })
     this.keepalive = options.keepalive === false ? undefined : options.keepalive ?? { ...messagingDefaults.keepalive }
     this.bindIdentityToCertificate = options.bindIdentityToCertificate === true
     this.inbox = new Inbox(
@@ -225,7 +230,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       if (ttl > 0) ttlMs = ttl * 1000
     }
     const size = data.byteLength
-    if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) return this.sendSlow(to, data, options)
+    if (this.full(q, size)) return this.sendSlow(to, data, options)
     const expiry = ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs
     const result = { uuid: q.add(data, expiry, persistent === true ? FLAG_PERSISTENT : 0) }
     if (!q.connected) {
@@ -258,7 +263,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     const size = data.byteLength
     const flags = unacked ? FLAG_UNACKED : 0
     if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
-        q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)) {
+        this.full(q, size)) {
       this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags, true).catch((err: unknown) => { onError(err, context) })
       return
     }
@@ -291,11 +296,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.emitDrop(to, uuid, 'not-connected')
       throw new MessageDroppedError(to, uuid, 'not-connected')
     }
-    if (q.count >= this.queueMessages || (q.count > 0 && q.bytes + bytes.byteLength > this.queueBytes)) {
-      await this.waitForRoom(q, bytes.byteLength, options)
-    }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
+    // What a store keeps is bounded by its disk; the queue limits bound what is held in memory only.
+    if (!stored && this.full(q, bytes.byteLength)) await this.waitForRoom(q, bytes.byteLength, options)
     const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? flags | FLAG_PERSISTENT : flags, stored)
     const uuid = entry.uuid
     let delivered: Promise<void> | null = null
@@ -528,12 +532,20 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       q.roomWaiters.clear()
       q.wakePaced()
     }
+    // A store that keeps nothing past close: its paged-out backlogs are gone too, and say so.
+    if (this.store !== null && !this.store.durable) {
+      for (const q of this.queues.values()) {
+        const range = q.range
+        if (range === null || range.count === 0) continue
+        await q.scanRange(Infinity, (gone) => { for (const m of gone) this.emitDrop(q.peer, uuidHex(m.uuid), 'closed') })
+      }
+    }
     if (this.store !== null) {
       const now = Date.now()
       const clocks: Array<[string, PeerClock]> = []
       for (const peer of this.clocksStored) {
         const q = this.queues.get(peer)
-        if (q !== undefined) clocks.push([peer, { offline: q.offlineAt(now), since: now, connected: false }])
+        if (q !== undefined) clocks.push([peer, this.clockToSave(q, { offline: q.offlineAt(now), since: now, connected: false })])
       }
       const del = this.pendingDeletes
       this.pendingDeletes = []
@@ -544,26 +556,36 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   // ---- loading -------------------------------------------------------------
 
+  /**
+   * Reads the store's summary (per peer: count, bytes, next seq; the clocks),
+   * not its messages: each backlog stays in the store and is read in, in
+   * batches, when its peer connects (or to look for expired messages).
+   */
   private async load (): Promise<void> {
     const store = this.store
     if (store === null) { this.isReady = true; return }
     try {
-      const contents = await store.load()
+      const summary = await store.summary()
       const now = Date.now()
-      for (const [peer, clock] of contents.clocks) {
+      for (const [peer, clock] of summary.clocks) {
         const q = this.queueFor(peer)
         // The process was down: as far as TTLs go, every peer was disconnected since the clock was last saved.
         q.clock = { offline: clock.offline + Math.max(0, now - clock.since), since: now, connected: false }
         this.clocksStored.add(peer)
       }
-      for (const m of contents.messages) {
-        const q = this.queueFor(m.peer)
-        q.push(QueueEntry.create(m.data, m.seq, m.expiry, m.flags, true, m.uuid))
-        if (m.seq >= q.nextSeq) q.nextSeq = m.seq + 1
+      let messages = 0
+      for (const s of summary.queues) {
+        const q = this.queueFor(s.peer)
+        // A store written before minExpiry was kept: unknown, so the backlog is looked through once for expired messages.
+        const minExpiry = summary.clocks.get(s.peer)?.minExpiry ?? -Infinity
+        q.restore(s.count, s.bytes, s.nextSeq, minExpiry)
+        q.savedMinExpiry = minExpiry
+        messages += s.count
       }
-      this.log.info('queues loaded', { messages: contents.messages.length, peers: this.queues.size })
+      // Messages that expired while the process was down are dropped before ready(): queued() is exact from the start.
+      await Promise.all([...this.queues.values()].map(async (q) => { await this.sweep(q) }))
+      this.log.info('queues opened', { messages, peers: summary.queues.length })
       this.isReady = true
-      for (const q of this.queues.values()) this.sweep(q)
       this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
       this.clockTimer.unref()
     } catch (err) {
@@ -571,6 +593,22 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.log.error('loading queues failed', { error: this.loadError })
       throw this.loadError
     }
+  }
+
+  /** @internal OutboxHost: a page of a peer's stored backlog. */
+  async readStored (q: Outbox, fromSeq: number, limit: number): Promise<StoredMessage[]> {
+    return await this.store!.read(q.peer, fromSeq, limit)
+  }
+
+  /** @internal OutboxHost: messages read in from the store whose TTL ran out meanwhile. */
+  expiredOnRead (q: Outbox, entries: readonly QueueEntry[]): void {
+    for (const e of entries) this.drop(q, e, 'expired')
+  }
+
+  /** @internal OutboxHost */
+  readFailed (q: Outbox, error: unknown): void {
+    this.log.error('reading a queue from the store failed', { peer: q.peer, error: error as Error })
+    this.emit('error', { error: error instanceof Error ? error : new StoreError(String(error)), ident: q.peer })
   }
 
   // ---- queues, TTL, store ----------------------------------------------------
@@ -584,10 +622,15 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     return q
   }
 
+  /** Whether a message of `size` bytes that no store keeps has no room in `q` (see queueLimits). */
+  private full (q: Outbox, size: number): boolean {
+    return q.volatileCount >= this.queueMessages || (q.volatileCount > 0 && q.volatileBytes + size > this.queueBytes)
+  }
+
   private async waitForRoom (q: Outbox, size: number, options: SendOptions): Promise<void> {
-    const full = (): boolean => q.count >= this.queueMessages || (q.count > 0 && q.bytes + size > this.queueBytes)
+    const full = (): boolean => this.full(q, size)
     if (options.whenFull === 'reject') {
-      throw new QueueFullError(`the queue for ${JSON.stringify(q.peer)} is full (${q.count} messages, ${q.bytes} bytes)`)
+      throw new QueueFullError(`the queue for ${JSON.stringify(q.peer)} is full (${q.volatileCount} messages, ${q.volatileBytes} bytes held in memory)`)
     }
     const signal = options.signal
     while (full()) {
@@ -633,8 +676,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   private async storeEntry (q: Outbox, entry: QueueEntry): Promise<void> {
     const store = this.store!
-    const clocks: Array<[string, PeerClock]> | undefined = this.clocksStored.has(q.peer) ? undefined : [[q.peer, { ...q.clock }]]
-    if (clocks !== undefined) this.clocksStored.add(q.peer)
+    // The clock goes with the peer's first stored message, and with any that expires before what the clock says.
+    const first = !this.clocksStored.has(q.peer)
+    const lower = entry.expiry < q.savedMinExpiry
+    const clocks: Array<[string, PeerClock]> | undefined = first || lower ? [[q.peer, { ...q.clock, minExpiry: Math.min(q.savedMinExpiry, entry.expiry) }]] : undefined
+    if (first) this.clocksStored.add(q.peer)
+    const savedBefore = q.savedMinExpiry
+    if (lower) q.savedMinExpiry = entry.expiry
     try {
       await store.write({
         put: [{ peer: q.peer, seq: entry.seq, uuid: entry.uuidBytes, expiry: entry.expiry, flags: entry.flags, data: entry.data }],
@@ -646,7 +694,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       entry.waiter = undefined
       q.finish(entry)
       // The clock went down with this batch: the next stored message of this peer carries it again.
-      if (clocks !== undefined) this.clocksStored.delete(q.peer)
+      if (first) this.clocksStored.delete(q.peer)
+      if (lower) q.savedMinExpiry = savedBefore
       throw err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
     }
     q.ready(entry)
@@ -668,6 +717,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     })
   }
 
+  /** `clock` with the lowest expiry of the peer's stored messages, which becomes what the store is known to say. */
+  private clockToSave (q: Outbox, clock: PeerClock): PeerClock {
+    const min = q.storedMinExpiry()
+    // Unknown (-Infinity) stays unknown until the backlog has been looked through.
+    q.savedMinExpiry = min
+    return { ...clock, minExpiry: min === -Infinity ? -Infinity : min }
+  }
+
   private saveClocks (): void {
     if (this.store === null || this.closing !== null) return
     const now = Date.now()
@@ -675,7 +732,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     for (const peer of this.clocksStored) {
       const q = this.queues.get(peer)
       if (q === undefined) continue
-      clocks.push([peer, q.connected ? { offline: q.clock.offline, since: now, connected: true } : { ...q.clock }])
+      clocks.push([peer, this.clockToSave(q, q.connected ? { offline: q.clock.offline, since: now, connected: true } : { ...q.clock })])
     }
     if (clocks.length === 0) return
     this.store.write({ clocks }).catch((err: unknown) => { this.log.warn('saving TTL clocks failed', { error: err as Error }) })
@@ -683,17 +740,26 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   private saveClock (q: Outbox): void {
     if (this.store === null || !this.clocksStored.has(q.peer) || this.closing !== null) return
-    this.store.write({ clocks: [[q.peer, { ...q.clock }]] }).catch((err: unknown) => {
+    this.store.write({ clocks: [[q.peer, this.clockToSave(q, { ...q.clock })]] }).catch((err: unknown) => {
       this.log.warn('saving a TTL clock failed', { peer: q.peer, error: err as Error })
     })
   }
 
   /** Drops every expired message of a disconnected peer, then arms a timer for the next one to expire. */
-  private sweep (q: Outbox): void {
+  private sweep (q: Outbox): Promise<void> | undefined {
     this.cancelExpiry(q.peer)
     if (q.connected || this.closing !== null) return
     const now = Date.now()
-    for (const e of q.expired(q.offlineAt(now))) this.drop(q, e, 'expired')
+    const offline = q.offlineAt(now)
+    for (const e of q.expired(offline)) this.drop(q, e, 'expired')
+    const range = q.range
+    if (range !== null && range.minExpiry <= offline) {
+      // Some of the paged-out backlog may have expired: look through it, in batches, then sweep again later.
+      return q.scanRange(offline, async (gone) => {
+        await this.store!.write({ del: gone.map((m) => ({ peer: q.peer, seq: m.seq, size: m.data.byteLength })) })
+        for (const m of gone) this.emitDrop(q.peer, uuidHex(m.uuid), 'expired')
+      }).then(() => { if (this.closing === null) this.scheduleExpiry(q) })
+    }
     this.scheduleExpiry(q)
   }
 
@@ -705,7 +771,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (next === Infinity || (current !== undefined && current.at <= next)) return
     this.cancelExpiry(q.peer)
     const delay = Math.max(0, next - q.offlineAt(Date.now()))
-    const timer = setTimeout(() => { this.expiryTimers.delete(q.peer); this.sweep(q) }, Math.min(delay + 1, 2 ** 31 - 1))
+    const timer = setTimeout(() => { this.expiryTimers.delete(q.peer); void this.sweep(q) }, Math.min(delay + 1, 2 ** 31 - 1))
     this.expiryTimers.set(q.peer, { timer, at: next })
   }
 
@@ -882,7 +948,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.emit('disconnect', { ident, connection: session.connection, certificate: session.connection.peerCertificate, ...(error !== undefined ? { error } : {}) })
     }
     const q = this.queueFor(ident)
-    this.sweep(q)
+    void this.sweep(q)
     if (q.count === 0) this.forgetIdle(ident)
   }
 

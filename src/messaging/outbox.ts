@@ -7,7 +7,7 @@
 // TTL follows snakeMQ: a message's TTL runs down only while its peer is
 // disconnected. Each queue has an "offline clock" that advances only while the
 // peer is disconnected; a message expires when that clock passes its `expiry`.
-import type { PeerClock } from '../store/types.ts'
+import type { PeerClock, StoredMessage } from '../store/types.ts'
 import { fillUuid, sameUuid, uuidHex, uuidKey } from './uuid.ts'
 import { allocUnsafe } from '../bytes.ts'
 import { FLAG_UNACKED, TTL_INFINITE } from '../transforms/frames.ts'
@@ -204,14 +204,46 @@ export interface OutboxReader {
   wake (urgent: boolean): void
 }
 
-/** What an outbox tells its owner about the messages it is done with. */
+/** What an outbox asks of its owner. */
 export interface OutboxHost {
   /** `entry` reached its peer (acknowledged, or written to a peer that does not acknowledge): finish it. */
   delivered (outbox: Outbox, entry: QueueEntry): void
+  /** Up to `limit` of this peer's stored messages from `fromSeq` on, in seq order (paging a backlog in). */
+  readStored (outbox: Outbox, fromSeq: number, limit: number): Promise<StoredMessage[]>
+  /** Paging in found these entries expired: drop them (they are in the outbox, Queued). */
+  expiredOnRead (outbox: Outbox, entries: readonly QueueEntry[]): void
+  /** Reading the store failed: say so (the backlog stays where it is, to be read again). */
+  readFailed (outbox: Outbox, error: unknown): void
+}
+
+/**
+ * How much of a persistent backlog stays in memory: past `messages` (or
+ * `bytes` of data) queued entries not in flight, new persistent messages stay
+ * only in the store, and are read back in batches of half the window once fewer
+ * than a quarter of it wait in memory.
+ */
+export interface PagingWindow {
+  messages: number
+  bytes: number
+}
+
+/**
+ * Stored messages of a peer that are not in memory: `count` of them (and
+ * `bytes` of data), with seqs from `from` up to, not including, `end`
+ * (Infinity while new persistent messages still join it).
+ */
+export interface PagedRange {
+  from: number
+  end: number
+  count: number
+  bytes: number
+  /** None of them expires before this (ms on the offline clock); -Infinity: unknown. */
+  minExpiry: number
 }
 
 /** Counts over every outbox of one Messaging. */
 export class QueueTotals {
+  constructor (readonly window: PagingWindow = { messages: 4096, bytes: 4 * 1024 * 1024 }) {}
   /** Messages queued (not yet delivered or dropped), and their data bytes. */
   count = 0
   bytes = 0
@@ -236,18 +268,34 @@ export interface PeerCounters {
 const FLUSH_NOW_BYTES = 64 * 1024
 
 export class Outbox {
-  /** Entries in send order; entries before `head` and Done entries are gone. */
+  /** The entries in memory before the paged range (all of them when there is none), in seq order; before `head` and Done ones are gone. */
   private items: QueueEntry[] = []
   private head = 0
   /** Index of the next entry to send. */
   private cursor = 0
+  /** Entries after the paged range, in seq order, while there is one; from `afterHead` on. */
+  private after: QueueEntry[] = []
+  private afterHead = 0
+  /** What of the backlog is only in the store. */
+  range: PagedRange | null = null
+  /** A read of the store (paging in, or looking for expired messages) is under way. */
+  private reading: Promise<void> | null = null
+  /** Messages moved into a range so far: a read that saw none join knows the store gave it all there was. */
+  private absorbedTotal = 0
+  /** pageIn() was asked for while another read was under way. */
+  private pageInNext = false
   /** Sent, not yet acknowledged. */
   readonly unacked = new Unacked()
-  /** Live (not Done) entries and their data bytes. */
+  /** Queued messages (in memory and paged out), and their data bytes. */
   count = 0
   bytes = 0
+  /** Of those, the ones no store holds: what the queue limits bound. */
+  volatileCount = 0
+  volatileBytes = 0
   nextSeq = 0
   clock: PeerClock
+  /** The minExpiry last written with this peer's clock (see PeerClock). */
+  savedMinExpiry = Infinity
   /** Senders waiting for room. */
   readonly roomWaiters = new Set<() => void>()
   /** Senders waiting for the connection to catch up (see Messaging.send). */
@@ -282,6 +330,7 @@ export class Outbox {
     this.reader = reader
     this.rewind()
     if (this.hasSendable) reader.wake(false)
+    else this.pageIn()
   }
 
   /** The connection `reader` sends on is gone: what was in flight is sent again on the next one, in order. */
@@ -319,22 +368,94 @@ export class Outbox {
     return uuid
   }
 
-  /** Queues an entry (made with QueueEntry.create, or loaded) after the others. */
+  /**
+   * Queues an entry (made with QueueEntry.create) after the others. A stored
+   * one (state Storing) arriving while the in-memory window is full starts, or
+   * joins, the paged range once its write is done (see ready()).
+   */
   push (entry: QueueEntry): void {
-    this.items.push(entry)
     this.count++
     this.bytes += entry.size
+    if (!entry.stored) { this.volatileCount++; this.volatileBytes += entry.size }
     this.totals.count++
     this.totals.bytes += entry.size
+    if (this.range !== null) {
+      this.after.push(entry)
+      // Something that cannot be paged out ends the range before the first entry still in memory: what follows stays there.
+      if (!entry.stored && this.range.end === Infinity) this.closeRange(this.after[this.afterHead]!.seq)
+      return
+    }
+    if (entry.stored && this.windowFull()) {
+      this.range = { from: entry.seq, end: Infinity, count: 0, bytes: 0, minExpiry: Infinity }
+      this.after.push(entry)
+      return
+    }
+    this.items.push(entry)
     const r = this.reader
     if (r !== null && entry.state === EntryState.Queued) r.wake(this.bytes - this.unacked.bytes >= FLUSH_NOW_BYTES)
   }
 
-  /** A stored entry's write is done: it may be sent. */
+  /** More entries wait in memory, not in flight, than the window holds. */
+  private windowFull (): boolean {
+    const waiting = this.count - this.unacked.size
+    const w = this.totals.window
+    return waiting >= w.messages || this.bytes - this.unacked.bytes >= w.bytes
+  }
+
+  /** A stored entry's write is done: it may be sent, or (behind a paged range) it leaves memory for the range. */
   ready (entry: QueueEntry): void {
     if (entry.state !== EntryState.Storing) return
     entry.state = EntryState.Queued
+    if (this.range !== null) {
+      this.absorb()
+      // Connected, with little left in memory: read the backlog in (the new message with it).
+      if (this.reader !== null && this.range !== null && !this.hasSendable) this.pageIn()
+      return
+    }
     this.reader?.wake(false)
+  }
+
+  /**
+   * Moves the stored, written entries at the head of `after` into the range
+   * (they live on in the store only), as long as the range is open.
+   */
+  private absorb (): void {
+    const range = this.range!
+    const after = this.after
+    while (range.end === Infinity && this.afterHead < after.length) {
+      const e = after[this.afterHead]!
+      if (e.state === EntryState.Done) { this.afterHead++; continue }
+      // Still being written, or someone waits for its delivery: it stays in memory, and so does what follows.
+      if (e.state !== EntryState.Queued || !e.stored || e.waiter !== undefined) break
+      after[this.afterHead++] = undefined as unknown as QueueEntry
+      range.count++
+      range.bytes += e.size
+      this.absorbedTotal++
+      if (e.expiry < range.minExpiry) range.minExpiry = e.expiry
+    }
+    if (this.afterHead === after.length) { this.after = []; this.afterHead = 0 }
+    // One that will never join (someone waits for its delivery) ends the range; one still being written will join.
+    const next = this.after[this.afterHead]
+    if (range.end === Infinity && next !== undefined && (!next.stored || next.waiter !== undefined)) this.closeRange(next.seq)
+  }
+
+  /** Nothing more joins the range: it ends before `seq`. */
+  private closeRange (seq: number): void {
+    const range = this.range!
+    range.end = seq
+    if (range.count === 0) this.dissolveRange()
+  }
+
+  /** The range is read in completely: what waited behind it joins the window. */
+  private dissolveRange (): void {
+    this.range = null
+    for (let i = this.afterHead; i < this.after.length; i++) {
+      const e = this.after[i]!
+      if (e.state !== EntryState.Done) this.items.push(e)
+    }
+    this.after = []
+    this.afterHead = 0
+    if (this.hasSendable) this.reader?.wake(false)
   }
 
   /** Marks an entry Done and updates the counts; the slot is reclaimed lazily. */
@@ -344,6 +465,7 @@ export class Outbox {
     entry.state = EntryState.Done
     this.count--
     this.bytes -= entry.size
+    if (!entry.stored) { this.volatileCount--; this.volatileBytes -= entry.size }
     const totals = this.totals
     totals.count--
     totals.bytes -= entry.size
@@ -353,6 +475,40 @@ export class Outbox {
       this.roomWaiters.clear()
     }
     this.compact()
+  }
+
+  /** Paged-out messages leave the queue without coming back into memory (found expired while the range was read). */
+  dropPaged (count: number, bytes: number): void {
+    const range = this.range
+    if (range === null) return
+    range.count -= count
+    range.bytes -= bytes
+    this.dropPagedCounts(count, bytes)
+    if (range.count <= 0 && range.end !== Infinity) this.dissolveRange()
+  }
+
+  private dropPagedCounts (count: number, bytes: number): void {
+    this.count -= count
+    this.bytes -= bytes
+    const totals = this.totals
+    totals.count -= count
+    totals.bytes -= bytes
+    if (totals.count === 0) totals.onEmpty?.()
+    if (this.roomWaiters.size > 0) {
+      for (const w of this.roomWaiters) w()
+      this.roomWaiters.clear()
+    }
+  }
+
+  /** Counts a backlog found in the store at start (see Messaging's load): all of it paged out, to be read in as needed. */
+  restore (count: number, bytes: number, nextSeq: number, minExpiry: number): void {
+    this.nextSeq = Math.max(this.nextSeq, nextSeq)
+    if (count === 0) return
+    this.range = { from: 0, end: Infinity, count, bytes, minExpiry }
+    this.count += count
+    this.bytes += bytes
+    this.totals.count += count
+    this.totals.bytes += bytes
   }
 
   /** Drops leading Done entries; shrinks the array now and then. */
@@ -373,7 +529,8 @@ export class Outbox {
 
   /**
    * Takes entries ready to send, in order, up to the limits. Stops at an entry
-   * still being stored, so persistent and transient messages keep their order.
+   * still being stored, so persistent and transient messages keep their order,
+   * and at the paged range, which is read back in (the reader is woken when it is).
    * The caller writes them, then reports them with sent().
    */
   take (maxCount: number, maxBytes: number, out: QueueEntry[]): void {
@@ -390,6 +547,70 @@ export class Outbox {
     this.cursor = i
     // Senders pacing themselves to this connection may go on (they run once these are on their way).
     if (out.length > 0) this.wakePaced()
+    if (this.range !== null && items.length - i < this.pageLow) this.pageIn()
+  }
+
+  /** Reads the next batch of the paged range into memory, unless a read is under way. */
+  pageIn (): void {
+    const range = this.range
+    if (range === null) return
+    // Another read is under way: this one follows it.
+    if (this.reading !== null) { this.pageInNext = true; return }
+    if (range.count === 0) {
+      // Nothing stored behind the window yet: the entries waiting to be written join it once they are.
+      if (range.end !== Infinity) this.dissolveRange()
+      return
+    }
+    const from = range.from
+    const absorbed = this.absorbedTotal
+    this.reading = this.host.readStored(this, from, this.pageRead).then((messages) => {
+      this.reading = null
+      if (this.range === range) this.placeRead(range, messages, absorbed === this.absorbedTotal)
+      this.readDone()
+    }, (err: unknown) => {
+      this.reading = null
+      this.host.readFailed(this, err)
+    })
+  }
+
+  /**
+   * What a read of the range gave: in memory now, the expired ones handed to the
+   * host to drop. `complete`: nothing joined the range while it was read, so a
+   * short read means the store holds no more of it.
+   */
+  private placeRead (range: PagedRange, messages: readonly StoredMessage[], complete: boolean): void {
+    const expired: QueueEntry[] = []
+    const offline = this.offlineAt(Date.now())
+    let last = range.from - 1
+    let reachedEnd = false
+    for (const m of messages) {
+      if (m.seq < range.from) continue
+      if (m.seq >= range.end) { reachedEnd = true; break }
+      last = m.seq
+      const e = QueueEntry.create(m.data, m.seq, m.expiry, m.flags, true, m.uuid)
+      range.count--
+      range.bytes -= e.size
+      this.items.push(e)
+      if (e.expiry <= offline) expired.push(e)
+    }
+    // The store gave less than the range counted: the rest is not there (it was read as far as it goes).
+    const exhausted = complete && (reachedEnd || messages.length < this.pageRead || last + 1 >= range.end)
+    range.from = last + 1
+    if (exhausted && range.count > 0) {
+      this.host.readFailed(this, new Error(`the store holds ${range.count} fewer messages for ${JSON.stringify(this.peer)} than were counted`))
+      const n = range.count
+      range.count = 0
+      this.dropPagedCounts(n, range.bytes)
+      range.bytes = 0
+    }
+    if (range.count <= 0) {
+      if (range.end !== Infinity) this.dissolveRange()
+      else { range.count = 0; range.bytes = 0; range.minExpiry = Infinity; this.absorb() }
+    }
+    if (expired.length > 0) this.host.expiredOnRead(this, expired)
+    if (this.hasSendable) this.reader?.wake(false)
+    // Nothing of it to send after all (expired, or it joined the range during the read): read on.
+    else if (this.reader !== null && this.range !== null && this.range.count > 0) this.pageInNext = true
   }
 
   /**
@@ -421,6 +642,11 @@ export class Outbox {
     return unacked.size < before
   }
 
+  /** Messages read from the store at a time. */
+  private get pageRead (): number { return Math.max(1, Math.floor(this.totals.window.messages / 2)) }
+  /** Fewer than this waiting in memory, and the next batch is read. */
+  private get pageLow (): number { return Math.max(1, Math.floor(this.totals.window.messages / 4)) }
+
   /** Whether take() would return anything. */
   get hasSendable (): boolean {
     const items = this.items
@@ -439,26 +665,90 @@ export class Outbox {
     this.cursor = this.head
   }
 
-  /** Live entries, in order. */
+  /** Live entries in memory, in order (not the paged range). */
   * entries (): Generator<QueueEntry> {
     for (let i = this.head; i < this.items.length; i++) {
       const e = this.items[i]!
       if (e.state !== EntryState.Done) yield e
     }
+    for (let i = this.afterHead; i < this.after.length; i++) {
+      const e = this.after[i]!
+      if (e.state !== EntryState.Done) yield e
+    }
   }
 
-  /** Earliest expiry among live entries (Infinity if none expires). */
+  /** Earliest expiry among live entries, the paged range included (Infinity if none expires; -Infinity if unknown). */
   earliestExpiry (): number {
-    let min = Infinity
+    let min = this.range?.minExpiry ?? Infinity
     for (const e of this.entries()) if (e.expiry < min) min = e.expiry
     return min
   }
 
-  /** Live entries whose expiry is at or before `offline`. */
+  /** Earliest expiry among stored messages: what is written with the clock (see PeerClock.minExpiry). */
+  storedMinExpiry (): number {
+    let min = this.range?.minExpiry ?? Infinity
+    for (const e of this.entries()) if (e.stored && e.expiry < min) min = e.expiry
+    return min
+  }
+
+  /** Live entries in memory whose expiry is at or before `offline`. */
   expired (offline: number): QueueEntry[] {
     const out: QueueEntry[] = []
     for (const e of this.entries()) if (e.expiry <= offline) out.push(e)
     return out
+  }
+
+  /**
+   * Reads the whole paged range (in batches, so memory stays bounded) for
+   * messages expired at `offline`, giving each batch's expired ones to `drop`
+   * (which deletes them from the store before it resolves) and recording the
+   * lowest expiry of the rest.
+   * Stops when the peer connects (its messages are then read to be sent).
+   */
+  async scanRange (offline: number, drop: (messages: readonly StoredMessage[]) => Promise<void> | void): Promise<void> {
+    while (this.reading !== null) await this.reading
+    const range = this.range
+    if (range === null || range.count === 0) return
+    let done!: () => void
+    this.reading = new Promise<void>((resolve) => { done = resolve })
+    try {
+      let from = range.from
+      let min = Infinity
+      for (;;) {
+        if (this.connected || this.range !== range) return
+        const batch = await this.host.readStored(this, from, this.pageRead)
+        const gone: StoredMessage[] = []
+        let bytes = 0
+        for (const m of batch) {
+          if (m.seq >= range.end) break
+          from = m.seq + 1
+          if (m.expiry <= offline) { gone.push(m); bytes += m.data.byteLength } else if (m.expiry < min) min = m.expiry
+        }
+        if (gone.length > 0) {
+          // Deleted before the next read, which must not see them again.
+          await drop(gone)
+          this.dropPaged(gone.length, bytes)
+          if (this.range !== range) return
+        }
+        if (batch.length < this.pageRead || from >= range.end) break
+      }
+      range.minExpiry = min
+    } catch (err) {
+      this.host.readFailed(this, err)
+      // Looked for again in a minute rather than at once.
+      if (range.minExpiry <= offline) range.minExpiry = offline + 60_000
+    } finally {
+      this.reading = null
+      done()
+      this.readDone()
+    }
+  }
+
+  /** A read finished: one asked for meanwhile goes now. */
+  private readDone (): void {
+    if (!this.pageInNext) return
+    this.pageInNext = false
+    this.pageIn()
   }
 
   /** Whole seconds of TTL left for `e` at wall time `now`, as they go on the wire. */

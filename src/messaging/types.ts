@@ -38,8 +38,19 @@ export interface MessagingOptions {
   handshakeTimeout?: number
   /** Largest packet accepted from a remote, in bytes. Default 64 MiB. */
   maxPacketSize?: number
-  /** Per-peer outgoing queue limits. Default 100,000 messages and 64 MiB per peer. */
+  /**
+   * Per-peer outgoing queue limits, on the messages held in memory only (not
+   * persistent, or without a store). Persistent messages in a store are bounded
+   * by its disk. Default 100,000 messages and 64 MiB per peer.
+   */
   queueLimits?: QueueLimits
+  /**
+   * How much of a peer's persistent backlog is held in memory: past this many
+   * messages (or bytes of data) waiting to be sent, further persistent messages
+   * stay only in the store and are read back in batches as the queue drains, so
+   * memory does not grow with the depth of a queue. Default 4,096 messages and 4 MiB.
+   */
+  persistentWindow?: { messages?: number, bytes?: number }
   /**
    * Most messages sent to a peer of this library and not yet acknowledged. Bounds
    * what a reconnect resends. Default 8,192.

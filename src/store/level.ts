@@ -148,6 +148,8 @@ const SEQ_DIGITS = 14
 /** uuid + expiry + flags. */
 const HEADER_LENGTH = UUID_LENGTH + 8 + 4
 const CLOCK_LENGTH = 8 + 8 + 1
+/** A clock with its minExpiry (f64 BE) after the rest. */
+const CLOCK_WITH_EXPIRY_LENGTH = CLOCK_LENGTH + 8
 const COUNT_LENGTH = 8 + 8
 /**
  * A group stops taking writes past this many bytes of values, so a burst of
@@ -760,22 +762,31 @@ function decodeMessage (peer: string, seqHex: string, value: Uint8Array): Stored
 }
 
 function encodeClock (clock: PeerClock): Uint8Array {
-  const value = Buffer.allocUnsafe(CLOCK_LENGTH)
+  const value = Buffer.allocUnsafe(clock.minExpiry === undefined ? CLOCK_LENGTH : CLOCK_WITH_EXPIRY_LENGTH)
   value.writeDoubleBE(clock.offline, 0)
   value.writeDoubleBE(clock.since, 8)
   value.writeUInt8(clock.connected ? 1 : 0, 16)
+  if (clock.minExpiry !== undefined) value.writeDoubleBE(clock.minExpiry, CLOCK_LENGTH)
   return value
 }
 
 /** The clock, or what is wrong with it. */
 function decodeClock (value: Uint8Array): PeerClock | string {
-  if (value.byteLength !== CLOCK_LENGTH) return `clock value of ${value.byteLength} bytes, not ${CLOCK_LENGTH}`
+  if (value.byteLength !== CLOCK_LENGTH && value.byteLength !== CLOCK_WITH_EXPIRY_LENGTH) {
+    return `clock value of ${value.byteLength} bytes, not ${CLOCK_LENGTH} or ${CLOCK_WITH_EXPIRY_LENGTH}`
+  }
   const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
   const offline = view.getFloat64(0, false)
   const since = view.getFloat64(8, false)
   const connected = view.getUint8(16)
   if (Number.isNaN(offline) || Number.isNaN(since) || connected > 1) return 'malformed clock'
-  return { offline, since, connected: connected === 1 }
+  const clock: PeerClock = { offline, since, connected: connected === 1 }
+  if (value.byteLength === CLOCK_WITH_EXPIRY_LENGTH) {
+    const minExpiry = view.getFloat64(CLOCK_LENGTH, false)
+    if (Number.isNaN(minExpiry)) return 'malformed clock'
+    clock.minExpiry = minExpiry
+  }
+  return clock
 }
 
 function encodeCount (count: Count): Uint8Array {

@@ -43,7 +43,8 @@ export function checkBatch (batch: StoreBatch): void {
     if (typeof clock !== 'object' || clock === null ||
         typeof clock.offline !== 'number' || Number.isNaN(clock.offline) ||
         typeof clock.since !== 'number' || Number.isNaN(clock.since) ||
-        typeof clock.connected !== 'boolean') {
+        typeof clock.connected !== 'boolean' ||
+        (clock.minExpiry !== undefined && (typeof clock.minExpiry !== 'number' || Number.isNaN(clock.minExpiry)))) {
       throw new InvalidArgumentError(`the clock of ${JSON.stringify(peer)} must have numeric offline and since and a boolean connected`)
     }
   }
@@ -158,7 +159,7 @@ export class MemoryStore implements QueueStore {
       else if (queue.seqs.length > 2 * queue.messages.size + 16) queue.seqs = queue.seqs.filter((seq) => queue.messages.has(seq))
     }
     for (const [peer, c] of batch.clocks ?? []) {
-      this.clocks.set(peer, { offline: c.offline, since: c.since, connected: c.connected })
+      this.clocks.set(peer, { offline: c.offline, since: c.since, connected: c.connected, ...(c.minExpiry !== undefined ? { minExpiry: c.minExpiry } : {}) })
     }
   }
 

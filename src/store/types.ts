@@ -34,6 +34,13 @@ export interface PeerClock {
   offline: number
   since: number
   connected: boolean
+  /**
+   * No stored message of this peer expires before this reading of its offline
+   * clock (ms; Infinity: none expires). A lower bound kept by Messaging, so that
+   * after a restart it knows when to look for expired messages in a queue it has
+   * not read. Absent: unknown (a store written before it was kept).
+   */
+  minExpiry?: number
 }
 
 /** A stored message, named for deletion. */
