@@ -42,6 +42,12 @@ export { asSignal } from './rpc/remote.ts'
 export type { Remote, RemoteMethod, RemoteSignal, RemoteCall, RemoteSignalSend, Signal, CallOptions, SignalOptions } from './rpc/remote.ts'
 export { encodeValue, decodeValue, defaultCodecLimits } from './rpc/codec.ts'
 export type { RpcCodecOptions } from './rpc/codec.ts'
+export { decodePickle } from './rpc/pickle-decode.ts'
+export { encodePickle } from './rpc/pickle-encode.ts'
+export { defaultPickleLimits } from './rpc/pickle.ts'
+export type { PickleCodecOptions } from './rpc/pickle.ts'
+export { PyDate, PyDecimal, PyTime, PyTimedelta, PythonException } from './rpc/python-types.ts'
+export type { PyTimeOptions } from './rpc/python-types.ts'
 export {
   RpcCodecError, RpcRemoteError, RpcUnknownObjectError, RpcUnknownMethodError, RpcCallKindError, RpcTimeoutError,
   RpcProtocolError, RpcResultLostError

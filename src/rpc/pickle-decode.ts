@@ -119,7 +119,9 @@ class Unpickler {
   private readonly stack: unknown[] = []
   /** Stack lengths at each open MARK. */
   private readonly marks: number[] = []
-  private readonly memo = new Map<number, unknown>()
+  /** The memo: entries made in order (MEMOIZE, and PUTs that count up) in an array, others in a Map. */
+  private readonly memo: unknown[] = []
+  private readonly sparseMemo = new Map<number, unknown>()
   private pushesLeft: number
   /** Values built in the second pass. */
   private total = 0
@@ -273,7 +275,7 @@ class Unpickler {
         return
       }
 
-      case Op.MEMOIZE: this.memoPut(this.memo.size); return
+      case Op.MEMOIZE: this.memoPut(this.memo.length + this.sparseMemo.size); return
       case Op.BINPUT: this.memoPut(this.u8()); return
       case Op.LONG_BINPUT: this.memoPut(this.u32()); return
       case Op.BINGET: this.memoGet(this.u8()); return
@@ -359,13 +361,26 @@ class Unpickler {
 
   private memoPut (index: number): void {
     if (this.stack.length <= this.base()) throw this.fail('memoizing with nothing on the stack')
-    if (!this.memo.has(index) && this.memo.size >= this.limits.maxMemo) throw this.fail(`more memo entries than maxMemo (${this.limits.maxMemo})`)
-    this.memo.set(index, this.stack[this.stack.length - 1])
+    const v = this.stack[this.stack.length - 1]
+    const memo = this.memo
+    if (index < memo.length) { memo[index] = v; return }
+    if (!this.sparseMemo.has(index) && memo.length + this.sparseMemo.size >= this.limits.maxMemo) {
+      throw this.fail(`more memo entries than maxMemo (${this.limits.maxMemo})`)
+    }
+    if (index === memo.length) {
+      memo.push(v)
+      this.sparseMemo.delete(index)
+    } else {
+      this.sparseMemo.set(index, v)
+    }
   }
 
   private memoGet (index: number): void {
-    if (!this.memo.has(index)) throw this.fail(`a memo reference to entry ${index}, which is not there`)
-    this.push(this.ref(this.memo.get(index)))
+    let v: unknown
+    if (index < this.memo.length) v = this.memo[index]
+    else if (this.sparseMemo.has(index)) v = this.sparseMemo.get(index)
+    else throw this.fail(`a memo reference to entry ${index}, which is not there`)
+    this.push(this.ref(v))
   }
 
   private classRef (module: string, name: string): ClassRef {
