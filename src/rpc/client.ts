@@ -4,7 +4,6 @@
 // the same request id, which the server recognizes, so each call runs once and
 // gets its result once. Replies come off a Messaging shared with the application,
 // routed by the RPC prefix (docs/RPC.md).
-import { randomBytes } from 'node:crypto'
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingEvents } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
@@ -49,7 +48,7 @@ interface PendingCall {
   epoch: number
   readonly resolve: (reply: Uint8Array) => void
   readonly reject: (error: Error) => void
-  timer: NodeJS.Timeout | undefined
+  timer: ReturnType<typeof setTimeout> | undefined
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
 }
@@ -75,7 +74,7 @@ export class RpcClient implements AsyncDisposable {
   private readonly timeout: number
   private readonly codec: RpcCodecOptions | undefined
   /** Names this client in request ids; random, so a restarted client never reuses an id. */
-  private readonly clientId: Uint8Array = randomBytes(CLIENT_ID_BYTES)
+  private readonly clientId: Uint8Array = globalThis.crypto.getRandomValues(new Uint8Array(CLIENT_ID_BYTES))
   private counter = 0
   private readonly pending = new CounterTable<PendingCall>()
   /** Per peer: how many times it connected since this client exists. */

@@ -16,7 +16,7 @@
 // As a dict key or set member an array goes as a tuple and a Set as a frozenset
 // (Python can hash those); objects and Maps cannot be keys. Functions, symbols,
 // class instances and cycles are refused with RpcCodecError, as by the RPC codec.
-import { RpcCodecError } from './errors.ts'
+import { RpcCodecError, isNativeError } from './errors.ts'
 import { Op, PickleTuple, resolvePickleLimits, type PickleCodecOptions, type PickleLimits } from './pickle.ts'
 import { PYTHON_EXCEPTIONS, PyDate, PyDecimal, PyTime, PyTimedelta, PythonException } from './python-types.ts'
 
@@ -637,11 +637,6 @@ function errorAttributes (e: Error): Record<string, unknown> {
     if (d !== undefined && 'value' in d) out[key] = d.value
   }
   return out
-}
-
-/** An error made by the engine (also in another realm): it has [[ErrorData]] and no made-up toStringTag. */
-export function isNativeError (v: unknown): boolean {
-  return typeof v === 'object' && v !== null && !(Symbol.toStringTag in v) && Object.prototype.toString.call(v) === '[object Error]'
 }
 
 function writeU32 (buf: Uint8Array, at: number, n: number): void {

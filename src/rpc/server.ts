@@ -4,7 +4,6 @@
 // answered from a bounded cache instead of being run again. Requests come off a
 // Messaging shared with the application, routed by the RPC prefix (docs/RPC.md);
 // pickled snakeMQ requests are consumed too, and refused without being decoded.
-import { types } from 'node:util'
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
@@ -12,6 +11,7 @@ import { InvalidArgumentError } from '../errors.ts'
 import { FLAG_UNACKED } from '../transforms/frames.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
+import { isNativeError } from './errors.ts'
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
@@ -411,7 +411,7 @@ export class RpcServer implements AsyncDisposable {
 
   /** What a call threw, as codec bytes: the error itself, or a plainer copy when it cannot be encoded within the limits. */
   private encodeError (thrown: unknown): Uint8Array {
-    const error = thrown instanceof Error || types.isNativeError(thrown) ? thrown as Error : nonError(thrown)
+    const error = thrown instanceof Error || isNativeError(thrown) ? thrown as Error : nonError(thrown)
     try {
       return encodeValue(error, this.codec)
     } catch {
