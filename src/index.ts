@@ -37,7 +37,7 @@ export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, Th
 export { RpcServer, rpcServerDefaults } from './rpc/server.ts'
 export type { RpcServerOptions, RegisterOptions } from './rpc/server.ts'
 export { RpcClient } from './rpc/client.ts'
-export type { RpcClientOptions } from './rpc/client.ts'
+export type { RpcClientOptions, RpcFormat } from './rpc/client.ts'
 export { asSignal } from './rpc/remote.ts'
 export type { Remote, RemoteMethod, RemoteSignal, RemoteCall, RemoteSignalSend, Signal, CallOptions, SignalOptions } from './rpc/remote.ts'
 export { encodeValue, decodeValue, defaultCodecLimits } from './rpc/codec.ts'

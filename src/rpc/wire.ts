@@ -24,8 +24,6 @@ export const CLIENT_ID_BYTES = 8
 export const BODY_OFFSET = HEADER_BYTES + ID_BYTES
 /** Object and method names are at most this many bytes of UTF-8 (their length is one byte on the wire). */
 export const MAX_NAME_BYTES = 255
-/** What a pickled snakeMQ 1.6 RPC request starts with; such messages are refused, never decoded. */
-export const SNAKEMQ_REQUEST_PREFIX = 'rpcreq'
 
 /** The byte after the version. */
 export const Kind = {
