@@ -146,7 +146,7 @@ test('values Python pickles at protocols 2, 3, 4 and 5 decode to the JavaScript 
   assert.ok(e instanceof PythonException && e instanceof Error)
   assert.deepEqual([e.name, e.module, e.message, e.stack], ['ValueError', 'builtins', "('bad value', 42)", "ValueError: ('bad value', 42)"])
   const app = decodePickle(bytes(cases['AppError with attribute']!['2']!)) as PythonException & { code: number }
-  assert.deepEqual([app.module, app.code, app.stack], ['__main__', 7, '__main__.AppError: went wrong'])
+  assert.deepEqual([app.module, app.code, app.stack], ['__main__', 7, 'AppError: went wrong'])
 })
 
 /** JavaScript values and the name of the Python value (EXPECTED in pickle_peer.py) each must unpickle to. */

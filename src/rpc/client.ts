@@ -68,13 +68,15 @@ interface PendingCall {
   readonly peer: string
   readonly object: string
   readonly method: string
-  /** The request in this library's format as sent, to send again after a reconnect; null in format 'snakemq'. */
-  readonly message: Uint8Array | null
+  /** The request in this library's format as sent, to send again after a reconnect; made when first needed. */
+  message: Uint8Array | null
   /** The request in snakeMQ's format, made the first time it is needed. */
   pickled: Uint8Array | null
   /** The arguments, kept while a snakeMQ-format request may still be needed. */
   readonly args: readonly unknown[] | null
   readonly kwargs: Record<string, unknown> | undefined
+  /** The object and method names as this library's format writes them. */
+  readonly segment: Uint8Array
   /** Epoch.now() + timeout, or Infinity. */
   readonly deadline: number
   /** The peer's connection epoch the request was (or will be) delivered in; -1 while held for the peer to connect. */
@@ -271,12 +273,29 @@ export class RpcClient implements AsyncDisposable {
     const kwargs = checkKwargs(options?.kwargs)
     const counter = ++this.counter
     const format = this.format
-    // Encoded at once, so what cannot be sent fails the call before anything waits (in format 'auto' in this library's format).
-    const message = format === 'snakemq' ? null : this.requestMessage(Kind.Call, counter, segment, withKwargs(args, kwargs))
-    const pickled = format === 'snakemq' ? this.pickledCall(counter, object, method, args, kwargs) : null
+    // Encoded at once in the format the peer speaks now, so what cannot be sent fails the call before anything waits.
+    const plain = format === 'auto' ? this.mq.peerIsPlain(peer) : format === 'snakemq'
+    let message: Uint8Array | null = null
+    let pickled: Uint8Array | null = null
+    if (plain === true) {
+      pickled = this.pickledCall(counter, object, method, args, kwargs)
+    } else if (plain === false) {
+      message = this.requestMessage(Kind.Call, counter, segment, withKwargs(args, kwargs))
+    } else {
+      // Not connected, format 'auto': either format may be needed; fails now only if neither can carry the arguments.
+      try {
+        message = this.requestMessage(Kind.Call, counter, segment, withKwargs(args, kwargs))
+      } catch (err) {
+        try {
+          pickled = this.pickledCall(counter, object, method, args, kwargs)
+        } catch {
+          throw err
+        }
+      }
+    }
     return new Promise<Uint8Array | SnakeReply>((resolve, reject) => {
       const call: PendingCall = {
-        peer, object, method, message, pickled, args: format === 'auto' ? args : null, kwargs,
+        peer, object, method, message, pickled, args: format === 'auto' ? args : null, kwargs, segment,
         deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
         epoch: 0, resolve, reject, timer: undefined, signal: undefined, onAbort: undefined
       }
@@ -306,6 +325,14 @@ export class RpcClient implements AsyncDisposable {
       }
       if (plain || this.format === 'snakemq') { this.transmitPickled(counter, call, epoch, plain); return }
     }
+    if (call.message === null) {
+      try {
+        call.message = this.requestMessage(Kind.Call, counter, call.segment, withKwargs(call.args ?? [], call.kwargs))
+      } catch (err) {
+        this.settle(counter, err as Error)
+        return
+      }
+    }
     // Queued while the peer is away, it goes out with the next connection: no resend then.
     call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
     // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
@@ -313,7 +340,7 @@ export class RpcClient implements AsyncDisposable {
     // Without acknowledgement (FLAG_UNACKED): a request or reply lost with its
     // connection is recovered by resend() and the server's result cache, so the
     // Messaging need not hold, acknowledge or filter either of them.
-    this.mq.post(call.peer, call.message!, ttl, this.notQueued, counter, true)
+    this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
   }
 
   /**

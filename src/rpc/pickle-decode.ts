@@ -721,7 +721,7 @@ class Unpickler {
     }
     const error = new PythonException(e.name, args, { module: e.module, attributes })
     // A decoded exception has no JavaScript stack; its first line as Python prints it is what is known.
-    error.stack = `${e.module === 'builtins' ? '' : `${e.module}.`}${e.name}: ${error.message}`
+    error.stack = `${e.module === 'builtins' || e.module === '__main__' ? '' : `${e.module}.`}${e.name}: ${error.message}`
     return error
   }
 

@@ -77,9 +77,9 @@ export function noMethodError (method: string): PythonException {
   return new PythonException('NoMethodError', [method], { module: 'snakemq.rpc' })
 }
 
-/** The last line of a Python traceback for `e`, as `traceback.format_exception_only` writes it. */
+/** The last line of a Python traceback for `e`, as `traceback.format_exception_only` writes it (no module for builtins and __main__). */
 export function formatExceptionOnly (e: PythonException): string {
-  return `${e.module === 'builtins' ? '' : `${e.module}.`}${e.name}: ${e.message}\n`
+  return `${e.module === 'builtins' || e.module === '__main__' ? '' : `${e.module}.`}${e.name}: ${e.message}\n`
 }
 
 function isPlainObject (v: unknown): v is Record<string, unknown> {
