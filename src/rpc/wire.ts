@@ -4,7 +4,8 @@
 //   "smqrpc" | version (1) | kind (1) | request id (16) | kind-specific body
 //
 // The magic differs from snakeMQ's `rpcreq`/`rpcrep`, so a Python snakeMQ peer's
-// RPC hook never tries to unpickle our messages. Request kinds are below 0x80 and
+// RPC hook never tries to unpickle our messages (snakeMQ's own format, spoken to
+// such peers, is src/rpc/snakemq.ts). Request kinds are below 0x80 and
 // reply kinds have the high bit set: the server and the client each take their half
 // of the RPC messages from one shared Messaging by looking at one byte.
 import { InvalidArgumentError } from '../errors.ts'
