@@ -38,11 +38,17 @@ export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, Th
 export { RpcServer, rpcServerDefaults } from './rpc/server.ts'
 export type { RpcServerOptions, RegisterOptions } from './rpc/server.ts'
 export { RpcClient } from './rpc/client.ts'
-export type { RpcClientOptions } from './rpc/client.ts'
+export type { RpcClientOptions, RpcFormat } from './rpc/client.ts'
 export { asSignal } from './rpc/remote.ts'
 export type { Remote, RemoteMethod, RemoteSignal, RemoteCall, RemoteSignalSend, Signal, CallOptions, SignalOptions } from './rpc/remote.ts'
 export { encodeValue, decodeValue, defaultCodecLimits } from './rpc/codec.ts'
 export type { RpcCodecOptions } from './rpc/codec.ts'
+export { decodePickle } from './rpc/pickle-decode.ts'
+export { encodePickle } from './rpc/pickle-encode.ts'
+export { defaultPickleLimits } from './rpc/pickle.ts'
+export type { PickleCodecOptions } from './rpc/pickle.ts'
+export { PyDate, PyDecimal, PyTime, PyTimedelta, PythonException } from './rpc/python-types.ts'
+export type { PyTimeOptions } from './rpc/python-types.ts'
 export {
   RpcCodecError, RpcRemoteError, RpcUnknownObjectError, RpcUnknownMethodError, RpcCallKindError, RpcTimeoutError,
   RpcProtocolError, RpcResultLostError

@@ -195,6 +195,18 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** True when a peer with this identity is connected now (its `connect` was emitted, its `disconnect` not yet). */
   isConnected (ident: string): boolean { return this.peers.get(ident)?.announced === true }
 
+  /**
+   * @internal For RPC, which speaks snakeMQ's own RPC format to plain snakeMQ
+   * peers: true when `ident` is connected now over a connection that did not
+   * agree on this library's extensions (the remote announced none, or this side
+   * is `plainSnakeMQ`), false when it is connected with them, undefined when it
+   * is not connected.
+   */
+  peerIsPlain (ident: string): boolean | undefined {
+    const s = this.peers.get(ident)
+    return s?.announced === true ? !s.acks : undefined
+  }
+
   /** Messages queued and not yet delivered: for one peer, or for all. */
   queued (ident?: string): number {
     if (ident !== undefined) return this.queues.get(ident)?.count ?? 0

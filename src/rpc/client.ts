@@ -3,23 +3,32 @@
 // after a reconnect, the calls still waiting for a result are sent again with
 // the same request id, which the server recognizes, so each call runs once and
 // gets its result once. Replies come off a Messaging shared with the application,
-// routed by the RPC prefix (docs/RPC.md).
-import { randomBytes } from 'node:crypto'
+// routed by the RPC prefix (docs/RPC.md). To a Python snakeMQ peer (one whose
+// connection did not agree on this library's extensions) calls and signals go in
+// snakeMQ's own format, pickles read and written by the data-only codec
+// (docs/RPC.md, section 5).
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingEvents } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
-import { ClosedError, InvalidArgumentError, SnakeMQError, abortError } from '../errors.ts'
+import { ClosedError, InvalidArgumentError, MessageDroppedError, SnakeMQError, abortError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
+import { decodeValue, encodeAfter, encodeValue } from './codec.ts'
 import {
   RpcCallKindError, RpcCodecError, RpcProtocolError, RpcRemoteError, RpcResultLostError, RpcTimeoutError,
   RpcUnknownMethodError, RpcUnknownObjectError
 } from './errors.ts'
+import { decodePickle } from './pickle-decode.ts'
+import { resolvePickleLimits, type PickleCodecOptions } from './pickle.ts'
+import { PythonException } from './python-types.ts'
+import {
+  SNAKEMQ_PREFIX_BYTES, SNAKEMQ_REPLY_PREFIX, SNAKEMQ_REQUEST_PREFIX, findReqIds, formatExceptionOnly, noInstanceError,
+  readSnakeReply, readSnakeRequest, snakeExceptionMessage, snakeRequestMessage, type SnakeReply
+} from './snakemq.ts'
 import type { CallOptions, Remote, SignalOptions } from './remote.ts'
 import { addClient, hasServer, removeClient } from './registry.ts'
 import { CounterTable } from './counter-table.ts'
 import {
-  BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
+  BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, ID_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
   copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
 
@@ -30,26 +39,51 @@ export interface RpcClientOptions {
    * connect and answer. `null` or `Infinity`: none.
    */
   timeout?: number | null
-  /** Limits on encoded arguments and decoded results. Default: the codec's defaults. */
-  codec?: RpcCodecOptions
+  /**
+   * Limits on encoded arguments and decoded results: `maxDepth`, `maxBytes`,
+   * `maxValues` for both formats, `maxMemo` and `maxIntegerBytes` for pickles.
+   * Default: the codecs' defaults (`defaultCodecLimits`, `defaultPickleLimits`).
+   */
+  codec?: PickleCodecOptions
+  /**
+   * How requests are written. `'auto'` (the default): in this library's format to
+   * a peer whose connection agreed on its extensions, in snakeMQ's (`rpcreq`
+   * pickles, TTL 0, sent again with the same req_id after each reconnect) to a
+   * plain snakeMQ peer; a call to a peer not connected waits for it and goes in
+   * the format of the connection it leaves by. `'native'`: always this
+   * library's format (calls wait in the Messaging's queue, as before there was a
+   * choice). `'snakemq'`: always snakeMQ's, Node peers included (their RpcServer
+   * answers it).
+   */
+  format?: RpcFormat
   /** Where log lines go; default the `debug` namespace `snakemq:rpc`. */
   logger?: Logger
 }
+
+/** See RpcClientOptions.format. */
+export type RpcFormat = 'auto' | 'native' | 'snakemq'
 
 /** A call waiting for its result. */
 interface PendingCall {
   readonly peer: string
   readonly object: string
   readonly method: string
-  /** The request as sent, to send again after a reconnect. */
-  readonly message: Uint8Array
+  /** The request in this library's format as sent, to send again after a reconnect; made when first needed. */
+  message: Uint8Array | null
+  /** The request in snakeMQ's format, made the first time it is needed. */
+  pickled: Uint8Array | null
+  /** The arguments, kept while a snakeMQ-format request may still be needed. */
+  readonly args: readonly unknown[] | null
+  readonly kwargs: Record<string, unknown> | undefined
+  /** The object and method names as this library's format writes them. */
+  readonly segment: Uint8Array
   /** Epoch.now() + timeout, or Infinity. */
   readonly deadline: number
-  /** The peer's connection epoch the request was (or will be) delivered in. */
+  /** The peer's connection epoch the request was (or will be) delivered in; -1 while held for the peer to connect. */
   epoch: number
-  readonly resolve: (reply: Uint8Array) => void
+  readonly resolve: (reply: Uint8Array | SnakeReply) => void
   readonly reject: (error: Error) => void
-  timer: NodeJS.Timeout | undefined
+  timer: ReturnType<typeof setTimeout> | undefined
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
 }
@@ -68,31 +102,59 @@ function checkPeer (peer: unknown): string {
   return peer
 }
 
+function checkKwargs (kwargs: unknown): Record<string, unknown> | undefined {
+  if (kwargs === undefined) return undefined
+  const proto: unknown = typeof kwargs === 'object' && kwargs !== null ? Object.getPrototypeOf(kwargs) : undefined
+  if (proto !== Object.prototype && proto !== null) throw new InvalidArgumentError('kwargs must be a plain object of keyword arguments')
+  return kwargs as Record<string, unknown>
+}
+
+/** The arguments as this library's format carries them: keyword arguments as one more, an object. */
+function withKwargs (args: readonly unknown[], kwargs: Record<string, unknown> | undefined): readonly unknown[] {
+  return kwargs === undefined ? args : [...args, kwargs]
+}
+
 /** Calls methods of objects served by RpcServers of other peers. See docs/RPC.md. */
 export class RpcClient implements AsyncDisposable {
   readonly log: Logger
   private readonly mq: Messaging
   private readonly timeout: number
-  private readonly codec: RpcCodecOptions | undefined
+  private readonly codec: PickleCodecOptions | undefined
+  private readonly format: RpcFormat
   /** Names this client in request ids; random, so a restarted client never reuses an id. */
-  private readonly clientId: Uint8Array = randomBytes(CLIENT_ID_BYTES)
+  private readonly clientId: Uint8Array = globalThis.crypto.getRandomValues(new Uint8Array(CLIENT_ID_BYTES))
   private counter = 0
   private readonly pending = new CounterTable<PendingCall>()
   /** Per peer: how many times it connected since this client exists. */
   private readonly epochs = new Map<string, number>()
+  /** Per peer: whether its last connection was plain snakeMQ, for signals sent while it is away (format 'auto'). */
+  private readonly lastPlain = new Map<string, boolean>()
   /** Takes replies off the Messaging as they arrive. */
   private readonly replies: Consumer
+  /** Takes snakeMQ-format replies. */
+  private readonly pickledReplies: Consumer
+  /** Takes snakeMQ-format requests when this Messaging has no RpcServer, to answer them. */
+  private readonly pickledRequests: Consumer
   private closed = false
   /** close() was called (rather than the Messaging closing). */
   private closedHere = false
-  private readonly onConnect = (e: MessagingEvents['connect'][0]): void => { this.resend(e.ident) }
+  private readonly onConnect = (e: MessagingEvents['connect'][0]): void => {
+    if (this.format === 'auto') this.lastPlain.set(e.ident, this.mq.peerIsPlain(e.ident) === true)
+    this.resend(e.ident)
+  }
 
   constructor (mq: Messaging, options: RpcClientOptions = {}) {
     this.mq = mq
     this.log = options.logger ?? debugLogger('rpc')
     this.timeout = checkTimeout(options.timeout, 'timeout')
     this.codec = options.codec
-    if (this.codec !== undefined) encodeValue(null, this.codec) // checks the limits now, not at the first call
+    // Checks the limits now, not at the first call.
+    if (this.codec !== undefined) { encodeValue(null, this.codec); resolvePickleLimits(this.codec) }
+    const format = options.format ?? 'auto'
+    if (format !== 'auto' && format !== 'native' && format !== 'snakemq') {
+      throw new InvalidArgumentError(`format must be 'auto', 'native' or 'snakemq', got ${JSON.stringify(format)}`)
+    }
+    this.format = format
     mq.on('connect', this.onConnect)
     addClient(mq)
     // Requests too when this Messaging has no RpcServer: they are answered, not left waiting.
@@ -101,6 +163,8 @@ export class RpcClient implements AsyncDisposable {
       (m) => { if (isReply(m.data)) this.onReply(m); else this.noServer(m) },
       () => { this.ended() }
     )
+    this.pickledReplies = mq.consume({ prefix: SNAKEMQ_REPLY_PREFIX }, (m) => { this.onSnakeReply(m) })
+    this.pickledRequests = mq.consume({ prefix: SNAKEMQ_REQUEST_PREFIX, filter: () => !hasServer(mq) }, (m) => { this.snakeNoServer(m) })
   }
 
   /**
@@ -142,7 +206,7 @@ export class RpcClient implements AsyncDisposable {
   /** Sends `object.method(...args)` to `peer` as a signal; resolves once it is queued. */
   async signal (peer: string, object: string, method: string, args: readonly unknown[] = [], options?: SignalOptions): Promise<void> {
     const segment = nameSegment(encodeName(object, 'the object name'), encodeName(method, 'the method name'))
-    await this.sendSignal(checkPeer(peer), segment, args, options)
+    await this.sendSignal(checkPeer(peer), segment, object, method, args, options)
   }
 
   /** Calls waiting for their result. */
@@ -181,7 +245,7 @@ export class RpcClient implements AsyncDisposable {
         if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('signal() takes an options object')
         return async (...args: unknown[]): Promise<void> => {
           if (segment instanceof Error) throw segment
-          await this.sendSignal(peer, segment, args, options)
+          await this.sendSignal(peer, segment, object, method, args, options)
         }
       }
     })
@@ -189,7 +253,7 @@ export class RpcClient implements AsyncDisposable {
   }
 
   private async invoke (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<unknown> {
-    let reply: Uint8Array
+    let reply: Uint8Array | SnakeReply
     try {
       reply = await this.request(peer, segment, object, method, args, options)
     } catch (err) {
@@ -197,20 +261,42 @@ export class RpcClient implements AsyncDisposable {
       if (err instanceof SnakeMQError && !(err instanceof RpcCodecError)) Error.captureStackTrace(err)
       throw err
     }
-    return this.outcome(reply, peer, object, method)
+    return reply instanceof Uint8Array ? this.outcome(reply, peer, object, method) : snakeOutcome(reply, peer, object, method)
   }
 
-  private request (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<Uint8Array> {
+  private request (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<Uint8Array | SnakeReply> {
     if (this.closed) return Promise.reject(new ClosedError('the RpcClient is closed'))
     const timeout = options?.timeout === undefined ? this.timeout : checkTimeout(options.timeout, 'timeout')
     const signal = options?.signal
     if (signal?.aborted === true) return Promise.reject(abortError(signal))
     if (!Array.isArray(args)) return Promise.reject(new InvalidArgumentError('the arguments must be an array'))
+    const kwargs = checkKwargs(options?.kwargs)
     const counter = ++this.counter
-    const message = this.requestMessage(Kind.Call, counter, segment, args)
-    return new Promise<Uint8Array>((resolve, reject) => {
+    const format = this.format
+    // Encoded at once in the format the peer speaks now, so what cannot be sent fails the call before anything waits.
+    const plain = format === 'auto' ? this.mq.peerIsPlain(peer) : format === 'snakemq'
+    let message: Uint8Array | null = null
+    let pickled: Uint8Array | null = null
+    if (plain === true) {
+      pickled = this.pickledCall(counter, object, method, args, kwargs)
+    } else if (plain === false) {
+      message = this.requestMessage(Kind.Call, counter, segment, withKwargs(args, kwargs))
+    } else {
+      // Not connected, format 'auto': either format may be needed; fails now only if neither can carry the arguments.
+      try {
+        message = this.requestMessage(Kind.Call, counter, segment, withKwargs(args, kwargs))
+      } catch (err) {
+        try {
+          pickled = this.pickledCall(counter, object, method, args, kwargs)
+        } catch {
+          throw err
+        }
+      }
+    }
+    return new Promise<Uint8Array | SnakeReply>((resolve, reject) => {
       const call: PendingCall = {
-        peer, object, method, message, deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
+        peer, object, method, message, pickled, args: format === 'auto' ? args : null, kwargs, segment,
+        deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
         epoch: 0, resolve, reject, timer: undefined, signal: undefined, onAbort: undefined
       }
       this.pending.set(counter, call)
@@ -226,9 +312,27 @@ export class RpcClient implements AsyncDisposable {
     })
   }
 
-  /** Queues a call's request for its peer. */
+  /** Queues a call's request for its peer, in the format its connection speaks. */
   private transmit (counter: number, call: PendingCall): void {
     const epoch = this.epochs.get(call.peer) ?? 0
+    if (this.format !== 'native') {
+      const plain = this.mq.peerIsPlain(call.peer)
+      if (plain === undefined) {
+        // Not connected: the format of the next connection is not known, and
+        // snakeMQ sends a call only to a peer connected now. resend() sends it.
+        call.epoch = -1
+        return
+      }
+      if (plain || this.format === 'snakemq') { this.transmitPickled(counter, call, epoch, plain); return }
+    }
+    if (call.message === null) {
+      try {
+        call.message = this.requestMessage(Kind.Call, counter, call.segment, withKwargs(call.args ?? [], call.kwargs))
+      } catch (err) {
+        this.settle(counter, err as Error)
+        return
+      }
+    }
     // Queued while the peer is away, it goes out with the next connection: no resend then.
     call.epoch = this.mq.isConnected(call.peer) ? epoch : epoch + 1
     // The request may wait for the peer as long as the caller waits for the result (rounded up to whole seconds).
@@ -239,9 +343,34 @@ export class RpcClient implements AsyncDisposable {
     this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
   }
 
+  /**
+   * Sends a call in snakeMQ's format, as snakeMQ's RpcClient does: with TTL 0,
+   * over the connection up now; resend() sends it again, with the same req_id,
+   * each time the peer connects until a reply comes.
+   */
+  private transmitPickled (counter: number, call: PendingCall, epoch: number, plain: boolean): void {
+    call.epoch = epoch
+    if (call.pickled === null) {
+      try {
+        call.pickled = this.pickledCall(counter, call.object, call.method, call.args ?? [], call.kwargs)
+      } catch (err) {
+        this.settle(counter, err as Error)
+        return
+      }
+    }
+    // To a Node peer (format 'snakemq'), without acknowledgement, as its own requests go.
+    this.mq.post(call.peer, call.pickled, 0, this.pickledNotQueued, counter, !plain)
+  }
+
   /** A request could not be queued: its call fails with why. */
   private readonly notQueued = (err: unknown, counter: number): void => {
     this.settle(counter, err instanceof Error ? err : new Error(String(err)))
+  }
+
+  /** A snakeMQ-format request dropped because the connection went first waits for the next one; other errors fail its call. */
+  private readonly pickledNotQueued = (err: unknown, counter: number): void => {
+    if (err instanceof MessageDroppedError) return
+    this.notQueued(err, counter)
   }
 
   /** The peer connected (again): send every call that went out over an earlier connection and is still waiting. */
@@ -259,14 +388,21 @@ export class RpcClient implements AsyncDisposable {
   }
 
   /** Ends a pending call with its reply or an error; a call already ended is left alone. */
-  private settle (counter: number, outcome: Uint8Array | Error): void {
+  private settle (counter: number, outcome: Uint8Array | SnakeReply | Error): void {
     const call = this.pending.get(counter)
     if (call === undefined) return
     this.pending.delete(counter)
     if (call.timer !== undefined) clearTimeout(call.timer)
     if (call.onAbort !== undefined) call.signal!.removeEventListener('abort', call.onAbort)
-    if (outcome instanceof Uint8Array) call.resolve(outcome)
-    else call.reject(outcome)
+    if (outcome instanceof Error) call.reject(outcome)
+    else call.resolve(outcome)
+  }
+
+  /** A call in snakeMQ's format; its req_id is this client's request id, so the reply finds the call as a native one does. */
+  private pickledCall (counter: number, object: string, method: string, args: readonly unknown[], kwargs: Record<string, unknown> | undefined): Uint8Array {
+    const id = new Uint8Array(BODY_OFFSET)
+    writeId(id, this.clientId, counter)
+    return snakeRequestMessage({ command: 'call', object, method, args, kwargs, reqId: id.subarray(HEADER_BYTES) }, this.codec)
   }
 
   /** A Call or Signal: the arguments encoded after room for the envelope, which is then written in front. */
@@ -278,10 +414,17 @@ export class RpcClient implements AsyncDisposable {
     return message
   }
 
-  private async sendSignal (peer: string, segment: Uint8Array, args: readonly unknown[], options: SignalOptions = {}): Promise<void> {
+  private async sendSignal (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: SignalOptions = {}): Promise<void> {
     if (this.closed) throw new ClosedError('the RpcClient is closed')
     if (!Array.isArray(args)) throw new InvalidArgumentError('the arguments must be an array')
-    const message = this.requestMessage(Kind.Signal, ++this.counter, segment, args)
+    const kwargs = checkKwargs(options.kwargs)
+    // A signal is not held for its peer: away, it goes in the format of the peer's last connection.
+    const plain = this.format === 'native'
+      ? false
+      : this.mq.peerIsPlain(peer) ?? (this.format === 'snakemq' || this.lastPlain.get(peer) === true)
+    const message = plain || this.format === 'snakemq'
+      ? snakeRequestMessage({ command: 'signal', object, method, args, kwargs }, this.codec)
+      : this.requestMessage(Kind.Signal, ++this.counter, segment, withKwargs(args, kwargs))
     await this.mq.send(peer, message, { ttl: options.ttl === undefined ? 0 : options.ttl, ...(options.signal !== undefined ? { signal: options.signal } : {}) })
   }
 
@@ -289,6 +432,8 @@ export class RpcClient implements AsyncDisposable {
   private ended (): void {
     this.closed = true
     this.mq.off('connect', this.onConnect)
+    this.pickledReplies.end()
+    this.pickledRequests.end()
     removeClient(this.mq)
     const closed = new ClosedError(this.closedHere ? 'the RpcClient was closed' : 'the Messaging was closed')
     for (const [counter] of this.pending.entries()) this.settle(counter, closed)
@@ -303,6 +448,68 @@ export class RpcClient implements AsyncDisposable {
         this.log.warn('an RPC reply could not be queued', { to: m.from, error: err as Error })
       })
     }
+  }
+
+  /** The counter of one of this client's calls that `reqId` names, or -1. */
+  private counterOf (reqId: Uint8Array): number {
+    if (reqId.length !== ID_BYTES) return -1
+    for (let i = 0; i < CLIENT_ID_BYTES; i++) if (reqId[i] !== this.clientId[i]) return -1
+    const id = new Uint8Array(BODY_OFFSET)
+    id.set(reqId, HEADER_BYTES)
+    return readCounter(id)
+  }
+
+  /** A snakeMQ-format reply: settles the call its req_id names, if it is one of this client's. */
+  private onSnakeReply (m: Message): void {
+    const body = tail(m.data, SNAKEMQ_PREFIX_BYTES)
+    let reply: SnakeReply | string
+    try {
+      reply = readSnakeReply(decodePickle(body, this.codec))
+    } catch (err) {
+      // Not plain data: the call it answers, if it is ours, fails rather than waiting for ever.
+      for (const reqId of findReqIds(body)) {
+        const counter = this.counterOf(reqId)
+        const call = counter < 0 ? undefined : this.pending.get(counter)
+        if (call === undefined || call.peer !== m.from) continue
+        this.settle(counter, new RpcCodecError(`${JSON.stringify(m.from)} answered ${call.object}.${call.method} with a pickle that is not plain data: ${(err as Error).message}`, { cause: err }))
+        return
+      }
+      this.log.warn('dropped a snakeMQ RPC reply that is not plain data', { from: m.from, error: err as Error })
+      return
+    }
+    if (typeof reply === 'string') {
+      this.log.warn('dropped a malformed snakeMQ RPC reply', { from: m.from, reason: reply })
+      return
+    }
+    const counter = this.counterOf(reply.reqId)
+    // Another client's (on this Messaging, or one that is gone), or a Python caller's.
+    if (counter < 0) return
+    const call = this.pending.get(counter)
+    if (call === undefined) {
+      this.log.debug('a reply to no waiting call', { from: m.from })
+      return
+    }
+    if (m.from !== call.peer) {
+      this.log.warn('dropped an RPC reply from a peer the call was not sent to', { from: m.from, peer: call.peer })
+      return
+    }
+    this.settle(counter, reply)
+  }
+
+  /** A snakeMQ-format request reached this Messaging, which has no RpcServer: a call gets snakeMQ's NoInstanceError. */
+  private snakeNoServer (m: Message): void {
+    this.log.warn('a snakeMQ RPC request reached a Messaging without an RpcServer', { from: m.from })
+    let req
+    try {
+      req = readSnakeRequest(decodePickle(tail(m.data, SNAKEMQ_PREFIX_BYTES), this.codec))
+    } catch {
+      return
+    }
+    if (typeof req === 'string' || req.reqId === null) return
+    const e = noInstanceError(req.object)
+    this.mq.send(m.from, snakeExceptionMessage(req.reqId, e, formatExceptionOnly(e)), { ttl: 60 }).catch((err: unknown) => {
+      this.log.warn('an RPC reply could not be queued', { to: m.from, error: err as Error })
+    })
   }
 
   private onReply (m: Message): void {
@@ -359,6 +566,29 @@ export class RpcClient implements AsyncDisposable {
     }
     throw new RpcProtocolError(`${JSON.stringify(peer)} sent a reply to ${object}.${method} that this version does not understand (kind ${kind})`)
   }
+}
+
+/**
+ * The result of a call from its snakeMQ-format reply, or the error it stands
+ * for: snakeMQ's NoInstanceError and NoMethodError as RpcUnknownObjectError and
+ * RpcUnknownMethodError (what a Node server's unknown names give), any other
+ * exception as RpcRemoteError with the Python traceback as its remote stack.
+ */
+function snakeOutcome (reply: SnakeReply, peer: string, object: string, method: string): unknown {
+  if (reply.ok) return reply.value
+  const e = reply.exception
+  if (e instanceof PythonException) {
+    if (e.module === 'snakemq.rpc' && e.name === 'NoInstanceError') throw new RpcUnknownObjectError(peer, object)
+    if (e.module === 'snakemq.rpc' && e.name === 'NoMethodError') throw new RpcUnknownMethodError(peer, object, method)
+    // The cause prints as Python printed it.
+    if (reply.format !== '') e.stack = reply.format
+    throw new RpcRemoteError(peer, object, method, {
+      name: e.name, message: e.message, stack: reply.format === '' ? undefined : reply.format, code: (e as { code?: unknown }).code
+    }, { cause: e })
+  }
+  throw new RpcRemoteError(peer, object, method, {
+    name: 'Error', message: 'the remote method failed with a value that is not an exception', stack: reply.format === '' ? undefined : reply.format
+  }, { cause: e })
 }
 
 /** The error a call rejects with when the remote method threw `remote` (decoded). */

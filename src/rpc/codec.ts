@@ -36,9 +36,9 @@
 //
 // Decoders accept non-minimal varints; encoders write minimal ones except for an
 // error's property count. There is no version byte: that belongs to the envelope.
-import { types } from 'node:util'
 import { InvalidArgumentError } from '../errors.ts'
-import { RpcCodecError } from './errors.ts'
+import { allocUnsafe, toHex } from '../bytes.ts'
+import { RpcCodecError, isNativeError } from './errors.ts'
 
 /** Limits that bound what one encoded value may cost; the same on both sides by default. */
 export interface RpcCodecOptions {
@@ -108,6 +108,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 const scratchFloat = new Float64Array(1)
 const scratchBytes = new Uint8Array(scratchFloat.buffer)
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const utf8Encoder = new TextEncoder()
 
 // Not in TypeScript's ES2023 lib, present since Node 20 (V8 11.3).
 type WellFormedString = string & { isWellFormed(): boolean, toWellFormed(): string }
@@ -236,8 +237,6 @@ function varintSize (n: number): number {
 
 class Encoder {
   buf = new Uint8Array(INITIAL_BUFFER_SIZE)
-  /** The same memory as `buf`, for Buffer's native UTF-8 and hex writers. */
-  node = Buffer.from(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
   pos = 0
   /** Bytes before the value (left for the caller); limits count from here. */
   base = 0
@@ -266,19 +265,19 @@ class Encoder {
   /**
    * A copy of the bytes written. V8 keeps typed arrays of up to 64 bytes on its
    * heap, but gives larger ones their own backing store, which costs several
-   * times the encoding of a small call; those are carved from Node's Buffer pool.
+   * times the encoding of a small call; those are carved from Node's Buffer pool
+   * where there is one (src/bytes.ts).
    */
   output (): Uint8Array {
     const length = this.pos
     if (length <= 64) return this.buf.slice(0, length)
-    const pooled = Buffer.allocUnsafe(length)
+    const pooled = allocUnsafe(length)
     pooled.set(this.buf.subarray(0, length))
     return new Uint8Array(pooled.buffer, pooled.byteOffset, length)
   }
 
   private allocate (size: number): void {
     this.buf = new Uint8Array(size)
-    this.node = Buffer.from(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
   }
 
   /** Makes room for `n` more bytes. */
@@ -405,10 +404,25 @@ class Encoder {
     // A lone surrogate has no UTF-8 form; replacing it would change the string
     // (and could merge two distinct keys), so it is refused.
     if (!(s as WellFormedString).isWellFormed()) throw new EncodeFailure('a string containing a lone surrogate (not valid Unicode)')
-    const size = Buffer.byteLength(s, 'utf8')
-    this.reserve(size + 8)
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: the bytes go after room for
+    // the varint of that bound, and move back if the real length's is shorter.
+    const max = length * 3
+    const width = varintSize(max)
+    if (this.pos + width + max - this.base > this.limits.maxBytes) {
+      // Where the bound would pass maxBytes, the exact size decides.
+      const bytes = utf8Encoder.encode(s)
+      this.reserve(bytes.length + 8)
+      this.varint(bytes.length)
+      this.buf.set(bytes, this.pos)
+      this.pos += bytes.length
+      return
+    }
+    this.reserve(width + max)
+    const start = this.pos + width
+    const size = utf8Encoder.encodeInto(s, this.buf.subarray(start, start + max)).written
+    const actual = varintSize(size)
+    if (actual !== width) this.buf.copyWithin(this.pos + actual, start, start + size)
     this.varint(size)
-    this.node.write(s, this.pos, size, 'utf8')
     this.pos += size
   }
 
@@ -420,9 +434,11 @@ class Encoder {
     if ((hex.length & 1) === 1) hex = '0' + hex
     const size = hex.length / 2
     this.reserve(size + 9)
-    this.buf[this.pos++] = negative ? T_NEGBIGINT : T_BIGINT
+    const buf = this.buf
+    buf[this.pos++] = negative ? T_NEGBIGINT : T_BIGINT
     this.varint(size)
-    this.node.write(hex, this.pos, size, 'hex')
+    const at = this.pos
+    for (let i = 0; i < size; i++) buf[at + i] = (nibble(hex.charCodeAt(2 * i)) << 4) | nibble(hex.charCodeAt(2 * i + 1))
     this.pos += size
   }
 
@@ -449,7 +465,7 @@ class Encoder {
     }
     if (v instanceof Map) { this.map(v, depth); return }
     if (v instanceof Set) { this.set(v, depth); return }
-    if (v instanceof Error || types.isNativeError(v)) { this.error(v as Error, depth); return }
+    if (v instanceof Error || isNativeError(v)) { this.error(v as Error, depth); return }
     throw new EncodeFailure(describeInstance(proto as object))
   }
 
@@ -598,15 +614,20 @@ class Encoder {
 
 const sharedEncoder = new Encoder()
 
+/** The value of a lowercase hex digit (BigInt's toString(16) writes no other). */
+function nibble (c: number): number {
+  return c <= 0x39 ? c - 0x30 : c - 0x57
+}
+
 /**
  * A Uint8Array copy of `size` bytes at `at`. Up to 64 bytes V8 keeps a typed
  * array on its heap; a larger one gets a backing store of its own, which costs
- * about 0.6 µs here whatever its size, so those are carved from Node's Buffer
- * pool (as Buffer.allocUnsafe does), then viewed as a plain Uint8Array.
+ * far more than the copy, so those are carved from Node's Buffer pool where
+ * there is one (src/bytes.ts), then viewed as a plain Uint8Array.
  */
 function copyBytes (bytes: Uint8Array, at: number, size: number): Uint8Array {
   if (size <= 64) return bytes.slice(at, at + size)
-  const pooled = Buffer.allocUnsafe(size)
+  const pooled = allocUnsafe(size)
   pooled.set(bytes.subarray(at, at + size))
   return new Uint8Array(pooled.buffer, pooled.byteOffset, size)
 }
@@ -806,7 +827,7 @@ class Decoder {
   private bigint (): bigint {
     const size = this.size()
     if (size === 0) return 0n
-    const hex = Buffer.from(this.bytes.buffer, this.bytes.byteOffset + this.pos, size).toString('hex')
+    const hex = toHex(this.bytes, this.pos, this.pos + size)
     this.pos += size
     return BigInt('0x' + hex)
   }

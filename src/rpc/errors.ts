@@ -116,3 +116,13 @@ export class RpcRemoteError extends SnakeMQError {
     this.code = typeof remote.code === 'string' ? remote.code : 'ERR_RPC_REMOTE'
   }
 }
+
+/**
+ * True for an error made by the engine, in this realm or another (a vm context,
+ * an iframe), which `instanceof Error` misses: it has the internal slot that
+ * makes Object.prototype.toString say `[object Error]`, and no made-up
+ * Symbol.toStringTag. What node:util's types.isNativeError tells, in any runtime.
+ */
+export function isNativeError (v: unknown): boolean {
+  return typeof v === 'object' && v !== null && !(Symbol.toStringTag in v) && Object.prototype.toString.call(v) === '[object Error]'
+}

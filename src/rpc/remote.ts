@@ -14,6 +14,13 @@ export interface CallOptions {
   timeout?: number | null
   /** Aborting rejects the call with AbortError. The remote may still run it if the request already left. */
   signal?: AbortSignal
+  /**
+   * Keyword arguments, for a Python snakeMQ peer's method: `add(2, b=5)` is
+   * `calc.add.with({ kwargs: { b: 5 } })(2)`. A Node peer's method gets them as
+   * one more argument after the others, this object (as a Python caller's
+   * keyword arguments reach it). Default none.
+   */
+  kwargs?: Record<string, unknown>
 }
 
 /** Options of one signal, given with `proxy.method.signal(options)(...args)`. */
@@ -27,6 +34,8 @@ export interface SignalOptions {
   ttl?: number | null
   /** Aborts waiting for room in a full queue. */
   signal?: AbortSignal
+  /** Keyword arguments, as CallOptions.kwargs. */
+  kwargs?: Record<string, unknown>
 }
 
 // A type-only brand: nothing of this name exists at run time.

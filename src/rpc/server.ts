@@ -2,22 +2,31 @@
 // it, at most `concurrency` at a time, and sends each call's outcome back. A call
 // resent by its client (after a reconnect) is recognized by its request id and
 // answered from a bounded cache instead of being run again. Requests come off a
-// Messaging shared with the application, routed by the RPC prefix (docs/RPC.md);
-// pickled snakeMQ requests are consumed too, and refused without being decoded.
-import { types } from 'node:util'
+// Messaging shared with the application, routed by the RPC prefix (docs/RPC.md).
+// Python snakeMQ peers' requests (`rpcreq` pickles) are answered too, in their
+// format, read by the data-only pickle codec (docs/RPC.md, section 5).
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
 import { InvalidArgumentError } from '../errors.ts'
 import { FLAG_UNACKED } from '../transforms/frames.ts'
 import { debugLogger, type Logger } from '../logging.ts'
-import { decodeValue, encodeAfter, encodeValue, type RpcCodecOptions } from './codec.ts'
+import { toHex } from '../bytes.ts'
+import { decodeValue, encodeAfter, encodeValue } from './codec.ts'
+import { isNativeError } from './errors.ts'
+import { decodePickle } from './pickle-decode.ts'
+import { resolvePickleLimits, type PickleCodecOptions } from './pickle.ts'
+import { PythonException } from './python-types.ts'
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
-import { DONE, LOST, ResultCache, type RunningCall } from './result-cache.ts'
+import { DONE, KeyedResultCache, LOST, ResultCache, type RunningCall } from './result-cache.ts'
 import {
-  BODY_OFFSET, Kind, RPC_MAGIC, RPC_VERSION, SNAKEMQ_REQUEST_PREFIX, Status,
+  SNAKEMQ_PREFIX_BYTES, SNAKEMQ_REPLY_PREFIX, SNAKEMQ_REQUEST_PREFIX, findReqIds, formatExceptionOnly, noInstanceError,
+  noMethodError, readSnakeRequest, snakeExceptionMessage, snakeReturnMessage, type SnakeRequest
+} from './snakemq.ts'
+import {
+  BODY_OFFSET, Kind, RPC_MAGIC, RPC_VERSION, Status,
   copyId, encodeName, failedMessage, hasMagic, isReply, parseRequest, replyMessage, tail, writeHeader,
   type Request
 } from './wire.ts'
@@ -57,8 +66,19 @@ export interface RpcServerOptions {
    * answered from the cache. Default 600.
    */
   replyTtl?: number
-  /** Limits on decoded arguments and encoded results. Default: the codec's defaults. */
-  codec?: RpcCodecOptions
+  /**
+   * Limits on decoded arguments and encoded results: `maxDepth`, `maxBytes`,
+   * `maxValues` for both formats, `maxMemo` and `maxIntegerBytes` for pickles.
+   * Default: the codecs' defaults (`defaultCodecLimits`, `defaultPickleLimits`).
+   */
+  codec?: PickleCodecOptions
+  /**
+   * Answer Python snakeMQ peers' RPC requests (`rpcreq` messages, pickles read by
+   * the data-only codec) with snakeMQ-format replies, so a Python `RpcClient` can
+   * call the objects registered here. When false such requests are logged as
+   * errors and dropped, never decoded. Default true.
+   */
+  snakemq?: boolean
   /** Where log lines go; default the `debug` namespace `snakemq:rpc`. */
   logger?: Logger
 }
@@ -73,6 +93,7 @@ export interface RegisterOptions {
 
 export const rpcServerDefaults = {
   transferExceptions: true,
+  snakemq: true,
   concurrency: 64,
   maxQueued: 10_000,
   resultCacheSize: 10_000,
@@ -116,12 +137,18 @@ export class RpcServer implements AsyncDisposable {
   private readonly limiter: CallLimiter
   private readonly maxQueued: number
   private readonly replyTtl: number
-  private readonly codec: RpcCodecOptions | undefined
+  private readonly codec: PickleCodecOptions | undefined
   private readonly cache: ResultCache
+  /** Whether snakeMQ-format requests are answered (see RpcServerOptions.snakemq). */
+  private readonly snakemq: boolean
+  /** The snakeMQ-format calls seen, by caller and req_id. */
+  private readonly snakeCache: KeyedResultCache
   /** Takes requests off the Messaging as they arrive (paused while maxQueued wait). */
   private readonly requests: Consumer
-  /** Takes pickled snakeMQ requests, to refuse them. */
+  /** Takes snakeMQ-format requests (paused with `requests`). */
   private readonly pickles: Consumer
+  /** Takes snakeMQ-format replies when this Messaging has no RpcClient, to drop them. */
+  private readonly pickledReplies: Consumer
   private paused = false
   private closing: Promise<void> | null = null
   /** What parseNames() parsed last, and the bytes it parsed that from. */
@@ -135,22 +162,23 @@ export class RpcServer implements AsyncDisposable {
     this.log = options.logger ?? debugLogger('rpc')
     const concurrency = positiveInt(options.concurrency, 'concurrency', rpcServerDefaults.concurrency)
     this.maxQueued = positiveInt(options.maxQueued, 'maxQueued', rpcServerDefaults.maxQueued)
-    this.cache = new ResultCache(
-      positiveInt(options.resultCacheSize, 'resultCacheSize', rpcServerDefaults.resultCacheSize),
-      positiveInt(options.resultCacheBytes, 'resultCacheBytes', rpcServerDefaults.resultCacheBytes)
-    )
+    const cacheSize = positiveInt(options.resultCacheSize, 'resultCacheSize', rpcServerDefaults.resultCacheSize)
+    const cacheBytes = positiveInt(options.resultCacheBytes, 'resultCacheBytes', rpcServerDefaults.resultCacheBytes)
+    this.cache = new ResultCache(cacheSize, cacheBytes)
+    this.snakeCache = new KeyedResultCache(cacheSize, cacheBytes)
     this.replyTtl = options.replyTtl ?? rpcServerDefaults.replyTtl
     if (typeof this.replyTtl !== 'number' || !(this.replyTtl >= 0)) throw new InvalidArgumentError(`replyTtl must be a number of seconds >= 0, got ${String(this.replyTtl)}`)
     this.codec = options.codec
-    if (this.codec !== undefined) encodeValue(null, this.codec) // checks the limits now, not at the first call
+    // Checks the limits now, not at the first call.
+    if (this.codec !== undefined) { encodeValue(null, this.codec); resolvePickleLimits(this.codec) }
+    this.snakemq = options.snakemq ?? rpcServerDefaults.snakemq
     this.limiter = new CallLimiter(concurrency)
     addServer(mq)
     // Replies too when this Messaging has no RpcClient: someone must take them.
     this.requests = mq.consume({ prefix: RPC_MAGIC, filter: (m) => !isReply(m.data) || !hasClients(mq) }, (m) => { this.onRequest(m) })
-    this.pickles = mq.consume({ prefix: SNAKEMQ_REQUEST_PREFIX }, (m) => {
-      this.log.error('refused a snakeMQ RPC request: it is a Python pickle, which this library never decodes', {
-        from: m.from, uuid: m.uuid, bytes: m.data.length
-      })
+    this.pickles = mq.consume({ prefix: SNAKEMQ_REQUEST_PREFIX }, (m) => { this.onSnakeRequest(m) })
+    this.pickledReplies = mq.consume({ prefix: SNAKEMQ_REPLY_PREFIX, filter: () => !hasClients(mq) }, (m) => {
+      this.log.debug('dropped a snakeMQ RPC reply: no RpcClient on this Messaging', { from: m.from })
     })
   }
 
@@ -197,6 +225,7 @@ export class RpcServer implements AsyncDisposable {
     this.closing ??= (async () => {
       this.requests.end()
       this.pickles.end()
+      this.pickledReplies.end()
       await this.limiter.idle()
       removeServer(this.mq)
     })()
@@ -208,14 +237,22 @@ export class RpcServer implements AsyncDisposable {
   /** A request arrived (synchronously, from the Messaging's receive path). */
   private onRequest (m: Message): void {
     this.receive(m)
-    // Backpressure: past maxQueued waiting calls, requests wait in the Messaging,
-    // whose receive buffer then fills and stops reading from the sockets.
+    this.backpressure()
+  }
+
+  /**
+   * Past maxQueued waiting calls, requests wait in the Messaging, whose receive
+   * buffer then fills and stops reading from the sockets.
+   */
+  private backpressure (): void {
     if (!this.paused && this.limiter.waiting >= this.maxQueued) {
       this.paused = true
       this.requests.pause()
+      this.pickles.pause()
       void this.limiter.waitingBelow(this.maxQueued).then(() => {
         this.paused = false
         this.requests.resume()
+        this.pickles.resume()
       })
     }
   }
@@ -411,7 +448,7 @@ export class RpcServer implements AsyncDisposable {
 
   /** What a call threw, as codec bytes: the error itself, or a plainer copy when it cannot be encoded within the limits. */
   private encodeError (thrown: unknown): Uint8Array {
-    const error = thrown instanceof Error || types.isNativeError(thrown) ? thrown as Error : nonError(thrown)
+    const error = thrown instanceof Error || isNativeError(thrown) ? thrown as Error : nonError(thrown)
     try {
       return encodeValue(error, this.codec)
     } catch {
@@ -424,6 +461,151 @@ export class RpcServer implements AsyncDisposable {
         return encodeValue(new Error('the remote error could not be encoded'))
       }
     }
+  }
+
+  // ---- snakeMQ-format requests (docs/RPC.md, section 5) -----------------------
+
+  /** A Python snakeMQ peer's request: read as data, run as snakeMQ's RpcServer runs it, answered in its format. */
+  private onSnakeRequest (m: Message): void {
+    const from = m.from
+    if (!this.snakemq) {
+      this.log.error('refused a snakeMQ RPC request: answering them is off (RpcServer option snakemq)', { from, uuid: m.uuid, bytes: m.data.length })
+      return
+    }
+    const body = tail(m.data, SNAKEMQ_PREFIX_BYTES)
+    let decoded: unknown
+    try {
+      decoded = decodePickle(body, this.codec)
+    } catch (err) {
+      this.log.error('refused a snakeMQ RPC request: its pickle is not plain data, and this library never runs a pickle', {
+        from, uuid: m.uuid, bytes: m.data.length, error: err as Error
+      })
+      // A caller that would wait for ever is told, when its req_id can be found in the bytes.
+      const reqId = findReqIds(body)[0]
+      if (reqId !== undefined) {
+        this.snakeFailed(m, reqId, new PythonException('UnpicklingError', [`${JSON.stringify(this.mq.identity)} refused the request: ${(err as Error).message}`], { module: '_pickle' }))
+      }
+      return
+    }
+    const req = readSnakeRequest(decoded)
+    if (typeof req === 'string') {
+      this.log.warn('refused a malformed snakeMQ RPC request', { from, reason: req })
+      const reqId = (decoded as { req_id?: unknown } | null)?.req_id
+      if (reqId instanceof Uint8Array && reqId.length > 0 && reqId.length <= 64) this.snakeFailed(m, reqId, new PythonException('TypeError', [`a malformed RPC request: ${req}`]))
+      return
+    }
+    this.receiveSnake(m, req)
+    this.backpressure()
+  }
+
+  private receiveSnake (m: Message, req: SnakeRequest): void {
+    const { object, method } = req
+    const from = m.from
+    const registered = this.objects.get(object)
+    const fn = registered === undefined ? undefined : findMethod(registered.target, method)
+    const marked = fn !== undefined && (registered!.signals.has(method) || isMarkedSignal(fn))
+    // Python keyword arguments reach a JavaScript method as one more argument: an object.
+    const args = Object.keys(req.kwargs).length === 0 ? req.args : [...req.args, req.kwargs]
+    if (req.command === 'signal') {
+      if (fn === undefined) {
+        this.log.warn(registered === undefined ? 'snakeMQ signal to an unknown object' : 'snakeMQ signal to an unknown method', { from, object, method })
+        return
+      }
+      // As snakeMQ's server does: the mismatch is warned about, and the method runs.
+      if (!marked) this.log.warn('a regular method was sent as a snakeMQ signal; run, as snakeMQ runs it', { from, object, method })
+      this.limiter.run(() => this.runSignal(registered!.target, fn, args, from, object, method))
+      return
+    }
+    const reqId = req.reqId!
+    const key = `${from}\u0000${toHex(reqId)}`
+    const seen = this.snakeCache.get(key)
+    if (seen !== undefined) {
+      // Resent after a reconnect: answered, not run again.
+      this.log.debug('a snakeMQ call seen before', { from, object, method, state: seen.state })
+      if (seen.state === DONE) this.reply(m, seen.reply!)
+      else if (seen.state === LOST) this.snakeFailed(m, reqId, new PythonException('RuntimeError', [`${object}.${method} ran, but its result is no longer held`]))
+      return
+    }
+    if (registered === undefined) { this.snakeFailed(m, reqId, noInstanceError(object)); return }
+    if (fn === undefined) { this.snakeFailed(m, reqId, noMethodError(method)); return }
+    if (marked) this.log.warn('a signal was called as a regular snakeMQ call; run, as snakeMQ runs it', { from, object, method })
+    this.snakeCache.start(key)
+    const target = registered.target
+    const task = (): void | Promise<void> => this.executeSnake(target, fn, args, m, reqId, key, object, method)
+    const limiter = this.limiter
+    if (limiter.tryEnter()) {
+      const pending = task()
+      if (pending === undefined) limiter.leave()
+      else pending.then(limiter.leave, limiter.leave)
+    } else {
+      limiter.run(task)
+    }
+  }
+
+  private executeSnake (target: object, fn: Method, args: unknown[], m: Message, reqId: Uint8Array, key: string, object: string, method: string): void | Promise<void> {
+    const done = (reply: Uint8Array): void => {
+      this.snakeCache.finish(key, reply)
+      this.reply(m, reply)
+    }
+    let result: unknown
+    try {
+      result = fn.apply(target, args)
+    } catch (err) {
+      done(this.snakeThrown(err, reqId, m.from, object, method))
+      return
+    }
+    if (isThenable(result)) {
+      return Promise.resolve(result).then(
+        (value) => { done(this.snakeReturned(value, reqId, m.from, object, method)) },
+        (err: unknown) => { done(this.snakeThrown(err, reqId, m.from, object, method)) }
+      )
+    }
+    done(this.snakeReturned(result, reqId, m.from, object, method))
+  }
+
+  private snakeReturned (value: unknown, reqId: Uint8Array, from: string, object: string, method: string): Uint8Array {
+    try {
+      return snakeReturnMessage(reqId, value, this.codec)
+    } catch (err) {
+      this.log.warn('the result of a snakeMQ call could not be pickled', { from, object, method, error: err as Error })
+      return this.snakeExceptionReply(reqId, new PythonException('TypeError', [`the result of ${object}.${method} could not be sent: ${(err as Error).message}`]), '')
+    }
+  }
+
+  private snakeThrown (err: unknown, reqId: Uint8Array, from: string, object: string, method: string): Uint8Array {
+    if (!this.transferExceptions) {
+      this.log.error('a call failed (not transferred to the caller)', { from, object, method, error: describeError(err) })
+      return this.snakeExceptionReply(reqId, new PythonException('Exception', [`${object}.${method} failed on ${JSON.stringify(this.mq.identity)} (the server does not transfer exceptions)`]), '')
+    }
+    const error = err instanceof Error || isNativeError(err) ? err as Error : nonError(err)
+    let stack: unknown
+    try {
+      stack = error.stack
+    } catch {
+      stack = undefined
+    }
+    // The traceback text snakeMQ sends as exception_format: here, the JavaScript stack.
+    return this.snakeExceptionReply(reqId, error, typeof stack === 'string' ? `${stack}\n` : '')
+  }
+
+  /** A reply carrying `error`; a plainer copy of it when it cannot be pickled within the limits. */
+  private snakeExceptionReply (reqId: Uint8Array, error: Error, format: string): Uint8Array {
+    try {
+      return snakeExceptionMessage(reqId, error, format, this.codec)
+    } catch {
+      const python = error instanceof PythonException
+      const plain = new PythonException(python ? error.name : 'Exception', [String(error.message).slice(0, 4096)], python ? { module: error.module } : {})
+      try {
+        return snakeExceptionMessage(reqId, plain, format.slice(0, 16_384), this.codec)
+      } catch {
+        return snakeExceptionMessage(reqId, new PythonException('Exception', ['the remote error could not be sent']), '')
+      }
+    }
+  }
+
+  /** Answers a snakeMQ call with `e` raised, as snakeMQ's server would have raised it. */
+  private snakeFailed (m: Message, reqId: Uint8Array, e: PythonException): void {
+    this.reply(m, this.snakeExceptionReply(reqId, e, formatExceptionOnly(e)))
   }
 
   private reply (request: Message, reply: Uint8Array): void {

@@ -4,10 +4,12 @@
 //   "smqrpc" | version (1) | kind (1) | request id (16) | kind-specific body
 //
 // The magic differs from snakeMQ's `rpcreq`/`rpcrep`, so a Python snakeMQ peer's
-// RPC hook never tries to unpickle our messages. Request kinds are below 0x80 and
+// RPC hook never tries to unpickle our messages (snakeMQ's own format, spoken to
+// such peers, is src/rpc/snakemq.ts). Request kinds are below 0x80 and
 // reply kinds have the high bit set: the server and the client each take their half
 // of the RPC messages from one shared Messaging by looking at one byte.
 import { InvalidArgumentError } from '../errors.ts'
+import { allocUnsafe } from '../bytes.ts'
 
 /** The first bytes of every RPC message of this library: ASCII `smqrpc`. */
 export const RPC_MAGIC: Uint8Array = Uint8Array.from([0x73, 0x6d, 0x71, 0x72, 0x70, 0x63])
@@ -23,8 +25,6 @@ export const CLIENT_ID_BYTES = 8
 export const BODY_OFFSET = HEADER_BYTES + ID_BYTES
 /** Object and method names are at most this many bytes of UTF-8 (their length is one byte on the wire). */
 export const MAX_NAME_BYTES = 255
-/** What a pickled snakeMQ 1.6 RPC request starts with; such messages are refused, never decoded. */
-export const SNAKEMQ_REQUEST_PREFIX = 'rpcreq'
 
 /** The byte after the version. */
 export const Kind = {
@@ -108,9 +108,9 @@ export function writeHeader (out: Uint8Array, kind: Kind): void {
 }
 
 /** Allocates a message of `bodyBytes` body bytes with its header written; the caller writes the id and the body. */
-export function allocMessage (kind: Kind, bodyBytes: number): Buffer {
-  // allocUnsafe: small messages come from Node's pool, and every byte is written below or by the caller.
-  const out = Buffer.allocUnsafe(BODY_OFFSET + bodyBytes)
+export function allocMessage (kind: Kind, bodyBytes: number): Uint8Array {
+  // allocUnsafe: small messages come from Node's pool where there is one, and every byte is written below or by the caller.
+  const out = allocUnsafe(BODY_OFFSET + bodyBytes)
   writeHeader(out, kind)
   return out
 }
@@ -146,7 +146,7 @@ export function readCounter (data: Uint8Array): number {
 }
 
 /** A reply to the request whose message is `request`, with `body` after the id. */
-export function replyMessage (request: Uint8Array, kind: Kind, body: Uint8Array): Buffer {
+export function replyMessage (request: Uint8Array, kind: Kind, body: Uint8Array): Uint8Array {
   const out = allocMessage(kind, body.length)
   copyId(out, request)
   copyBytes(out, body, BODY_OFFSET)
@@ -154,7 +154,7 @@ export function replyMessage (request: Uint8Array, kind: Kind, body: Uint8Array)
 }
 
 /** A Failed reply: status byte, then `detail` as UTF-8 (cut to 1,024 characters). */
-export function failedMessage (request: Uint8Array, status: Status, detail: string): Buffer {
+export function failedMessage (request: Uint8Array, status: Status, detail: string): Uint8Array {
   const text = utf8.encode(detail.length > 1024 ? detail.slice(0, 1024) : detail)
   const body = new Uint8Array(1 + text.length)
   body[0] = status
@@ -208,7 +208,9 @@ export function tail (data: Uint8Array, offset: number): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset + offset, data.length - offset)
 }
 
+const utf8Lenient = new TextDecoder('utf-8', { ignoreBOM: true })
+
 /** The detail text of a Failed reply (invalid UTF-8 replaced: it is only ever shown). */
 export function failedDetail (data: Uint8Array): string {
-  return Buffer.from(data.buffer, data.byteOffset + BODY_OFFSET + 1, Math.max(0, data.length - BODY_OFFSET - 1)).toString('utf8')
+  return data.length <= BODY_OFFSET + 1 ? '' : utf8Lenient.decode(data.subarray(BODY_OFFSET + 1))
 }
