@@ -187,3 +187,90 @@ test('listen options outside their domain are InvalidArgumentErrors', async () =
   await assert.rejects(link.listen({ port: 0, maxConnections: -1 }), /maxConnections/)
   await link.close()
 })
+
+for (const perPeer of ['the default', 'every slot'] as const) {
+  test(`a peer whose 64 calls to a method that never returns time out after 1 s does not starve another peer (a peer may hold ${perPeer}): its 20 calls all succeed`, async () => {
+    const linkS = new Link()
+    const ls = await linkS.listen({ port: 0 })
+    const server = new Messaging(linkS, { identity: 'server' })
+    // With every slot to one peer, only the greedy calls' deadlines (carried in their requests) free them.
+    const rpc = new RpcServer(server, perPeer === 'every slot' ? { concurrency: 64, perPeerConcurrency: 64 } : {})
+    let hung = 0
+    let allHung: () => void = () => {}
+    const filled = new Promise<void>((resolve) => { allHung = resolve })
+    const slotsFor = perPeer === 'every slot' ? 64 : 32
+    rpc.register('svc', {
+      hang: async () => { if (++hung === slotsFor) allHung(); await new Promise<never>(() => {}) },
+      add: (a: number, b: number) => a + b
+    })
+    const peers = await Promise.all(['greedy', 'modest'].map(async (identity) => {
+      const link = new Link()
+      const mq = new Messaging(link, { identity })
+      link.connect({ port: ls.port })
+      await connected(mq, 'server')
+      return { mq, svc: new RpcClient(mq).proxy<{ hang (): Promise<void>, add (a: number, b: number): number }>('server', 'svc') }
+    }))
+    const [greedy, modest] = peers as [typeof peers[0], typeof peers[0]]
+    try {
+      const given = Promise.allSettled(Array.from({ length: 64 }, async () => { await greedy.svc.hang.with({ timeout: 1000 })() }))
+      // The greedy peer holds all the slots it may: 32 by default, or every one.
+      await filled
+      assert.equal(rpc.running, slotsFor)
+      const sums = await Promise.all(Array.from({ length: 20 }, async (_, i) => await modest.svc.add.with({ timeout: 5000 })(i, 1)))
+      assert.deepEqual(sums, Array.from({ length: 20 }, (_, i) => i + 1))
+      const outcomes = await given
+      assert.ok(outcomes.every((r) => r.status === 'rejected' && (r.reason as Error).name === 'RpcTimeoutError'))
+    } finally {
+      for (const p of peers) await p.mq.close()
+      await server.close()
+    }
+  })
+}
+
+test('while one peer\'s calls hang without a timeout, another peer is still served: a peer holds at most half the slots', async () => {
+  const linkS = new Link()
+  const ls = await linkS.listen({ port: 0 })
+  const server = new Messaging(linkS, { identity: 'server' })
+  const rpc = new RpcServer(server, { concurrency: 8 })
+  let release: () => void = () => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  rpc.register('svc', { hang: async () => { await gate }, add: (a: number, b: number) => a + b })
+  const clients = await Promise.all(['greedy', 'modest'].map(async (identity) => {
+    const link = new Link()
+    const mq = new Messaging(link, { identity })
+    link.connect({ port: ls.port })
+    await connected(mq, 'server')
+    return { mq, rpc: new RpcClient(mq) }
+  }))
+  try {
+    const hanging = Array.from({ length: 20 }, async () => await clients[0]!.rpc.call('server', 'svc', 'hang'))
+    const sums = await Promise.all(Array.from({ length: 10 }, async (_, i) => await clients[1]!.rpc.call('server', 'svc', 'add', [i, 1])))
+    assert.deepEqual(sums, Array.from({ length: 10 }, (_, i) => i + 1))
+    assert.ok(rpc.running <= 4, `${rpc.running} running`)
+    release()
+    await Promise.all(hanging)
+  } finally {
+    release()
+    for (const c of clients) await c.mq.close()
+    await server.close()
+  }
+})
+
+test('register({ timeout }): a call that runs past it gets RpcTimeoutError, and its slot is given back', async () => {
+  const { a, b } = await pair()
+  const rpc = new RpcServer(a, { concurrency: 1 })
+  rpc.register('svc', { slow: async () => { await new Promise<never>(() => {}) }, quick: () => 'quick' }, { timeout: { slow: 200 } })
+  const svc = new RpcClient(b).proxy<{ slow (): Promise<void>, quick (): string }>('alice', 'svc')
+  try {
+    const t0 = Date.now()
+    await assert.rejects(svc.slow(), (err: Error) => err.name === 'RpcTimeoutError' && /200 ms/.test(err.message))
+    assert.ok(Date.now() - t0 >= 190)
+    // The one slot was given back: the next call runs.
+    assert.equal(await svc.quick(), 'quick')
+    assert.throws(() => { rpc.register('bad', { f () {} }, { timeout: -1 }) }, /timeout/)
+    assert.throws(() => { rpc.register('bad', { f () {} }, { timeout: { g: 10 } }) }, /not a method/)
+  } finally {
+    await b.close()
+    await a.close()
+  }
+})

@@ -710,7 +710,8 @@ test('application messages and RPC share one Messaging without taking each other
 })
 
 test('100 concurrent calls all resolve, run at most `concurrency` at a time', async () => {
-  const t = await setup({ concurrency: 8 })
+  // One caller here, so let it have every slot (its default share is half).
+  const t = await setup({ concurrency: 8, perPeerConcurrency: 8 })
   let running = 0
   let most = 0
   let ran = 0
@@ -953,7 +954,8 @@ test('RPC replies reaching a Messaging without an RpcClient are dropped by its s
 
 test('the server\'s call limiter never runs more than its limit, however tasks arrive and end', async () => {
   for (const limit of [1, 3, 8]) {
-    const limiter = new CallLimiter(limit)
+    // One peer, allowed every slot: the global limit is what is checked here.
+    const limiter = new CallLimiter(limit, limit)
     let running = 0
     let most = 0
     let finished = 0
@@ -967,13 +969,13 @@ test('the server\'s call limiter never runs more than its limit, however tasks a
       assert.ok(limiter.running >= running)
       await ticks(Math.floor(Math.random() * 4))
       // Some tasks add more while they run (as calls keep arriving while others run).
-      if (depth < 2 && Math.random() < 0.3) { started++; limiter.run(task(depth + 1)) }
+      if (depth < 2 && Math.random() < 0.3) { started++; limiter.run('p', task(depth + 1)) }
       running--
       finished++
     }
     for (let burst = 0; burst < 40; burst++) {
       const n = Math.floor(Math.random() * 3 * limit)
-      for (let i = 0; i < n; i++) { started++; limiter.run(task(0)) }
+      for (let i = 0; i < n; i++) { started++; limiter.run('p', task(0)) }
       await ticks(Math.floor(Math.random() * 3))
     }
     await limiter.idle()

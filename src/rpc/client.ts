@@ -558,6 +558,7 @@ export class RpcClient implements AsyncDisposable {
         case Status.BadArguments: throw new RpcCodecError(`${JSON.stringify(peer)} could not decode the arguments of ${object}.${method}: ${detail}`)
         case Status.BadResult: throw new RpcCodecError(`${JSON.stringify(peer)} could not encode the result of ${object}.${method}: ${detail}`)
         case Status.ResultLost: throw new RpcResultLostError(`${object}.${method} ran on ${JSON.stringify(peer)}, but its result was lost: the reply expired and the server no longer holds it`)
+        case Status.Timeout: throw new RpcTimeoutError(peer, object, method, Number(detail), `${object}.${method} did not finish on ${JSON.stringify(peer)} within its ${detail} ms timeout`)
         case Status.Withheld: throw new RpcRemoteError(peer, object, method, { name: 'Error', message: `${object}.${method} failed on ${JSON.stringify(peer)} (the server does not transfer exceptions)` })
         case Status.BadRequest:
         case Status.UnsupportedVersion:

@@ -60,8 +60,8 @@ export class RpcTimeoutError extends SnakeMQError {
   static override readonly name = 'RpcTimeoutError'
   override name = 'RpcTimeoutError'
   override readonly code = 'ERR_RPC_TIMEOUT'
-  constructor (readonly peer: string, readonly objectName: string, readonly methodName: string, readonly timeout: number) {
-    super(`no result for ${objectName}.${methodName} from ${JSON.stringify(peer)} within ${timeout} ms`)
+  constructor (readonly peer: string, readonly objectName: string, readonly methodName: string, readonly timeout: number, message?: string) {
+    super(message ?? `no result for ${objectName}.${methodName} from ${JSON.stringify(peer)} within ${timeout} ms`)
   }
 }
 

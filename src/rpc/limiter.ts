@@ -1,10 +1,11 @@
-// How the RPC server keeps at most `limit` calls running: a p-queue holds the
-// calls that must wait and starts them as slots free up. While that queue is idle
-// and a slot is free, a call starts at once without it: p-queue's bookkeeping per
-// task (ids, a Symbol, a Map entry, events, three promises) costs about 1.6 µs,
-// 40% of what the server spends on a small call (measured in benchmarks/rpc.ts's
-// setting). The queue's concurrency is kept at the slots the direct calls leave,
-// so the two together never exceed the limit.
+// How the RPC server shares its slots: at most `limit` calls run at once, and
+// at most `perPeer` of them for one peer, so a peer whose calls hang cannot
+// take every slot. Calls that must wait queue per peer and are started in turns,
+// one peer after the other, on a p-queue that runs them. A slot is given back
+// when its call is done, or at the call's deadline if that comes first (its
+// caller gave up, or its method ran out of time): the method may go on, but it
+// holds nothing any more. While nothing waits and a slot is free, a call starts
+// at once without the queue (its bookkeeping per task costs more than a small call).
 import PQueue from 'p-queue'
 
 /**
@@ -13,87 +14,153 @@ import PQueue from 'p-queue'
  */
 export type LimitedTask = () => void | Promise<void>
 
+interface Waiting { task: LimitedTask, deadline: number }
+
+interface PeerSlots {
+  running: number
+  waiting: Waiting[]
+  head: number
+}
+
 export class CallLimiter {
-  /** Tasks started without the queue and not yet done. */
-  private direct = 0
+  private runningCount = 0
+  private waitingCount = 0
+  private readonly peers = new Map<string, PeerSlots>()
+  /** Peers with calls waiting, in the order they get their next turn. */
+  private turns: string[] = []
   private readonly queue: PQueue
   private idleWaiters: Array<() => void> = []
-  /** Gives back a slot taken with tryEnter(). */
-  readonly leave = (): void => { this.done() }
+  private belowWaiters: Array<{ n: number, resolve: () => void }> = []
 
-  constructor (readonly limit: number) {
+  constructor (readonly limit: number, readonly perPeer: number = Math.max(1, Math.ceil(limit / 2))) {
     this.queue = new PQueue({ concurrency: limit })
   }
 
-  /** Tasks running now. */
-  get running (): number { return this.direct + this.queue.pending }
+  /** Tasks holding a slot now. */
+  get running (): number { return this.runningCount }
   /** Tasks waiting for a slot. */
-  get waiting (): number { return this.queue.size }
+  get waiting (): number { return this.waitingCount }
 
-  /**
-   * Takes a slot if one is free and nothing waits for one: the caller then runs
-   * its task at once, without a closure, and calls leave() once it is done.
-   */
-  tryEnter (): boolean {
-    const q = this.queue
-    if (this.direct < this.limit && q.size === 0 && q.pending === 0) {
-      this.direct++
-      return true
-    }
-    return false
+  private slots (peer: string): PeerSlots {
+    let s = this.peers.get(peer)
+    if (s === undefined) { s = { running: 0, waiting: [], head: 0 }; this.peers.set(peer, s) }
+    return s
   }
 
-  run (task: LimitedTask): void {
-    if (this.tryEnter()) {
-      // Run now; a task that finished before returning frees its slot at once.
-      let pending: void | Promise<void>
-      try {
-        pending = task()
-      } catch {
-        pending = undefined
-      }
-      if (pending === undefined) this.done()
-      else pending.then(this.leave, this.leave)
-      return
+  /**
+   * Takes a slot for `peer` if one is free and nothing waits: the caller then
+   * runs its task at once and gives the slot back with leave(peer), or track().
+   */
+  tryEnter (peer: string): boolean {
+    if (this.runningCount >= this.limit || this.waitingCount > 0) return false
+    const s = this.slots(peer)
+    if (s.running >= this.perPeer) return false
+    s.running++
+    this.runningCount++
+    return true
+  }
+
+  /** Gives back a slot taken with tryEnter(). */
+  leave (peer: string): void {
+    const s = this.peers.get(peer)
+    if (s === undefined || s.running === 0) return
+    s.running--
+    this.runningCount--
+    if (s.running === 0 && s.waiting.length === s.head) this.peers.delete(peer)
+    this.next()
+    this.wakeIdle()
+  }
+
+  /**
+   * The task that took `peer`'s slot returned `pending`: the slot goes back
+   * when it settles, or at `deadline` (ms since the epoch) if that is sooner.
+   */
+  track (peer: string, pending: Promise<void>, deadline: number): void {
+    let held = true
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const release = (): void => {
+      if (!held) return
+      held = false
+      if (timer !== undefined) clearTimeout(timer)
+      this.leave(peer)
     }
-    this.resize()
-    this.queue.add(task).catch(() => {})
+    pending.then(release, release)
+    if (deadline !== Infinity) timer = setTimeout(release, Math.max(0, deadline - Date.now()))
+  }
+
+  /** Runs `task` for `peer` when a slot is free for it; dropped unrun if `deadline` passes while it waits. */
+  run (peer: string, task: LimitedTask, deadline = Infinity): void {
+    if (this.tryEnter(peer)) { this.start(peer, task, deadline); return }
+    const s = this.slots(peer)
+    if (s.waiting.length === s.head) this.turns.push(peer)
+    s.waiting.push({ task, deadline })
+    this.waitingCount++
+    this.next()
+  }
+
+  private start (peer: string, task: LimitedTask, deadline: number): void {
+    let pending: void | Promise<void>
+    try {
+      pending = task()
+    } catch {
+      pending = undefined
+    }
+    if (pending === undefined) this.leave(peer)
+    else this.track(peer, pending, deadline)
+  }
+
+  /** Starts waiting tasks while slots are free, taking peers in turn. */
+  private next (): void {
+    // Peers passed over in a row because they are at their own limit: once all are, nothing can start.
+    let passed = 0
+    while (this.runningCount < this.limit && this.turns.length > 0 && passed < this.turns.length) {
+      const peer = this.turns.shift()!
+      const s = this.peers.get(peer)!
+      if (s.running >= this.perPeer) { this.turns.push(peer); passed++; continue }
+      passed = 0
+      const w = s.waiting[s.head]!
+      s.waiting[s.head++] = undefined as unknown as Waiting
+      this.waitingCount--
+      if (s.head === s.waiting.length) { s.waiting = []; s.head = 0 } else this.turns.push(peer)
+      this.wakeBelow()
+      // Its caller gave up while it waited: it is not run at all.
+      if (w.deadline <= Date.now()) {
+        if (s.running === 0 && s.waiting.length === 0) this.peers.delete(peer)
+        this.wakeIdle()
+        continue
+      }
+      s.running++
+      this.runningCount++
+      void this.queue.add(() => { this.start(peer, w.task, w.deadline) })
+    }
   }
 
   /** Resolves once fewer than `n` tasks are waiting. */
   async waitingBelow (n: number): Promise<void> {
-    await this.queue.onSizeLessThan(n)
+    if (this.waitingCount < n) return
+    await new Promise<void>((resolve) => { this.belowWaiters.push({ n, resolve }) })
   }
 
   /** Resolves once nothing runs and nothing waits. */
   async idle (): Promise<void> {
-    for (;;) {
-      await this.queue.onIdle()
-      if (this.direct === 0 && this.queue.size === 0 && this.queue.pending === 0) return
-      if (this.direct > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
-    }
+    if (this.runningCount === 0 && this.waitingCount === 0) return
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
   }
 
-  private done (): void {
-    this.direct--
-    const q = this.queue
-    if (q.size > 0 || q.pending > 0) this.resize()
-    if (this.direct === 0 && this.idleWaiters.length > 0) {
-      const ws = this.idleWaiters
-      this.idleWaiters = []
-      for (const w of ws) w()
+  private wakeBelow (): void {
+    if (this.belowWaiters.length === 0) return
+    const keep: typeof this.belowWaiters = []
+    for (const w of this.belowWaiters) {
+      if (this.waitingCount < w.n) w.resolve()
+      else keep.push(w)
     }
+    this.belowWaiters = keep
   }
 
-  /** Gives the queue the slots the direct tasks leave free (pausing it when there are none). */
-  private resize (): void {
-    const q = this.queue
-    const free = this.limit - this.direct
-    if (free <= 0) {
-      if (!q.isPaused) q.pause()
-      return
-    }
-    if (q.concurrency !== free) q.concurrency = free
-    if (q.isPaused) q.start()
+  private wakeIdle (): void {
+    if (this.runningCount !== 0 || this.waitingCount !== 0 || this.idleWaiters.length === 0) return
+    const ws = this.idleWaiters
+    this.idleWaiters = []
+    for (const w of ws) w()
   }
 }

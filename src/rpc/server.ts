@@ -42,6 +42,12 @@ export interface RpcServerOptions {
   /** Most calls and signals running at once (across all peers). Default 64. */
   concurrency?: number
   /**
+   * Most of those one peer may hold, so that a peer whose calls hang cannot take
+   * every slot: the others' calls go on. Calls waiting for a slot start in turns,
+   * one peer after the other. Default: half of `concurrency`.
+   */
+  perPeerConcurrency?: number
+  /**
    * Most calls and signals waiting for a free slot; past this the server stops
    * taking requests off the Messaging, which in the end stops reading from the
    * sockets (backpressure). Default 10,000.
@@ -89,6 +95,12 @@ export interface RegisterOptions {
    * `.signal()`), in addition to the methods marked with `asSignal`.
    */
   signals?: Iterable<string>
+  /**
+   * Milliseconds a call may run: for every method, or per method name. Past it
+   * the caller gets RpcTimeoutError (a Python caller, TimeoutError) and the call
+   * no longer holds a slot; what the method returns later is dropped. Default: none.
+   */
+  timeout?: number | Readonly<Record<string, number>>
 }
 
 export const rpcServerDefaults = {
@@ -123,6 +135,18 @@ export function findMethod (target: object, name: string): ((...args: unknown[])
 interface Registered {
   readonly target: object
   readonly signals: ReadonlySet<string>
+  /** Per-method timeouts in ms (`*`: every method). */
+  readonly timeouts: ReadonlyMap<string, number>
+}
+
+/** Milliseconds `method` of `r` may run, or undefined. */
+function methodTimeout (r: Registered, method: string): number | undefined {
+  return r.timeouts.size === 0 ? undefined : r.timeouts.get(method) ?? r.timeouts.get('*')
+}
+
+/** When the caller of a request stops waiting for it (ms since the epoch): the TTL it was sent with, 0 or none meaning no deadline. */
+function callerDeadline (m: Message, now: number): number {
+  return m.ttl === null || m.ttl === 0 ? Infinity : now + m.ttl * 1000
 }
 
 type Method = (...args: unknown[]) => unknown
@@ -172,7 +196,7 @@ export class RpcServer implements AsyncDisposable {
     // Checks the limits now, not at the first call.
     if (this.codec !== undefined) { encodeValue(null, this.codec); resolvePickleLimits(this.codec) }
     this.snakemq = options.snakemq ?? rpcServerDefaults.snakemq
-    this.limiter = new CallLimiter(concurrency)
+    this.limiter = new CallLimiter(concurrency, positiveInt(options.perPeerConcurrency, 'perPeerConcurrency', Math.max(1, Math.ceil(concurrency / 2))))
     addServer(mq)
     // Replies too when this Messaging has no RpcClient: someone must take them.
     this.requests = mq.consume({ prefix: RPC_MAGIC, filter: (m) => !isReply(m.data) || !hasClients(mq) }, (m) => { this.onRequest(m) })
@@ -201,7 +225,21 @@ export class RpcServer implements AsyncDisposable {
       }
       signals.add(s)
     }
-    this.objects.set(name, { target, signals })
+    const timeouts = new Map<string, number>()
+    const t = options.timeout
+    const check = (ms: unknown, what: string): number => {
+      if (typeof ms !== 'number' || !(ms > 0) || !Number.isFinite(ms)) throw new InvalidArgumentError(`register: ${what} must be a positive number of milliseconds, got ${String(ms)}`)
+      return ms
+    }
+    if (typeof t === 'number') timeouts.set('*', check(t, 'timeout'))
+    else if (t !== undefined) {
+      if (typeof t !== 'object' || t === null) throw new InvalidArgumentError('register: timeout must be a number of milliseconds or { method: ms }')
+      for (const [method, ms] of Object.entries(t)) {
+        if (findMethod(target, method) === undefined) throw new InvalidArgumentError(`register: timeout: ${JSON.stringify(method)} is not a method of ${JSON.stringify(name)}`)
+        timeouts.set(method, check(ms, `timeout of ${method}`))
+      }
+    }
+    this.objects.set(name, { target, signals, timeouts })
   }
 
   /** Stops serving `name`; calls already running finish. Returns false if nothing was registered under it. */
@@ -301,7 +339,7 @@ export class RpcServer implements AsyncDisposable {
         if (args instanceof Error) {
           this.log.warn('dropped a signal whose arguments could not be decoded', { from, object, method, error: args })
         } else {
-          this.limiter.run(() => this.runSignal(registered!.target, fn, args, from, object, method))
+          this.limiter.run(from, () => this.runSignal(registered!.target, fn, args, from, object, method))
         }
       }
       return
@@ -331,14 +369,18 @@ export class RpcServer implements AsyncDisposable {
     }
     const entry = this.cache.start(data, from)
     const limiter = this.limiter
-    if (limiter.tryEnter()) {
+    const timeout = methodTimeout(registered, method)
+    // The slot is held until the call is done, its caller gave up, or its timeout ran out.
+    const now = Date.now()
+    const deadline = Math.min(callerDeadline(m, now), timeout === undefined ? Infinity : now + timeout)
+    if (limiter.tryEnter(from)) {
       // A slot is free: run it now. A method that returns a plain value is
       // answered before this returns, with no closure and no promise on the way.
-      const pending = this.execute(registered.target, fn, args, m, object, method, entry)
-      if (pending === undefined) limiter.leave()
-      else pending.then(limiter.leave, limiter.leave)
+      const pending = this.execute(registered.target, fn, args, m, object, method, entry, timeout)
+      if (pending === undefined) limiter.leave(from)
+      else limiter.track(from, pending, deadline)
     } else {
-      limiter.run(() => this.execute(registered.target, fn, args, m, object, method, entry))
+      limiter.run(from, () => this.execute(registered.target, fn, args, m, object, method, entry, timeout), deadline)
     }
   }
 
@@ -367,7 +409,7 @@ export class RpcServer implements AsyncDisposable {
     return req
   }
 
-  private execute (target: object, fn: Method, args: unknown[], m: Message, object: string, method: string, entry: RunningCall): void | Promise<void> {
+  private execute (target: object, fn: Method, args: unknown[], m: Message, object: string, method: string, entry: RunningCall, timeout?: number): void | Promise<void> {
     let outcome: Uint8Array | Promise<Uint8Array>
     try {
       outcome = this.runCall(target, fn, args, m.data, m.from, object, method)
@@ -376,7 +418,27 @@ export class RpcServer implements AsyncDisposable {
       return
     }
     if (outcome instanceof Uint8Array) { this.callDone(outcome, m, entry); return }
-    return outcome.then((reply) => { this.callDone(reply, m, entry) }, (err: unknown) => { this.callFailed(err, m, object, method, entry) })
+    if (timeout === undefined) {
+      return outcome.then((reply) => { this.callDone(reply, m, entry) }, (err: unknown) => { this.callFailed(err, m, object, method, entry) })
+    }
+    // With a timeout: whichever comes first answers; the other is dropped.
+    let answered = false
+    const once = (reply: Uint8Array): void => {
+      if (answered) return
+      answered = true
+      clearTimeout(timer)
+      this.callDone(reply, m, entry)
+    }
+    const timer = setTimeout(() => {
+      this.log.warn('a call ran out of its timeout', { from: m.from, object, method, timeout })
+      once(failedMessage(m.data, Status.Timeout, String(timeout)))
+    }, timeout)
+    return outcome.then(once, (err: unknown) => {
+      if (answered) return
+      answered = true
+      clearTimeout(timer)
+      this.callFailed(err, m, object, method, entry)
+    })
   }
 
   private callDone (reply: Uint8Array, m: Message, entry: RunningCall): void {
@@ -513,7 +575,7 @@ export class RpcServer implements AsyncDisposable {
       }
       // As snakeMQ's server does: the mismatch is warned about, and the method runs.
       if (!marked) this.log.warn('a regular method was sent as a snakeMQ signal; run, as snakeMQ runs it', { from, object, method })
-      this.limiter.run(() => this.runSignal(registered!.target, fn, args, from, object, method))
+      this.limiter.run(from, () => this.runSignal(registered!.target, fn, args, from, object, method))
       return
     }
     const reqId = req.reqId!
@@ -531,19 +593,27 @@ export class RpcServer implements AsyncDisposable {
     if (marked) this.log.warn('a signal was called as a regular snakeMQ call; run, as snakeMQ runs it', { from, object, method })
     this.snakeCache.start(key)
     const target = registered.target
-    const task = (): void | Promise<void> => this.executeSnake(target, fn, args, m, reqId, key, object, method)
+    const timeout = methodTimeout(registered, method)
+    const task = (): void | Promise<void> => this.executeSnake(target, fn, args, m, reqId, key, object, method, timeout)
     const limiter = this.limiter
-    if (limiter.tryEnter()) {
+    // snakeMQ's calls carry no deadline (TTL 0); a registered timeout still frees the slot.
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout
+    if (limiter.tryEnter(from)) {
       const pending = task()
-      if (pending === undefined) limiter.leave()
-      else pending.then(limiter.leave, limiter.leave)
+      if (pending === undefined) limiter.leave(from)
+      else limiter.track(from, pending, deadline)
     } else {
-      limiter.run(task)
+      limiter.run(from, task, deadline)
     }
   }
 
-  private executeSnake (target: object, fn: Method, args: unknown[], m: Message, reqId: Uint8Array, key: string, object: string, method: string): void | Promise<void> {
+  private executeSnake (target: object, fn: Method, args: unknown[], m: Message, reqId: Uint8Array, key: string, object: string, method: string, timeout?: number): void | Promise<void> {
+    let answered = false
+    let timer: ReturnType<typeof setTimeout> | undefined
     const done = (reply: Uint8Array): void => {
+      if (answered) return
+      answered = true
+      if (timer !== undefined) clearTimeout(timer)
       this.snakeCache.finish(key, reply)
       this.reply(m, reply)
     }
@@ -555,6 +625,13 @@ export class RpcServer implements AsyncDisposable {
       return
     }
     if (isThenable(result)) {
+      if (timeout !== undefined) {
+        timer = setTimeout(() => {
+          this.log.warn('a snakeMQ call ran out of its timeout', { from: m.from, object, method, timeout })
+          const e = new PythonException('TimeoutError', [`${object}.${method} did not finish within its ${timeout} ms timeout`])
+          done(this.snakeExceptionReply(reqId, e, formatExceptionOnly(e)))
+        }, timeout)
+      }
       return Promise.resolve(result).then(
         (value) => { done(this.snakeReturned(value, reqId, m.from, object, method)) },
         (err: unknown) => { done(this.snakeThrown(err, reqId, m.from, object, method)) }

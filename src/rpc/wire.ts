@@ -58,7 +58,9 @@ export const Status = {
   /** The request's envelope version is not one the server speaks. */
   UnsupportedVersion: 8,
   /** The method threw, and the server does not transfer exceptions. */
-  Withheld: 9
+  Withheld: 9,
+  /** The method did not finish within the timeout it was registered with (the detail: the timeout in ms). */
+  Timeout: 10
 } as const
 export type Status = typeof Status[keyof typeof Status]
 
