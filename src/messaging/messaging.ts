@@ -243,7 +243,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     }
     const size = data.byteLength
     if (this.full(q, size)) return this.sendSlow(to, data, options)
-    const expiry = ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs
+    // While the peer is connected its offline clock stands still: no need to read the time.
+    const expiry = ttlMs === Infinity ? Infinity : (q.connected ? q.clock.offline : q.offlineAt(Date.now())) + ttlMs
     const result = { uuid: q.add(data, expiry, persistent === true ? FLAG_PERSISTENT : 0) }
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, expiry)
