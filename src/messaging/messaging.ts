@@ -13,7 +13,7 @@ import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
-import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
+import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
@@ -254,7 +254,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     const result = { uuid: q.add(data, expiry, persistent === true ? FLAG_PERSISTENT : 0) }
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, expiry)
-    } else if (this.mustPace(q)) {
+    } else if (this.mustPace(q, size)) {
       return this.pace(q, undefined).then(() => result)
     }
     return Promise.resolve(result)
@@ -331,7 +331,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (stored) await this.storeEntry(q, entry)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    else if (this.mustPace(q)) await this.pace(q, signal)
+    else if (this.mustPace(q, bytes.byteLength)) await this.pace(q, signal)
     return { uuid }
   }
 
@@ -677,9 +677,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     return q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)
   }
 
-  /** Whether the send that just queued a message for `q` must wait in pace(). */
-  private mustPace (q: Outbox): boolean {
-    return this.over(q) && ((q.nextSeq % TURN_EVERY) === 0 || this.behind(q))
+  /** Whether the send that just queued a message of `size` bytes for `q` must wait in pace(). A big one always may: 256 of them are no longer small. */
+  private mustPace (q: Outbox, size: number): boolean {
+    return this.over(q) && (size > COPY_LIMIT || (q.nextSeq % TURN_EVERY) === 0 || this.behind(q))
   }
 
   /**
