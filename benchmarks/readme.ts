@@ -31,7 +31,8 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
   --impl LIST        comma-separated, of ${IMPLS.map((i) => i.name).join(',')} (default all)
   --runs N           runs of everything, interleaved (default 3, --quick 1)
   --quick            a tenth of the messages and one run: a smoke test
-  --json FILE        where the figures go (default benchmarks/results-readme.json, none with --quick)
+  --json FILE        where the figures go (default benchmarks/results-readme.json after a full
+                     run; none by default with --quick, --scenario or --impl)
   --no-json          write no JSON
   --timeout SEC      kill a measurement's processes after SEC seconds (default 120)
   --profile DIR      a CPU profile of every child process into DIR (node --cpu-prof)
@@ -75,7 +76,8 @@ const scenarios = pick(opt.scenario, SCENARIOS, 'scenario')
 const implNames = pick(opt.impl, IMPLS.map((i) => i.name), 'implementation')
 const impls = IMPLS.filter((i) => implNames.includes(i.name))
 const cwd = process.env.INIT_CWD ?? process.cwd()
-const jsonFile = opt['no-json'] || (quick && opt.json === undefined) ? undefined : resolve(cwd, opt.json ?? join(BENCH_DIR, 'results-readme.json'))
+const partial = quick || opt.scenario !== undefined || opt.impl !== undefined
+const jsonFile = opt['no-json'] || (partial && opt.json === undefined) ? undefined : resolve(cwd, opt.json ?? join(BENCH_DIR, 'results-readme.json'))
 const profileDir = opt.profile === undefined ? undefined : resolve(cwd, opt.profile)
 const extraNodeArgs = (opt['node-args'] ?? '').split(' ').filter((a) => a !== '')
 const scale = quick ? 10 : 1
@@ -194,7 +196,7 @@ async function measure (sc: ScenarioId, who: ImplName | 'level', run: number, bo
   } catch (err) {
     record(sc, who, run, undefined)
     const msg = `${sc} ${who} run ${run + 1}: ${err instanceof Error ? err.message : String(err)}`
-    errors.push(msg)
+    errors.push(msg.split('\n')[0]!)
     log(msg)
   }
 }

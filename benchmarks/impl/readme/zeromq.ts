@@ -2,8 +2,9 @@
 // `await push.send()` per message and `for await (const [msg] of pull)`; for
 // RPC a Router that sends each request back to its sender, and a Dealer client
 // with a 4-byte call id in front of the body and one pending promise per call
-// (100 in flight stay under the default high-water mark of 1,000, so a send
-// never waits and never meets EBUSY).
+// (zeromq.js allows one send() that has to wait at a time and rejects a second
+// one with EBUSY, which 100 calls in flight do meet: the client chains its
+// sends, each after the previous one, as an application has to).
 import { Received, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
@@ -62,6 +63,7 @@ export const roles: Record<string, ProcRole> = {
     dealer.connect(`tcp://${HOST}:${num(args, 'port')}`)
     const pending = new Map<number, (body: Buffer) => void>()
     let nextId = 0
+    let sending: Promise<void> = Promise.resolve()
     const replies = (async () => {
       for await (const [msg] of dealer) {
         const id = msg!.readUInt32BE(0)
@@ -79,7 +81,8 @@ export const roles: Record<string, ProcRole> = {
       msg.writeUInt32BE(id, 0)
       body.copy(msg, 4)
       const reply = new Promise<Buffer>((resolve) => { pending.set(id, resolve) })
-      await dealer.send(msg)
+      sending = sending.then(() => dealer.send(msg))
+      await sending
       return await reply
     }
     const r = await driveCalls(call, args as unknown as CallArgs)
