@@ -34,6 +34,7 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
   --json FILE        where the figures go (default benchmarks/results-readme.json after a full
                      run; none by default with --quick, --scenario or --impl)
   --no-json          write no JSON
+  --markdown         also print the table as Markdown (as README.md shows it)
   --timeout SEC      kill a measurement's processes after SEC seconds (default 120)
   --profile DIR      a CPU profile of every child process into DIR (node --cpu-prof)
   --node-args ARGS   extra node flags for every child, space-separated: --node-args=--trace-gc`
@@ -50,6 +51,7 @@ const { values: opt } = parseArgs({
     runs: { type: 'string' },
     quick: { type: 'boolean', default: false },
     json: { type: 'string' },
+    markdown: { type: 'boolean', default: false },
     'no-json': { type: 'boolean', default: false },
     timeout: { type: 'string' },
     profile: { type: 'string' },
@@ -313,6 +315,13 @@ console.log('')
 console.log(line(head))
 console.log(widths.map((w) => '-'.repeat(w)).join('-|-'))
 for (const r of rows) console.log(line(r))
+if (opt.markdown) {
+  console.log('')
+  const cells = (r: Row): string[] => cols.slice(0, 7).map((c) => r[c])
+  console.log(`| ${cells(head).join(' | ')} |`)
+  console.log(`|${cols.slice(0, 7).map(() => '---').join('|')}|`)
+  for (const r of rows) console.log(`| ${cells(r).join(' | ')} |`)
+}
 console.log('')
 console.log(`medians of ${runs} run(s), all interleaved; a ratio is the library's figure over the reference's in the same run, median (min-max) over runs;`)
 console.log('for p50 lower is better (the ratio is library / raw); rates from the sender\'s first send to the receiver\'s last message; MB = 1e6 bytes')
