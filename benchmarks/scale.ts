@@ -17,6 +17,7 @@
 //   maxConnectionsPerAddress (default 1,024 and 128) to the peer count plus 64.
 //   The rate runs from the first sender's `go` to bob's last message; the peer
 //   counts are interleaved within each run, and the ratio is taken within a run.
+import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, platform, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -31,6 +32,8 @@ const USAGE = `usage: npx tsx benchmarks/scale.ts depth|fanin|all [options]
   --procs N        fanin: sender processes (default 1)
   --runs N         runs (default: depth 1, fanin 3)
   --timeout SEC    kill a measurement's processes after SEC seconds (default 900)
+  --compiled       depth: the restarted sender loads the library from dist/ (built first with
+                   npm run build), as a deployed application does, instead of having tsx compile it
   --json FILE      also write the figures as JSON`
 
 const { values: opt, positionals } = parseArgs({
@@ -44,6 +47,7 @@ const { values: opt, positionals } = parseArgs({
     runs: { type: 'string' },
     timeout: { type: 'string' },
     json: { type: 'string' },
+    compiled: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   },
   strict: true
@@ -103,7 +107,7 @@ async function depthRun (): Promise<Record<string, number>> {
       log(`depth: ${fmt(count)} queued at ${fmt(n(f, 'sends_per_s'))} sends/s (RSS ${fmt(n(f, 'rss_mb_after_fill'))} MB after filling); restarting`)
       const rx = start({ file: FILE, role: 'receiver', args: { count } })
       const { port } = await rx.ready
-      const tx: Proc = start({ file: FILE, role: 'restart', args: { dir, port } })
+      const tx: Proc = start({ file: FILE, role: 'restart', args: { dir, port, compiled: opt.compiled } })
       const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
       const exact = n(r, 'missing') === 0 && n(r, 'duplicates') === 0 && n(r, 'strays') === 0
       const startAt = n(t, 'startAt')
@@ -166,6 +170,11 @@ async function faninRun (peers: number): Promise<Record<string, number>> {
 const started = Date.now()
 log(`node ${process.version}, ${availableParallelism()} cpus (${cpus()[0]?.model ?? '?'}), ${platform()} ${release()}`)
 
+if ((what === 'depth' || what === 'all') && opt.compiled) {
+  log('depth --compiled: npm run build')
+  const built = spawnSync('npm', ['run', '--silent', 'build'], { cwd: resolve(import.meta.dirname, '..'), stdio: 'inherit' })
+  if (built.status !== 0) { console.error('npm run build failed'); process.exit(1) }
+}
 if (what === 'depth' || what === 'all') {
   const runs = int(opt.runs, 1, '--runs')
   const results: Array<Record<string, number>> = []
@@ -182,7 +191,7 @@ if (what === 'depth' || what === 'all') {
   out.depth = { count, runs: results }
   console.log('')
   console.log(`depth: ${fmt(count)} persistent ${SIZE}-byte messages queued for an absent peer, then a fresh sender process on the same LevelStore (issue 20's goals in brackets)`)
-  console.log('times from the restarted process\'s start: its imports done (Node, tsx, the library), ready(), bob\'s first and last message')
+  console.log(`times from the restarted process's start: its imports done (Node, tsx, the library${opt.compiled ? ' from dist/' : ''}), ready(), bob's first and last message`)
   table(['run', 'fill sends/s', 'RSS after ready() [<= 160 MB]', 'peak RSS draining', 'imports done', 'ready()', 'first message [<= 0.5 s]', 'all delivered', 'drain msgs/s', 'exactly once'],
     results.map((r, i) => [String(i + 1), fmt(r.fill_sends_per_s), `${fmt(r.rss_mb_after_ready)} MB`, `${fmt(r.rss_mb_peak_drain)} MB`,
       `${fmt(r.imported_s, 3)} s`, `${fmt(r.ready_s, 3)} s`, `${fmt(r.first_message_s, 3)} s`, `${fmt(r.drained_s, 2)} s`, fmt(r.drain_msgs_per_s),
