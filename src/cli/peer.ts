@@ -50,9 +50,9 @@ const seconds = (ms: number): string => (ms / 1000).toFixed(1)
 
 /** The store is loaded on demand so that peers without --store never load LevelDB. */
 async function openStore (directory: string): Promise<QueueStore> {
-  let level: typeof import('../store/level.ts')
+  let level: typeof import('../store/level-node.ts')
   try {
-    level = await import('../store/level.ts')
+    level = await import('../store/level-node.ts')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
     throw new UsageError(`--store is not available: ${(err as Error).message}`)

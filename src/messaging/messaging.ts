@@ -12,6 +12,8 @@ import {
 import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags, messageTtl } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
+import { setImmediate } from '../immediate.ts'
+import { utf8 } from '../bytes.ts'
 import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
 import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
@@ -136,7 +138,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   private isReady = false
   private loadError: Error | null = null
   private closing: Promise<void> | null = null
-  private clockTimer: NodeJS.Timeout | null = null
+  private clockTimer: ReturnType<typeof setInterval> | null = null
   /** Stored messages to delete, written together at the end of the turn. */
   private pendingDeletes: StoredRef[] = []
   private deleteScheduled = false
@@ -292,7 +294,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (this.draining && !internal) throw new ClosedError('messaging is draining: no new messages are taken')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+    const bytes = typeof data === 'string' ? utf8(data) : data
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('send: data must be a Uint8Array or a string')
     const { ttl, signal } = options
     if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || Number.isNaN(ttl))) {
@@ -599,7 +601,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.log.info('queues opened', { messages, peers: summary.queues.length })
       this.isReady = true
       this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
-      this.clockTimer.unref()
+      // Node's timers have unref(), a browser's are numbers: the clock alone must not keep a process alive.
+      const timer: { unref?: () => void } = this.clockTimer
+      timer.unref?.()
     } catch (err) {
       this.loadError = err instanceof StoreError ? err : new StoreError('could not load the queue store', { cause: err })
       this.log.error('loading queues failed', { error: this.loadError })
