@@ -4,7 +4,7 @@
 // setTimeout(0) calls get in browsers.
 
 /** What setImmediate returns, for clearImmediate. */
-export type ImmediateHandle = unknown
+export type ImmediateHandle = object | number
 
 interface ImmediateFunctions {
   setImmediate?: (callback: () => void) => ImmediateHandle

@@ -3,7 +3,8 @@
 // something is still unmet, else 0), or on SIGINT/SIGTERM.
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type tls from 'node:tls'
-import { Link, type Connector, type ListenOptions, type ConnectOptions } from '../link/link.ts'
+import { type Connector, type ListenOptions, type ConnectOptions } from '../link/link.ts'
+import { Link } from '../link/node-link.ts'
 import { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingOptions } from '../messaging/types.ts'
 import type { QueueStore } from '../store/types.ts'

@@ -2,7 +2,7 @@
 // delivery with redelivery and duplicate filtering, persistence through a
 // QueueStore, and received messages as async iterables. It sits on a Link and
 // sees connections only as duplexes of bytes.
-import type { Link } from '../link/link.ts'
+import type { LinkBase as Link } from '../link/link.ts'
 import type { Connection } from '../link/connection.ts'
 import { TypedEmitter } from '../events.ts'
 import {
