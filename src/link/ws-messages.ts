@@ -35,7 +35,7 @@ export function toMessages (chunks: Uint8Array | readonly Uint8Array[]): Uint8Ar
 export function checkMaxPayload (value: unknown, what: string): number | string {
   if (value === undefined) return DEFAULT_MAX_PAYLOAD
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < MAX_MESSAGE_BYTES) {
-    return `${what}: websocket.maxPayload must be an integer of at least ${MAX_MESSAGE_BYTES} bytes (the largest message a peer sends), got ${typeof value === "number" ? value : typeof value}`
+    return `${what}: websocket.maxPayload must be an integer of at least ${MAX_MESSAGE_BYTES} bytes (the largest message a peer sends), got ${typeof value === 'number' ? value : typeof value}`
   }
   return value
 }

@@ -132,7 +132,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers). */
   private readonly idle = new Set<string>()
   private readonly maxIdlePeers: number
-  private readonly expiryTimers = new Map<string, { timer: NodeJS.Timeout, at: number }>()
+  private readonly expiryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>, at: number }>()
   private readonly inbox: Inbox
   private readonly loaded: Promise<void>
   private isReady = false
@@ -602,8 +602,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.isReady = true
       this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
       // Node's timers have unref(), a browser's are numbers: the clock alone must not keep a process alive.
-      const timer: { unref?: () => void } = this.clockTimer
-      timer.unref?.()
+      ;(this.clockTimer as unknown as { unref?: () => void }).unref?.()
     } catch (err) {
       this.loadError = err instanceof StoreError ? err : new StoreError('could not load the queue store', { cause: err })
       this.log.error('loading queues failed', { error: this.loadError })
