@@ -6,7 +6,6 @@
 // ws's send callbacks report the bytes handed to the socket.
 import type { Socket } from 'node:net'
 import type { PeerCertificate } from 'node:tls'
-import type { WebSocket } from 'ws'
 import { AlreadyIteratingError, ClosedError, ProtocolError, WebSocketMessageTooLargeError } from '../errors.ts'
 import { channelId, type Channel, type ChannelReader, type Direction } from './channel.ts'
 import { tlsPeer } from './socket-channel.ts'
@@ -24,6 +23,23 @@ function frameError (err: Error & { code?: string }, maxPayload: number): Error 
   if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new WebSocketMessageTooLargeError(maxPayload, { cause: err })
   if (typeof err.code === 'string' && err.code.startsWith('WS_ERR_')) return new ProtocolError(`bad WebSocket frame: ${err.message}`, { cause: err })
   return err
+}
+
+/**
+ * The part of a `ws` WebSocket used here, typed here so that this module's
+ * declarations need no @types/ws.
+ */
+export interface NodeWebSocket {
+  readonly readyState: number
+  readonly OPEN: number
+  on (event: 'message', listener: (data: Buffer, isBinary: boolean) => void): unknown
+  on (event: 'error', listener: (err: Error & { code?: string }) => void): unknown
+  once (event: 'close', listener: (code: number) => void): unknown
+  pause (): void
+  resume (): void
+  send (data: Uint8Array, options: { binary: boolean }, callback: (err?: Error | null) => void): void
+  close (code?: number, reason?: string): void
+  terminate (): void
 }
 
 export class WsChannel implements Channel {
@@ -52,7 +68,7 @@ export class WsChannel implements Channel {
   private drainWaiters: Array<() => void> = []
 
   /** `socket`: the TCP (or TLS) socket under the WebSocket, for its addresses and certificate. */
-  constructor (private readonly ws: WebSocket, readonly direction: Direction, socket: Socket, private readonly maxPayload: number) {
+  constructor (private readonly ws: NodeWebSocket, readonly direction: Direction, socket: Socket, private readonly maxPayload: number) {
     this.remoteAddress = socket.remoteAddress ?? ''
     this.remotePort = socket.remotePort ?? 0
     const peer = tlsPeer(socket)
