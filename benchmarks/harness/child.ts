@@ -29,7 +29,7 @@ function send (msg: ToParent): Promise<void> {
 }
 
 if (process.send === undefined) {
-  console.error('benchmarks/harness/child.ts is started by benchmarks/run.ts, not by hand')
+  console.error('benchmarks/harness/child.ts is started by benchmarks/tuned.ts, not by hand')
   process.exit(2)
 }
 process.on('disconnect', () => process.exit(3))

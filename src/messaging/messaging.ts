@@ -15,7 +15,7 @@ import { debugLogger, type Logger } from '../logging.ts'
 import { setImmediate } from '../immediate.ts'
 import { utf8 } from '../bytes.ts'
 import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
-import { EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
+import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
@@ -54,6 +54,12 @@ export const messagingDefaults = {
  */
 const PACE_MESSAGES = 2048
 const PACE_BYTES = 8 * 1024 * 1024
+/**
+ * While the remote is what holds a paced queue up, one send in this many waits a
+ * turn of the event loop (so acknowledgements get in); the others resolve at once.
+ * A turn per send cost a third of a flooding sender's time in setImmediate and polls.
+ */
+const TURN_EVERY = 256
 
 /** send()'s default options: one shared object instead of a new one per call. */
 const NO_OPTIONS: SendOptions = Object.freeze({})
@@ -245,11 +251,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     }
     const size = data.byteLength
     if (this.full(q, size)) return this.sendSlow(to, data, options)
-    const expiry = ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs
+    // While the peer is connected its offline clock stands still: no need to read the time.
+    const expiry = ttlMs === Infinity ? Infinity : (q.connected ? q.clock.offline : q.offlineAt(Date.now())) + ttlMs
     const result = { uuid: q.add(data, expiry, persistent === true ? FLAG_PERSISTENT : 0) }
     if (!q.connected) {
       if (ttlMs !== Infinity) this.scheduleExpiry(q, expiry)
-    } else if (this.over(q)) {
+    } else if (this.mustPace(q, size)) {
       return this.pace(q, undefined).then(() => result)
     }
     return Promise.resolve(result)
@@ -326,7 +333,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (stored) await this.storeEntry(q, entry)
     if (!q.connected && ttlMs !== Infinity) this.scheduleExpiry(q, entry.expiry)
     if (delivered !== null) await (signal === undefined ? delivered : raceAbort(delivered, signal))
-    else if (this.over(q)) await this.pace(q, signal)
+    else if (this.mustPace(q, bytes.byteLength)) await this.pace(q, signal)
     return { uuid }
   }
 
@@ -673,13 +680,19 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     return q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)
   }
 
+  /** Whether the send that just queued a message of `size` bytes for `q` must wait in pace(). A big one always may: 256 of them are no longer small. */
+  private mustPace (q: Outbox, size: number): boolean {
+    return this.over(q) && (size > COPY_LIMIT || (q.nextSeq % TURN_EVERY) === 0 || this.behind(q))
+  }
+
   /**
    * Waits (the message being queued already) until the connection took more of
    * the queue, the peer went away, or `signal` aborted. When the remote is what
    * holds things up, waits one turn of the event loop and no more, so its
    * acknowledgements get in: a stalled remote must not keep send() from
    * resolving (the queue limits bound what waits), but a producer should not
-   * race ahead of it either, each message it queues outliving a scavenge.
+   * race ahead of it either, each message it queues outliving a scavenge. (Only
+   * one send in TURN_EVERY comes here for that: see mustPace.)
    */
   private async pace (q: Outbox, signal: AbortSignal | undefined): Promise<void> {
     while (this.behind(q)) {

@@ -1,0 +1,111 @@
+// What every program of the default mode shares, so that only the transport
+// differs between them: the payload (a fresh buffer per message with an 8-byte
+// counter in front), the receiver's bookkeeping (each counter into a Set), and
+// the RPC call loops and their percentiles.
+
+/** Wall-clock ms, shared by every process on the host. */
+export const wallNow = (): number => performance.timeOrigin + performance.now()
+
+/** A fresh `size`-byte buffer with `i` as an 8-byte big-endian counter in front. */
+export function payload (i: number, size: number): Buffer {
+  const b = Buffer.alloc(size)
+  b.writeUInt32BE(Math.floor(i / 0x1_0000_0000), 0)
+  b.writeUInt32BE(i >>> 0, 4)
+  return b
+}
+
+/** The counter `payload()` put in front of `data`. */
+export function counterOf (data: Uint8Array): number {
+  const hi = ((data[0]! << 24) | (data[1]! << 16) | (data[2]! << 8) | data[3]!) >>> 0
+  const lo = ((data[4]! << 24) | (data[5]! << 16) | (data[6]! << 8) | data[7]!) >>> 0
+  return hi * 0x1_0000_0000 + lo
+}
+
+/** A receiver's record: every counter once, the times of the first and the last message. */
+export class Received {
+  readonly seen = new Set<number>()
+  firstAt = 0
+  lastAt = 0
+  duplicates = 0
+  bytes = 0
+  constructor (readonly count: number) {}
+
+  /** Records one message; true once `count` distinct counters have arrived. */
+  add (data: Uint8Array): boolean {
+    if (this.seen.size === 0 && this.duplicates === 0) this.firstAt = wallNow()
+    const c = counterOf(data)
+    if (this.seen.has(c)) this.duplicates++
+    else this.seen.add(c)
+    this.bytes += data.length
+    if (this.seen.size === this.count) { this.lastAt = wallNow(); return true }
+    return false
+  }
+
+  /** The figures, after checking every counter in 0..count-1 arrived exactly once. */
+  report (): Record<string, unknown> {
+    let missing = 0
+    for (let i = 0; i < this.count; i++) if (!this.seen.has(i)) missing++
+    if (missing > 0 || this.duplicates > 0) throw new Error(`received ${this.seen.size} of ${this.count}: ${missing} missing, ${this.duplicates} duplicates`)
+    return { firstAt: this.firstAt, lastAt: this.lastAt, received: this.seen.size, bytes: this.bytes }
+  }
+}
+
+export interface CallArgs {
+  /** 'seq': one call at a time, each timed; 'inflight': `inFlight` calls outstanding at all times. */
+  mode: 'seq' | 'inflight'
+  calls: number
+  inFlight: number
+  size: number
+}
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!
+
+/**
+ * One warm-up call, then `calls` calls through `call`, which must resolve with
+ * the server's echo of its argument (checked by the counter).
+ */
+export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a: CallArgs): Promise<Record<string, unknown>> {
+  const check = async (i: number): Promise<void> => {
+    const reply = await call(payload(i, a.size))
+    if (reply.length !== a.size || counterOf(reply) !== i) throw new Error(`call ${i}: the reply is not its echo`)
+  }
+  await check(0)
+  if (a.mode === 'seq') {
+    const us: number[] = []
+    const t0 = performance.now()
+    for (let i = 1; i <= a.calls; i++) {
+      const s = performance.now()
+      await check(i)
+      us.push((performance.now() - s) * 1000)
+    }
+    const ms = performance.now() - t0
+    us.sort((x, y) => x - y)
+    return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000) }
+  }
+  let next = 1
+  const worker = async (): Promise<void> => {
+    while (next <= a.calls) await check(next++)
+  }
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: a.inFlight }, worker))
+  const ms = performance.now() - t0
+  return { calls_per_s: a.calls / (ms / 1000) }
+}
+
+export function num (args: Record<string, unknown>, key: string): number {
+  const v = args[key]
+  if (typeof v !== 'number') throw new Error(`missing numeric argument ${key}`)
+  return v
+}
+
+export function str (args: Record<string, unknown>, key: string): string {
+  const v = args[key]
+  if (typeof v !== 'string') throw new Error(`missing string argument ${key}`)
+  return v
+}
+
+/** Resolves when `signal` aborts. */
+export function aborted (signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => { signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+}

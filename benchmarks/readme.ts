@@ -1,0 +1,342 @@
+// npm run bench [-- --scenario S1,S3a] [--impl snakemq,raw_net] [--runs N] [--json FILE] [--quick]
+//
+// The default mode of `npm run bench` (issue 19): this library used exactly as
+// README.md teaches it, beside the raw node:net program and the zeromq.js 6
+// program an application writes by hand (benchmarks/impl/readme/). Every
+// measurement is two fresh child processes on 127.0.0.1. A rate runs from the
+// sender's first send to the receiver's last message, both read on the wall
+// clock that all processes share; the receiver checks that every message
+// arrived exactly once. Runs are interleaved (run 1 of every scenario and
+// implementation, then run 2, ...), so drift on a noisy machine hits all alike;
+// the table shows medians, each ratio computed within a run, and the goals of
+// issue 19. Progress goes to stderr, the table to stdout, the figures to JSON.
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
+import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { BENCH_DIR, failureOf, withProcs, type Proc, type ProcSpec } from './harness/proc.ts'
+
+const IMPLS = [
+  { name: 'snakemq', title: 'this library', file: 'impl/readme/snakemq.ts' },
+  { name: 'raw_net', title: 'raw node:net', file: 'impl/readme/raw-net.ts' },
+  { name: 'zeromq', title: 'zeromq.js', file: 'impl/readme/zeromq.ts' }
+] as const
+type ImplName = typeof IMPLS[number]['name']
+
+const SCENARIOS = ['S1', 'S2', 'S3a', 'S3b', 'S4'] as const
+type ScenarioId = typeof SCENARIOS[number]
+
+const USAGE = `usage: npm run bench -- [options]            (the default mode; --mode tuned for the older harness)
+  --scenario LIST    comma-separated, of ${SCENARIOS.join(',')} (default all)
+  --impl LIST        comma-separated, of ${IMPLS.map((i) => i.name).join(',')} (default all)
+  --runs N           runs of everything, interleaved (default 3, --quick 1)
+  --quick            a tenth of the messages and one run: a smoke test
+  --json FILE        where the figures go (default benchmarks/results-readme.json after a full
+                     run; none by default with --quick, --scenario or --impl)
+  --no-json          write no JSON
+  --markdown         also print the table as Markdown (as README.md shows it)
+  --timeout SEC      kill a measurement's processes after SEC seconds (default 120)
+  --profile DIR      a CPU profile of every child process into DIR (node --cpu-prof)
+  --node-args ARGS   extra node flags for every child, space-separated: --node-args=--trace-gc`
+
+function fail (msg: string): never {
+  console.error(`${msg}\n${USAGE}`)
+  process.exit(2)
+}
+
+const { values: opt } = parseArgs({
+  options: {
+    scenario: { type: 'string' },
+    impl: { type: 'string' },
+    runs: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    json: { type: 'string' },
+    markdown: { type: 'boolean', default: false },
+    'no-json': { type: 'boolean', default: false },
+    timeout: { type: 'string' },
+    profile: { type: 'string' },
+    'node-args': { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false }
+  },
+  strict: true
+})
+if (opt.help) { console.log(USAGE); process.exit(0) }
+
+function pick<T extends string> (arg: string | undefined, known: readonly T[], what: string): T[] {
+  if (arg === undefined) return [...known]
+  const want = arg.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '')
+  for (const w of want) if (!known.some((k) => k.toLowerCase() === w)) fail(`unknown ${what}: ${w}`)
+  return known.filter((k) => want.includes(k.toLowerCase()))
+}
+
+const quick = opt.quick
+const runs = opt.runs === undefined ? (quick ? 1 : 3) : Number(opt.runs)
+if (!Number.isInteger(runs) || runs < 1) fail('--runs must be a positive integer')
+const timeoutMs = (opt.timeout === undefined ? 120 : Number(opt.timeout)) * 1000
+if (!(timeoutMs > 0)) fail('--timeout must be a positive number of seconds')
+const scenarios = pick(opt.scenario, SCENARIOS, 'scenario')
+const implNames = pick(opt.impl, IMPLS.map((i) => i.name), 'implementation')
+const impls = IMPLS.filter((i) => implNames.includes(i.name))
+const cwd = process.env.INIT_CWD ?? process.cwd()
+const partial = quick || opt.scenario !== undefined || opt.impl !== undefined
+const jsonFile = opt['no-json'] || (partial && opt.json === undefined) ? undefined : resolve(cwd, opt.json ?? join(BENCH_DIR, 'results-readme.json'))
+const profileDir = opt.profile === undefined ? undefined : resolve(cwd, opt.profile)
+const extraNodeArgs = (opt['node-args'] ?? '').split(' ').filter((a) => a !== '')
+const scale = quick ? 10 : 1
+
+/** The sizes, as issue 19 gives them. */
+const PARAMS = {
+  S1: { count: 200_000 / scale, size: 16 },
+  S2: { count: 256 / (quick ? 4 : 1), size: 1 << 20 },
+  S3a: { mode: 'seq', calls: 5_000 / scale, inFlight: 1, size: 16 },
+  S3b: { mode: 'inflight', calls: 20_000 / scale, inFlight: 100, size: 16 },
+  S4: { count: 20_000 / scale, size: 16, floorCount: 10_000 / scale }
+} as const
+
+const log = (s: string): void => { process.stderr.write(`${s}\n`) }
+
+type Figures = Record<string, number>
+/** figures[scenario][impl] = one Figures per run that succeeded (undefined for a failed run). */
+const perRun: Partial<Record<ScenarioId, Partial<Record<ImplName | 'level', Array<Figures | undefined>>>>> = {}
+const errors: string[] = []
+let profileSeq = 0
+
+function nodeArgsFor (tag: string): string[] {
+  if (profileDir === undefined) return extraNodeArgs
+  return [...extraNodeArgs, '--cpu-prof', `--cpu-prof-dir=${join(profileDir, `${tag}-${++profileSeq}`)}`]
+}
+
+const spec = (file: string, role: string, args: Record<string, unknown>): ProcSpec => ({ file, role, args })
+const n = (r: Record<string, unknown>, key: string): number => {
+  const v = r[key]
+  if (typeof v !== 'number') throw new Error(`a child did not report ${key}`)
+  return v
+}
+
+/** S1, S2: one sender, one receiver. */
+async function stream (file: string, p: { count: number, size: number }, tag: string): Promise<Figures> {
+  return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
+    const rx = start(spec(file, 'receiver', { count: p.count }))
+    const { port } = await rx.ready
+    const tx = start(spec(file, 'sender', { port, count: p.count, size: p.size }))
+    const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
+    const s = (n(r, 'lastAt') - n(t, 'firstAt')) / 1000
+    return { msgs_per_s: p.count / s, mb_per_s: (p.count * p.size) / 1e6 / s, seconds: s, rss_mb_sender: n(t, 'maxRssMb'), rss_mb_receiver: n(r, 'maxRssMb') }
+  })
+}
+
+/** S3a, S3b: an echo server and a client that drives the calls. */
+async function rpc (file: string, p: Record<string, unknown>, tag: string): Promise<Figures> {
+  return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
+    const srv = start(spec(file, 'echoServer', {}))
+    const { port } = await srv.ready
+    const cli = start(spec(file, 'rpcClient', { ...p, port }))
+    const r = await Promise.race([cli.result, failureOf(srv.result)])
+    const out: Figures = {}
+    for (const k of ['p50_us', 'p99_us', 'calls_per_s']) if (typeof r[k] === 'number') out[k] = r[k]
+    return out
+  })
+}
+
+/**
+ * S4: awaited persistent sends to an absent bob in one process, killed with
+ * SIGKILL; then bob listens, a fresh process opens the same store and connects,
+ * and the time runs from its LevelStore.open() to bob's last message.
+ */
+async function s4 (file: string, p: typeof PARAMS.S4, tag: string): Promise<Figures> {
+  const dir = await mkdtemp(join(tmpdir(), 'snakemq-bench-s4-'))
+  try {
+    return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
+      const fill = start(spec(file, 'persistentSender', { dir, count: p.count, size: p.size }))
+      const f = await fill.result
+      fill.kill('SIGKILL')
+      await fill.exited
+      const rx = start(spec(file, 'receiver', { count: p.count }))
+      const { port } = await rx.ready
+      const tx: Proc = start(spec(file, 'restartedSender', { dir, port }))
+      const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
+      if (n(t, 'queuedAtReady') !== p.count) throw new Error(`the restarted sender found ${n(t, 'queuedAtReady')} of ${p.count} queued`)
+      return {
+        sends_per_s: n(f, 'sends_per_s'),
+        drain_s: (n(r, 'lastAt') - n(t, 'openAt')) / 1000,
+        drain_from_process_start_s: (n(r, 'lastAt') - n(t, 'startAt')) / 1000,
+        open_to_ready_ms: n(t, 'readyAt') - n(t, 'openAt')
+      }
+    })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** The floor under S4: level's own awaited put and batch, in a child like the others. */
+async function levelFloor (p: typeof PARAMS.S4, tag: string): Promise<Figures> {
+  const dir = await mkdtemp(join(tmpdir(), 'snakemq-bench-level-'))
+  try {
+    return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
+      const r = await start(spec('impl/readme/snakemq.ts', 'levelFloor', { dir, count: p.floorCount })).result
+      return { put_us: n(r, 'put_us'), batch_us: n(r, 'batch_us'), batch2_us: n(r, 'batch2_us') }
+    })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+function record (sc: ScenarioId, who: ImplName | 'level', run: number, f: Figures | undefined): void {
+  const list = ((perRun[sc] ??= {})[who] ??= [])
+  list[run] = f
+}
+
+const fmt = (v: number | undefined, digits = 0): string =>
+  v === undefined || !Number.isFinite(v) ? '-' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+
+async function measure (sc: ScenarioId, who: ImplName | 'level', run: number, body: (tag: string) => Promise<Figures>): Promise<void> {
+  const tag = `${sc}-${who}-run${run + 1}`
+  try {
+    const f = await body(tag)
+    record(sc, who, run, f)
+    log(`${sc} ${who} run ${run + 1}/${runs}: ${Object.entries(f).map(([k, v]) => `${k} ${fmt(v, v < 10 ? 3 : 0)}`).join(', ')}`)
+  } catch (err) {
+    record(sc, who, run, undefined)
+    const msg = `${sc} ${who} run ${run + 1}: ${err instanceof Error ? err.message : String(err)}`
+    errors.push(msg.split('\n')[0]!)
+    log(msg)
+  }
+}
+
+const machine = { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', mem_gb: Math.round(totalmem() / 1e9), os: `${platform()} ${release()}`, node: process.version }
+log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${runs} run(s)${quick ? ', quick' : ''}`)
+if (profileDir !== undefined) await mkdir(profileDir, { recursive: true })
+const started = Date.now()
+
+for (let run = 0; run < runs; run++) {
+  for (const sc of scenarios) {
+    if (sc === 'S4') {
+      if (impls.some((i) => i.name === 'snakemq')) await measure(sc, 'snakemq', run, (tag) => s4('impl/readme/snakemq.ts', PARAMS.S4, tag))
+      await measure(sc, 'level', run, (tag) => levelFloor(PARAMS.S4, tag))
+      continue
+    }
+    for (const impl of impls) {
+      await measure(sc, impl.name, run, (tag) => sc === 'S1' || sc === 'S2'
+        ? stream(impl.file, PARAMS[sc], tag)
+        : rpc(impl.file, PARAMS[sc], tag))
+    }
+  }
+}
+
+// ---- the table ----
+
+const median = (xs: number[]): number | undefined => {
+  if (xs.length === 0) return undefined
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+const values = (sc: ScenarioId, who: ImplName | 'level', key: string): number[] =>
+  (perRun[sc]?.[who] ?? []).map((f) => f?.[key]).filter((v): v is number => v !== undefined && Number.isFinite(v))
+const med = (sc: ScenarioId, who: ImplName | 'level', key: string): number | undefined => median(values(sc, who, key))
+/** The library's figure over the reference's, run by run (only runs where both succeeded). */
+function ratios (sc: ScenarioId, ref: ImplName, key: string): number[] {
+  const a = perRun[sc]?.snakemq ?? []
+  const b = perRun[sc]?.[ref] ?? []
+  const out: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const x = a[i]?.[key]
+    const y = b[i]?.[key]
+    if (x !== undefined && y !== undefined && y > 0) out.push(x / y)
+  }
+  return out
+}
+function ratioCell (sc: ScenarioId, ref: ImplName, key: string): string {
+  const rs = ratios(sc, ref, key)
+  const m = median(rs)
+  if (m === undefined) return ''
+  const lo = Math.min(...rs)
+  const hi = Math.max(...rs)
+  return rs.length > 1 ? `${m.toFixed(2)}x (${lo.toFixed(2)}-${hi.toFixed(2)})` : `${m.toFixed(2)}x`
+}
+
+interface Row { scenario: string, lib: string, raw: string, zmq: string, vsRaw: string, vsZmq: string, goal: string, met: string }
+const rows: Row[] = []
+const json: Record<string, unknown> = {}
+const unitDigits = (v: number | undefined): number => v !== undefined && v < 100 ? 1 : 0
+const k = (v: number | undefined): string => v === undefined ? '-' : v >= 10_000 ? `${fmt(v / 1000, 1)}k` : fmt(v, unitDigits(v))
+
+function rateRow (sc: ScenarioId, label: string, key: string, unit: string, goal: string, check: (vsRaw?: number, vsZmq?: number) => boolean | undefined): void {
+  if (!scenarios.includes(sc)) return
+  const lib = med(sc, 'snakemq', key)
+  const raw = med(sc, 'raw_net', key)
+  const zmq = med(sc, 'zeromq', key)
+  const vr = median(ratios(sc, 'raw_net', key))
+  const vz = median(ratios(sc, 'zeromq', key))
+  const ok = check(vr, vz)
+  rows.push({ scenario: label, lib: k(lib) + unit, raw: k(raw) + unit, zmq: k(zmq) + unit, vsRaw: ratioCell(sc, 'raw_net', key), vsZmq: ratioCell(sc, 'zeromq', key), goal, met: ok === undefined ? '' : ok ? 'yes' : 'no' })
+  json[sc] = { key, snakemq: lib, raw_net: raw, zeromq: zmq, vs_raw_net: vr, vs_zeromq: vz, vs_raw_net_runs: ratios(sc, 'raw_net', key), vs_zeromq_runs: ratios(sc, 'zeromq', key), goal, met: ok }
+}
+const atLeast = (r: number | undefined, v: number): boolean | undefined => r === undefined ? undefined : r >= v
+const atMost = (r: number | undefined, v: number): boolean | undefined => r === undefined ? undefined : r <= v
+const both = (a: boolean | undefined, b: boolean | undefined): boolean | undefined => a === undefined ? b : b === undefined ? a : a && b
+
+rateRow('S1', `S1 ${fmt(PARAMS.S1.count)} x 16 B, msgs/s`, 'msgs_per_s', '', '>= 1.0x raw, >= 3x zmq', (r, z) => both(atLeast(r, 1), atLeast(z, 3)))
+rateRow('S2', `S2 ${PARAMS.S2.count} x 1 MiB, MB/s`, 'mb_per_s', '', '>= 1.0x raw', (r) => atLeast(r, 1))
+rateRow('S3a', `S3a ${fmt(PARAMS.S3a.calls)} sequential RPC calls, p50 us`, 'p50_us', ' us', '<= 1.5x raw', (r) => atMost(r, 1.5))
+rateRow('S3b', `S3b ${fmt(PARAMS.S3b.calls)} RPC calls, 100 in flight, calls/s`, 'calls_per_s', '', '>= 1.0x raw', (r) => atLeast(r, 1))
+if (scenarios.includes('S4')) {
+  const sends = med('S4', 'snakemq', 'sends_per_s')
+  const drain = med('S4', 'snakemq', 'drain_s')
+  const fromStart = med('S4', 'snakemq', 'drain_from_process_start_s')
+  const put = med('S4', 'level', 'put_us')
+  const batch = med('S4', 'level', 'batch_us')
+  const batch2 = med('S4', 'level', 'batch2_us')
+  // The library's awaited send against one awaited 2-put LevelDB batch (what a send writes), run by run.
+  const vsFloor: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const s = perRun.S4?.snakemq?.[i]?.sends_per_s
+    const b = perRun.S4?.level?.[i]?.batch2_us
+    if (s !== undefined && b !== undefined) vsFloor.push(s / (1e6 / b))
+  }
+  const vf = median(vsFloor)
+  if (sends !== undefined) {
+    rows.push({ scenario: `S4 await send(.., { persistent: true }) x ${fmt(PARAMS.S4.count)}, sends/s`, lib: k(sends), raw: '', zmq: '', vsRaw: vf === undefined ? '' : `${vf.toFixed(2)}x the level floor`, vsZmq: '', goal: '>= 50,000', met: sends >= 50_000 ? 'yes' : 'no' })
+  }
+  if (drain !== undefined) {
+    rows.push({ scenario: `S4 drain of those after SIGKILL and restart, s`, lib: `${fmt(drain, 3)} s`, raw: '', zmq: '', vsRaw: `${fmt(fromStart, 3)} s from process start`, vsZmq: '', goal: '<= 0.3 s (keep)', met: drain <= 0.3 ? 'yes' : 'no' })
+  }
+  if (put !== undefined) {
+    rows.push({ scenario: 'S4 floor: level awaited put / batch(1) / batch(2 puts), per op', lib: `${fmt(put, 1)} / ${fmt(batch, 1)} / ${fmt(batch2, 1)} us`, raw: '', zmq: '', vsRaw: `${k(batch2 === undefined ? undefined : 1e6 / batch2)} ops/s (2 puts)`, vsZmq: '', goal: '', met: '' })
+  }
+  json.S4 = { sends_per_s: sends, drain_s: drain, drain_from_process_start_s: fromStart, open_to_ready_ms: med('S4', 'snakemq', 'open_to_ready_ms'), vs_level_batch2_floor: vf, level_put_us: put, level_batch_us: batch, level_batch2_us: batch2, goal: { sends_per_s: 50_000, drain_s: 0.3 } }
+}
+
+const head: Row = { scenario: 'scenario', lib: 'this library', raw: 'raw node:net', zmq: 'zeromq.js', vsRaw: 'ratio vs raw', vsZmq: 'ratio vs zmq', goal: 'goal', met: 'met' }
+const cols = Object.keys(head) as Array<keyof Row>
+const widths = cols.map((c) => Math.max(...[head, ...rows].map((r) => r[c].length)))
+const line = (r: Row): string => cols.map((c, i) => (i === 0 || i >= 6 ? r[c].padEnd(widths[i]!) : r[c].padStart(widths[i]!))).join(' | ').trimEnd()
+console.log('')
+console.log(line(head))
+console.log(widths.map((w) => '-'.repeat(w)).join('-|-'))
+for (const r of rows) console.log(line(r))
+if (opt.markdown) {
+  console.log('')
+  const cells = (r: Row): string[] => cols.slice(0, 7).map((c) => r[c])
+  console.log(`| ${cells(head).join(' | ')} |`)
+  console.log(`|${cols.slice(0, 7).map(() => '---').join('|')}|`)
+  for (const r of rows) console.log(`| ${cells(r).join(' | ')} |`)
+}
+console.log('')
+console.log(`medians of ${runs} run(s), all interleaved; a ratio is the library's figure over the reference's in the same run, median (min-max) over runs;`)
+console.log('for p50 lower is better (the ratio is library / raw); rates from the sender\'s first send to the receiver\'s last message; MB = 1e6 bytes')
+console.log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${((Date.now() - started) / 1000).toFixed(0)} s`)
+for (const e of errors) console.log(`error: ${e}`)
+
+if (jsonFile !== undefined) {
+  const doc = {
+    table: json,
+    meta: { date: new Date().toISOString(), command: ['npm', 'run', 'bench', '--', ...process.argv.slice(2)].join(' ').trimEnd(), runs, quick, machine, params: PARAMS, errors },
+    per_run: perRun
+  }
+  const tidy = (_k: string, v: unknown): unknown => typeof v === 'number' && !Number.isInteger(v) ? (Math.abs(v) >= 1000 ? Math.round(v) : Number(v.toPrecision(4))) : v
+  await mkdir(dirname(jsonFile), { recursive: true })
+  await writeFile(jsonFile, JSON.stringify(doc, tidy, 2) + '\n')
+  log(`wrote ${jsonFile}`)
+}
+process.exitCode = errors.length > 0 ? 1 : 0
