@@ -4,7 +4,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'docs/api/', 'coverage/', '.scratch/', '.bench-tmp/'] },
+  { ignores: ['dist/', 'node_modules/', 'docs/api/', 'coverage/', '.scratch/', '.bench-tmp/', 'types/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -15,7 +15,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Level } from 'level'
-import { LevelStore } from '../src/store/level.ts'
+import { LevelStore } from '../src/store/level-node.ts'
 import type { StoredMessage } from '../src/store/types.ts'
 
 const depth = Number(process.argv[2] ?? 1_000_000)

@@ -9,7 +9,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LevelStore } from '../src/store/level.ts'
+import { LevelStore } from '../src/store/level-node.ts'
 import { MemoryStore } from '../src/store/memory.ts'
 import type { QueueStore, StoredMessage } from '../src/store/types.ts'
 

@@ -4,7 +4,7 @@
 // A browser build uses the portable fallbacks.
 
 interface NodeBufferLike {
-  allocUnsafe (size: number): Uint8Array
+  allocUnsafe (size: number): Uint8Array<ArrayBuffer>
   from (bytes: ArrayBufferLike, offset: number, length: number): Uint8Array & { toString (encoding: 'hex'): string }
 }
 
@@ -14,7 +14,7 @@ const NodeBuffer = (globalThis as { Buffer?: NodeBufferLike }).Buffer
  * `size` bytes whose contents are undefined until written. Small sizes come from
  * Node's shared pool; every byte must be written before it is read or sent.
  */
-export const allocUnsafe: (size: number) => Uint8Array = NodeBuffer !== undefined
+export const allocUnsafe: (size: number) => Uint8Array<ArrayBuffer> = NodeBuffer !== undefined
   ? (size) => NodeBuffer.allocUnsafe(size)
   : (size) => new Uint8Array(size)
 

@@ -28,9 +28,24 @@ export class TruncatedPacketError extends SnakeMQError {
 
 /** A frame that does not follow the protocol (too short, bad identity, wrong order, ...). */
 export class ProtocolError extends SnakeMQError {
-  static override readonly name = 'ProtocolError'
-  override name = 'ProtocolError'
-  override readonly code = 'ERR_PROTOCOL'
+  static override readonly name: string = 'ProtocolError'
+  override name: string = 'ProtocolError'
+  override readonly code: string = 'ERR_PROTOCOL'
+}
+
+/**
+ * A WebSocket message larger than the connection takes (`websocket.maxPayload`
+ * of a listener or connector) arrived; the connection is closed. Peers of this
+ * library never send a message above 1 MiB: a packet larger than that spans
+ * several messages.
+ */
+export class WebSocketMessageTooLargeError extends ProtocolError {
+  static override readonly name = 'WebSocketMessageTooLargeError'
+  override name = 'WebSocketMessageTooLargeError'
+  override readonly code = 'ERR_WEBSOCKET_MESSAGE_TOO_LARGE'
+  constructor (readonly limit: number, options?: ErrorOptions) {
+    super(`a WebSocket message larger than the limit of ${limit} bytes arrived`, options)
+  }
 }
 
 /** The remote speaks a protocol version other than 1. */

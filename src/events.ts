@@ -1,7 +1,10 @@
 // A typed EventEmitter, and the rule for 'error' events: this library emits them
 // only when someone listens, so bad input from the network never turns into an
 // uncaught exception (EventEmitter throws an unheard 'error').
-import { EventEmitter } from 'node:events'
+//
+// The bare 'events' specifier is Node's own module in Node, and the `events`
+// package (the same EventEmitter, for any runtime) when bundled for a browser.
+import { EventEmitter } from 'events'
 
 /** EventEmitter whose event names and arguments are checked by TypeScript. */
 export class TypedEmitter<E extends { [K in keyof E]: unknown[] }> extends EventEmitter {

@@ -1,5 +1,6 @@
 // The public surface of snakemq.
-export { Link, Listener, Connector, listenDefaults } from './link/link.ts'
+export { Link } from './link/node-link.ts'
+export { LinkBase, Listener, Connector, listenDefaults } from './link/link.ts'
 export type { LinkOptions, LinkEvents, ListenOptions, ConnectOptions, ReconnectOptions } from './link/link.ts'
 export { Connection } from './link/connection.ts'
 export type { Channel, ChannelInfo, ChannelReader, Direction } from './link/channel.ts'
@@ -7,6 +8,8 @@ export { channelDuplex, channelSource, DuplexChannel, transformChannel } from '.
 export type { Duplex, SinkChunk, ConnectionTransform, TransformContext } from './link/duplex.ts'
 export type { Transport, TransportServer, TransportEvents, TransportListenOptions, TransportConnectOptions } from './link/transport.ts'
 export { tcpTransport, tlsTransport } from './link/tcp.ts'
+export { wsTransport, wssTransport } from './link/ws.ts'
+export { MAX_MESSAGE_BYTES as WEBSOCKET_MAX_MESSAGE_BYTES, DEFAULT_MAX_PAYLOAD as WEBSOCKET_DEFAULT_MAX_PAYLOAD } from './link/ws-messages.ts'
 export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
 export type {
   Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
@@ -25,13 +28,13 @@ export type {
 } from './transforms/frames.ts'
 export type { QueueStore, StoredMessage, StoreBatch, StoreContents, PeerClock, StoredRef, QueueSummary, StoreSummary } from './store/types.ts'
 export { MemoryStore } from './store/memory.ts'
-export { LevelStore, LEVEL_STORE_FORMAT } from './store/level.ts'
-export type { LevelStoreOptions, SalvageReport, SalvagedQueue } from './store/level.ts'
+export { LevelStore, LEVEL_STORE_FORMAT } from './store/level-node.ts'
+export type { LevelStoreOptions, SalvageReport, SalvagedQueue } from './store/level-node.ts'
 export { debugLogger, silentLogger } from './logging.ts'
 export { pinoLogger, type FieldsFirstLogger, type PinoLoggerOptions } from './logging.ts'
 export type { Logger, LogFields, LogComponent } from './logging.ts'
 export * from './errors.ts'
-export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './link/link.ts'
+export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './link/tcp.ts'
 export { certificateNames, checkIdentityCertificate } from './link/certificate.ts'
 export { throttle, TokenBucket } from './transforms/throttle.ts'
 export type { ThrottleOptions, ThrottleRates, ThrottleSetting, ThrottleChunk, ThrottleTransform, Throttled } from './transforms/throttle.ts'

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { tutorialCode } from '../scripts/tutorial-code.mjs'
+import { launchChromium } from './helpers/chromium.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const EXAMPLES = join(ROOT, 'examples')
@@ -206,6 +207,31 @@ test('examples/rpc-server.ts and rpc-client.ts: a call, a signal with a TTL and 
     /^divide\(10, 4\) = 2\.5$/m
   ])
   expectOk('rpc-server.ts', s, [/^soldier connected$/m, /^signal$/m, /^soldier disconnected$/m, /^stopping: --once and the client left$/m])
+})
+
+test('examples/browser/serve.ts: a page in Chromium hands the Node worker a job over WebSocket and shows its answer', async (t) => {
+  const serve = start('browser/serve.ts', ['--port', '0', '--once', '--timeout', '50'])
+  const url = (await serve.line(/^open (http:\/\/127\.0\.0\.1:\d+\/) \(WebSocket peers on ws:\/\/127\.0\.0\.1:\d+\/mq, TCP peers on 127\.0\.0\.1:\d+\)$/))[1]!
+  const browser = await launchChromium()
+  try {
+    const page = await browser.context.newPage()
+    await page.goto(url)
+    await page.locator('#state').filter({ hasText: /^connected$/ }).waitFor({ timeout: 20_000 })
+    await page.locator('#log li').filter({ hasText: /^worker status: 0 jobs done, 1 page\(s\) connected$/ }).waitFor({ timeout: 20_000 })
+    await page.fill('#job', 'hello worker')
+    await page.click('#add')
+    await page.locator('#log li').filter({ hasText: /^done: HELLO WORKER!$/ }).waitFor({ timeout: 20_000 })
+    await page.close()
+  } finally {
+    await browser.close()
+  }
+  const r = await serve.done
+  t.diagnostic(`browser/serve.ts: ${Math.round(r.ms)} ms`)
+  expectOk('browser/serve.ts', r, [
+    /^page-[0-9a-z]+ connected over ws$/m,
+    /^job 1 from page-[0-9a-z]+: "hello worker" -> "HELLO WORKER!"$/m,
+    /^stopping: --once and the page left$/m
+  ])
 })
 
 test('docs/TUTORIAL.md shows the examples\' current code', () => {

@@ -316,13 +316,26 @@ test('every package a shipped module imports is a dependency, and every dependen
   for (const file of walk(join(pkg, 'dist')).filter((f) => f.endsWith('.js'))) {
     for (const [, a, b] of readFileSync(file, 'utf8').matchAll(/(?:^|[\s;])(?:import|export)\b[^'"]*?\bfrom\s*'([^']+)'|\bimport\s*\(\s*'([^']+)'\s*\)/g)) {
       const spec = (a ?? b)!
-      if (spec.startsWith('.') || spec.startsWith('node:') || builtins.has(spec)) continue
+      // A bare builtin name that is also a dependency ('events') is Node's own in Node and the package in a browser bundle.
+      if (spec.startsWith('.') || spec.startsWith('node:') || (builtins.has(spec) && !deps.has(spec))) continue
       imported.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!)
     }
   }
   assert.ok(imported.has('level'), 'the scan finds imports')
   assert.deepEqual([...imported].filter((d) => !deps.has(d)), [], 'imported but not a dependency')
   assert.deepEqual([...deps].filter((d) => !imported.has(d)), [], 'a dependency nothing imports')
+})
+
+test('esbuild bundling the installed package for the browser picks its browser build: no Node built-in, no ws, no classic-level', async () => {
+  await writeFile(join(app, 'page.mjs'), "import { Link, Messaging, LevelStore } from 'snakemq'\nconsole.log(Link, Messaging, LevelStore)\n")
+  const { build } = await import('esbuild')
+  const result = await build({ entryPoints: [join(app, 'page.mjs')], absWorkingDir: app, bundle: true, platform: 'browser', format: 'esm', write: false, metafile: true, logLevel: 'silent' })
+  const inputs = Object.keys(result.metafile.inputs)
+  assert.ok(inputs.includes('node_modules/snakemq/dist/index.browser.js'), inputs.join('\n'))
+  assert.deepEqual(inputs.filter((i) => /^node:|node_modules\/(ws|classic-level)\/|snakemq\/dist\/(index|link\/tcp|link\/ws|store\/level-node)\.js$/.test(i)), [])
+  // And Node, without the browser condition, gets the Node build.
+  const node = await build({ entryPoints: [join(app, 'page.mjs')], absWorkingDir: app, bundle: true, platform: 'node', format: 'esm', write: false, metafile: true, logLevel: 'silent', external: ['classic-level', 'ws'] })
+  assert.ok(Object.keys(node.metafile.inputs).includes('node_modules/snakemq/dist/index.js'))
 })
 
 test('the README\'s links work away from the repository', async () => {

@@ -11,7 +11,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LevelStore } from '../src/store/level.ts'
+import { LevelStore } from '../src/store/level-node.ts'
 
 const WRITER = fileURLToPath(new URL('./fixtures/store-disk-writer.ts', import.meta.url))
 const REPO = fileURLToPath(new URL('..', import.meta.url))

@@ -13,7 +13,7 @@ import fc from 'fast-check'
 import { Level } from 'level'
 import { ClosedError, InvalidArgumentError, StoreCorruptError, StoreError, StoreInUseError, StoreLockedError } from '../src/errors.ts'
 import type { Logger } from '../src/logging.ts'
-import { LevelStore, LEVEL_STORE_FORMAT } from '../src/store/level.ts'
+import { LevelStore, LEVEL_STORE_FORMAT } from '../src/store/level-node.ts'
 import { MemoryStore } from '../src/store/memory.ts'
 import type { PeerClock, QueueStore, StoreContents, StoredMessage, StoredRef, StoreSummary } from '../src/store/types.ts'
 

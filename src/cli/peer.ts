@@ -3,7 +3,8 @@
 // something is still unmet, else 0), or on SIGINT/SIGTERM.
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type tls from 'node:tls'
-import { Link, type Connector, type ListenOptions, type ConnectOptions } from '../link/link.ts'
+import { type Connector, type ListenOptions, type ConnectOptions } from '../link/link.ts'
+import { Link } from '../link/node-link.ts'
 import { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingOptions } from '../messaging/types.ts'
 import type { QueueStore } from '../store/types.ts'
@@ -50,9 +51,9 @@ const seconds = (ms: number): string => (ms / 1000).toFixed(1)
 
 /** The store is loaded on demand so that peers without --store never load LevelDB. */
 async function openStore (directory: string): Promise<QueueStore> {
-  let level: typeof import('../store/level.ts')
+  let level: typeof import('../store/level-node.ts')
   try {
-    level = await import('../store/level.ts')
+    level = await import('../store/level-node.ts')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
     throw new UsageError(`--store is not available: ${(err as Error).message}`)

@@ -3,18 +3,19 @@
 // side opened it, is handed up the same way, as a Connection: the transport's
 // channel seen through the connection's transforms. Connectors reconnect by
 // themselves with exponential backoff. Nothing here knows about messages.
+//
+// LinkBase takes its default transports from its class: node-link.ts makes the
+// Link of Node (TCP, TLS, WebSocket), browser-link.ts the Link of a browser
+// (WebSocket connectors), so that neither imports the other's transports.
 import type tls from 'node:tls'
 import { Connection } from './connection.ts'
 import type { Channel } from './channel.ts'
 import { transformChannel, type ConnectionTransform } from './duplex.ts'
 import type { Transport, TransportServer } from './transport.ts'
-import { nodeTransports } from './transports.ts'
 import { TypedEmitter } from '../events.ts'
 import { ClosedError, HandshakeRefusedError, InvalidArgumentError, RedundantConnectionError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { throttle, throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
-
-export { DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_HANDSHAKE_TIMEOUT } from './tcp.ts'
 
 export interface ReconnectOptions {
   /** Milliseconds before the first reconnect attempt after a loss. Default 200. */
@@ -33,8 +34,8 @@ export interface ReconnectOptions {
 export interface ListenOptions {
   /** Address to bind. Default `127.0.0.1`; use `0.0.0.0` or `::` for all interfaces. */
   host?: string
-  /** Port; 0 picks a free one (read it from the returned Listener). */
-  port: number
+  /** Port; 0 picks a free one (read it from the returned Listener). Required, except with `server`. */
+  port?: number
   /**
    * Serve TLS with these `node:tls` options (key, cert, ca, requestCert, ...).
    * `minVersion` defaults to `'TLSv1.2'`. To require and verify the clients'
@@ -71,11 +72,23 @@ export interface ListenOptions {
   transforms?: readonly ConnectionTransform[]
   /**
    * Serve WebSocket instead of raw TCP (TLS too when `tls` is given: `wss:`):
-   * `true`, or `{ path }` to accept upgrades on that path only (default: any
-   * path). The protocol runs unchanged in binary WebSocket messages.
+   * `true`, or `{ path, maxPayload }`: `path` to accept upgrades on that path
+   * only (default: any path), `maxPayload` the largest WebSocket message taken,
+   * in bytes (default 4 MiB, at least 1 MiB; peers of this library send at most
+   * 1 MiB per message, a larger packet spans messages). The protocol runs
+   * unchanged in binary WebSocket messages; a text message closes the
+   * connection with ProtocolError, a message above `maxPayload` with
+   * WebSocketMessageTooLargeError. `maxConnections` counts the WebSocket
+   * connections; other HTTP requests are answered 426.
    */
-  websocket?: boolean | { path?: string }
-  /** WebSocket only: accept upgrades on this existing `http.Server` / `https.Server` instead of binding `host`/`port`. */
+  websocket?: boolean | { path?: string, maxPayload?: number }
+  /**
+   * WebSocket: accept upgrades on this existing `http.Server` (or
+   * `https.Server`, for `wss:`) instead of binding `host`/`port`; the server's
+   * other requests stay its own, and closing the listener leaves the server
+   * open. With `websocket: { path }`, upgrades on other paths are left to the
+   * server's other `upgrade` handlers.
+   */
   server?: import('node:http').Server
 }
 
@@ -109,7 +122,12 @@ export interface ConnectOptions {
   throttle?: ThrottleSetting
   /** Transforms for this connector's connections, the first one next to the socket. Default: the link's `transforms`. */
   transforms?: readonly ConnectionTransform[]
-  /** Connect over WebSocket to this `ws://` or `wss:` URL instead of `host`/`port` (`wss:` takes the `tls` options). */
+  /**
+   * Connect over WebSocket to this `ws://` or `wss://` URL instead of
+   * `host`/`port`; `wss:` takes the `tls` options (`ca`, `cert`, `key`, ...),
+   * and checks the listener's certificate against the URL's host name. In a
+   * browser this is the only way to connect.
+   */
   url?: string
 }
 
@@ -162,6 +180,19 @@ function checkPort (port: unknown, name: string): number {
     throw new InvalidArgumentError(`${name}: port must be an integer from 0 to 65535, got ${String(port)}`)
   }
   return port
+}
+
+/** The host and port of a WebSocket URL, for logs and the Connector's fields (the transport checks the rest). */
+function urlAddress (url: unknown): { host: string, port: number } {
+  if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch (err) {
+    throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
+  }
+  const port = parsed.port !== '' ? Number(parsed.port) : parsed.protocol === 'wss:' ? 443 : 80
+  return { host: parsed.hostname, port }
 }
 
 function checkTransforms (transforms: unknown, name: string): readonly ConnectionTransform[] | undefined {
@@ -227,7 +258,7 @@ export class Connector {
     readonly port: number,
     private readonly transport: Transport,
     private readonly options: ConnectOptions,
-    private readonly link: Link
+    private readonly link: LinkBase
   ) {
     this.reconnect = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect }
     if (this.reconnect !== false && (this.reconnect.minDelay < 0 || this.reconnect.maxDelay < this.reconnect.minDelay || this.reconnect.factor < 1)) {
@@ -301,9 +332,13 @@ export class Connector {
 
 /**
  * Listeners and connectors, and the connections they make. Connections are
- * handed out through the `connection` event and `connections()`.
+ * handed out through the `connection` event and `connections()`. What both
+ * runtimes' `Link` share; each picks its transports from a table of its own.
  */
-export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
+export class LinkBase extends TypedEmitter<LinkEvents> implements AsyncDisposable {
+  /** The transports used when LinkOptions.transports is not given: none here, the runtime's in each Link. */
+  protected static readonly defaultTransports: readonly Transport[] = []
+
   private readonly listenerSet = new Set<Listener>()
   private readonly connectors = new Set<Connector>()
   private readonly live = new Set<Connection>()
@@ -324,7 +359,7 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     this.log = options.logger ?? debugLogger('link')
     this.throttle = throttleRates(options.throttle, 'throttle')
     this.transforms = checkTransforms(options.transforms, 'Link') ?? []
-    this.transports = options.transports ?? nodeTransports
+    this.transports = options.transports ?? (this.constructor as typeof LinkBase).defaultTransports
   }
 
   /** Connections that are up now. */
@@ -338,7 +373,7 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
     if (this.isClosed) throw new ClosedError('the link is closed')
     const transport = this.pick(options, 'listens', 'listen')
     const host = options.host ?? '127.0.0.1'
-    const port = checkPort(options.port, 'listen')
+    const port = options.server !== undefined && options.port === undefined ? 0 : checkPort(options.port, 'listen')
     const maxConnections = positiveCount(options.maxConnections, 'listen: maxConnections', listenDefaults.maxConnections)
     const perAddress = positiveCount(options.maxConnectionsPerAddress, 'listen: maxConnectionsPerAddress', listenDefaults.maxConnectionsPerAddress)
     const byAddress = new Map<string, number>()
@@ -373,8 +408,9 @@ export class Link extends TypedEmitter<LinkEvents> implements AsyncDisposable {
   connect (options: ConnectOptions): Connector {
     if (this.isClosed) throw new ClosedError('the link is closed')
     const transport = this.pick(options, 'connects', 'connect')
-    const host = options.host ?? '127.0.0.1'
-    const port = options.url !== undefined && options.port === undefined ? 0 : checkPort(options.port, 'connect')
+    const { host, port } = options.url === undefined
+      ? { host: options.host ?? '127.0.0.1', port: checkPort(options.port, 'connect') }
+      : urlAddress(options.url)
     const connector = new Connector(host, port, transport, options, this)
     this.connectors.add(connector)
     connector.start()

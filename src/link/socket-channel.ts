@@ -5,6 +5,21 @@ import type { PeerCertificate, TLSSocket } from 'node:tls'
 import { AlreadyIteratingError, ClosedError } from '../errors.ts'
 import { channelId, type Channel, type ChannelReader, type Direction } from './channel.ts'
 
+/** What a socket tells of its TLS peer: nothing for plain TCP. Shared with the WebSocket channel (wss: runs on such a socket). */
+export function tlsPeer (socket: Socket): Pick<Channel, 'encrypted' | 'peerCertificate' | 'peerAuthorized' | 'peerAuthorizationError'> {
+  if (!('encrypted' in socket) || socket.encrypted !== true) return { encrypted: false, peerCertificate: null, peerAuthorized: false, peerAuthorizationError: null }
+  const tlsSocket = socket as TLSSocket
+  const cert = tlsSocket.getPeerCertificate(false)
+  const peerCertificate: PeerCertificate | null = cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0 ? cert : null
+  const why = tlsSocket.authorizationError as Error | string | null | undefined
+  return {
+    encrypted: true,
+    peerCertificate,
+    peerAuthorized: peerCertificate !== null && tlsSocket.authorized,
+    peerAuthorizationError: why === null || why === undefined ? null : why instanceof Error ? why : new Error(String(why))
+  }
+}
+
 /** How long end() waits for the remote to close its side before the socket is destroyed, in ms. */
 const END_TIMEOUT = 2000
 
@@ -31,20 +46,12 @@ export class SocketChannel implements Channel {
   constructor (private readonly socket: Socket, readonly direction: Direction) {
     this.remoteAddress = socket.remoteAddress ?? ''
     this.remotePort = socket.remotePort ?? 0
-    this.encrypted = 'encrypted' in socket && socket.encrypted === true
+    const peer = tlsPeer(socket)
+    this.encrypted = peer.encrypted
     this.transport = this.encrypted ? 'tls' : 'tcp'
-    if (this.encrypted) {
-      const tlsSocket = socket as TLSSocket
-      const cert = tlsSocket.getPeerCertificate(false)
-      this.peerCertificate = cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0 ? cert : null
-      this.peerAuthorized = this.peerCertificate !== null && tlsSocket.authorized
-      const why = tlsSocket.authorizationError as Error | string | null | undefined
-      this.peerAuthorizationError = why === null || why === undefined ? null : why instanceof Error ? why : new Error(String(why))
-    } else {
-      this.peerCertificate = null
-      this.peerAuthorized = false
-      this.peerAuthorizationError = null
-    }
+    this.peerCertificate = peer.peerCertificate
+    this.peerAuthorized = peer.peerAuthorized
+    this.peerAuthorizationError = peer.peerAuthorizationError
     socket.setNoDelay(true)
     // Always listened to: a socket error closes this channel, never the process.
     socket.on('error', (err) => { this.error ??= err })

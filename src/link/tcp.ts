@@ -13,7 +13,7 @@ export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2'
 export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10_000
 
 /** A connector's TLS options with the default minimum version and one secure context for all its attempts. */
-function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptions {
+export function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptions {
   const withDefaults = { minVersion: DEFAULT_TLS_MIN_VERSION, ...options } satisfies tls.ConnectionOptions
   if (options.secureContext !== undefined) return withDefaults
   try {
@@ -23,7 +23,7 @@ function withSecureContext (options: tls.ConnectionOptions): tls.ConnectionOptio
   }
 }
 
-async function bind (server: net.Server, host: string, port: number, events: TransportEvents): Promise<net.AddressInfo> {
+export async function bind (server: net.Server, host: string, port: number, events: TransportEvents): Promise<net.AddressInfo> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ host, port }, () => { server.off('error', reject); resolve() })

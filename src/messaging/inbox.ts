@@ -5,6 +5,7 @@
 // Messaging without taking each other's messages. A message counts as received,
 // and is acknowledged to its sender, once every consumer it went to is done with it.
 import { AlreadyIteratingError } from '../errors.ts'
+import { utf8 } from '../bytes.ts'
 import { FLAG_PERSISTENT, TTL_INFINITE } from '../transforms/frames.ts'
 import { uuidHex } from './uuid.ts'
 import type { Message, MessagesOptions } from './types.ts'
@@ -88,7 +89,7 @@ export class InboundMessage implements Message {
 
 function toPrefix (p: Uint8Array | string | undefined): Uint8Array | null {
   if (p === undefined) return null
-  return typeof p === 'string' ? Buffer.from(p, 'utf8') : p
+  return typeof p === 'string' ? utf8(p) : p
 }
 
 function startsWith (data: Uint8Array, prefix: Uint8Array): boolean {

@@ -2,7 +2,7 @@
 // delivery with redelivery and duplicate filtering, persistence through a
 // QueueStore, and received messages as async iterables. It sits on a Link and
 // sees connections only as duplexes of bytes.
-import type { Link } from '../link/link.ts'
+import type { LinkBase as Link } from '../link/link.ts'
 import type { Connection } from '../link/connection.ts'
 import { TypedEmitter } from '../events.ts'
 import {
@@ -12,6 +12,8 @@ import {
 import { FLAG_PERSISTENT, FLAG_UNACKED, NONCE_BYTES, messageDataAt, messageFlags, messageTtl } from '../transforms/frames.ts'
 import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
+import { setImmediate } from '../immediate.ts'
+import { utf8 } from '../bytes.ts'
 import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
 import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
@@ -136,13 +138,13 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers). */
   private readonly idle = new Set<string>()
   private readonly maxIdlePeers: number
-  private readonly expiryTimers = new Map<string, { timer: NodeJS.Timeout, at: number }>()
+  private readonly expiryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>, at: number }>()
   private readonly inbox: Inbox
   private readonly loaded: Promise<void>
   private isReady = false
   private loadError: Error | null = null
   private closing: Promise<void> | null = null
-  private clockTimer: NodeJS.Timeout | null = null
+  private clockTimer: ReturnType<typeof setInterval> | null = null
   /** Stored messages to delete, written together at the end of the turn. */
   private pendingDeletes: StoredRef[] = []
   private deleteScheduled = false
@@ -299,7 +301,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (this.closing !== null) throw new ClosedError('messaging is closed')
     if (this.draining && !internal) throw new ClosedError('messaging is draining: no new messages are taken')
     if (typeof to !== 'string' || to.length === 0) throw new InvalidArgumentError('send: the recipient must be a non-empty string')
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+    const bytes = typeof data === 'string' ? utf8(data) : data
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('send: data must be a Uint8Array or a string')
     const { ttl, signal } = options
     if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || Number.isNaN(ttl))) {
@@ -606,7 +608,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.log.info('queues opened', { messages, peers: summary.queues.length })
       this.isReady = true
       this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
-      this.clockTimer.unref()
+      // Node's timers have unref(), a browser's are numbers: the clock alone must not keep a process alive.
+      ;(this.clockTimer as unknown as { unref?: () => void }).unref?.()
     } catch (err) {
       this.loadError = err instanceof StoreError ? err : new StoreError('could not load the queue store', { cause: err })
       this.log.error('loading queues failed', { error: this.loadError })

@@ -21,6 +21,7 @@ import {
   KeepaliveTimeoutError, PeerCertificateError, ProtocolError, RedundantConnectionError
 } from '../errors.ts'
 import type { Logger } from '../logging.ts'
+import { clearImmediate, setImmediate } from '../immediate.ts'
 import type { Outbox, OutboxReader, QueueEntry } from './outbox.ts'
 import type { KeepaliveOptions } from './types.ts'
 

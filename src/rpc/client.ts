@@ -32,6 +32,9 @@ import {
   copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
 
+/** V8's Error.captureStackTrace (Node, Chromium); other engines have none, and keep the stack they made. */
+const captureStackTrace = (Error as { captureStackTrace?: (target: object) => void }).captureStackTrace?.bind(Error)
+
 export interface RpcClientOptions {
   /**
    * Default timeout of every call, in milliseconds (see CallOptions.timeout).
@@ -258,7 +261,7 @@ export class RpcClient implements AsyncDisposable {
       reply = await this.request(peer, segment, object, method, args, options)
     } catch (err) {
       // Made in a timer or an event handler: give it the stack of the code that awaits the call.
-      if (err instanceof SnakeMQError && !(err instanceof RpcCodecError)) Error.captureStackTrace(err)
+      if (err instanceof SnakeMQError && !(err instanceof RpcCodecError)) captureStackTrace?.(err)
       throw err
     }
     return reply instanceof Uint8Array ? this.outcome(reply, peer, object, method) : snakeOutcome(reply, peer, object, method)

@@ -866,13 +866,15 @@ class Decoder {
     const n = this.length(2, 1)
     const ErrorClass = ERROR_CLASSES.get(name)
     // The stack is the remote one (or none), so capturing a local one is wasted work.
-    const stackTraceLimit = Error.stackTraceLimit
+    // V8's (Node, Chromium); elsewhere setting it does nothing.
+    const v8 = Error as { stackTraceLimit?: number | undefined }
+    const stackTraceLimit = v8.stackTraceLimit
     let error: Error
     try {
-      Error.stackTraceLimit = 0
+      v8.stackTraceLimit = 0
       error = ErrorClass !== undefined ? new ErrorClass(message) : name === 'AggregateError' ? new AggregateError([], message) : new Error(message)
     } finally {
-      Error.stackTraceLimit = stackTraceLimit
+      v8.stackTraceLimit = stackTraceLimit
     }
     if (error.name !== name) {
       Object.defineProperty(error, 'name', { value: name, writable: true, enumerable: false, configurable: true })

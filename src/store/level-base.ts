@@ -1,4 +1,8 @@
-// The durable queue store, on LevelDB (`level`, classic-level underneath).
+// The durable queue store, on `level`: LevelDB through classic-level in Node,
+// IndexedDB through browser-level in a browser. This module is the part both
+// share; level-node.ts and level-browser.ts add what differs (how a location is
+// named, the checks of LevelDB's files that only Node can read), each as the
+// LevelStore of its entry point.
 //
 // Layout (format version 2), keys are ASCII strings:
 //   'v'                        -> format version, one byte (2)
@@ -34,9 +38,8 @@
 // checks that CURRENT and the MANIFEST it names are there (without CURRENT,
 // LevelDB would make a new, empty database and delete the old tables), and
 // refuses a damaged store with StoreCorruptError unless asked to salvage it.
-import { readdir, readFile } from 'node:fs/promises'
-import { join, resolve as resolvePath } from 'node:path'
 import type * as LevelModule from 'level'
+import { allocUnsafe } from '../bytes.ts'
 import { StoreCorruptError, StoreError, StoreInUseError, StoreLockedError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { checkBatch, checkRead, storeClosedError, UUID_LENGTH } from './memory.ts'
@@ -63,7 +66,7 @@ export interface LevelStoreOptions {
    * Open the store even if it is found damaged (records dropped by LevelDB's
    * recovery, a missing CURRENT or MANIFEST file, counts that disagree with the
    * messages), keep what is left, and report what was lost in
-   * {@link LevelStore.salvaged} and in a log line. Default false: such a store
+   * {@link LevelStoreBase.salvaged} and in a log line. Default false: such a store
    * is refused with StoreCorruptError. Salvaging reads the whole store at
    * open, so leave it off once the store is back in order.
    */
@@ -83,7 +86,7 @@ export interface SalvagedQueue {
   foundBytes: number
 }
 
-/** What opening with `salvage: true` found; see {@link LevelStore.salvaged}. */
+/** What opening with `salvage: true` found; see {@link LevelStoreBase.salvaged}. */
 export interface SalvageReport {
   directory: string
   /** What was wrong, one line each; empty if nothing was. */
@@ -104,6 +107,20 @@ export interface SalvageReport {
 }
 
 type Db = LevelModule.Level<string, Uint8Array>
+
+/** What a runtime adds to the shared store: naming locations, and reading what LevelDB leaves in its files. */
+export interface LevelPlatform {
+  /** The location as the store reports and locks it (Node: an absolute path; a browser: the IndexedDB name). */
+  locate (location: string): string
+  /**
+   * What is missing from the database's files that LevelDB would not report
+   * (without CURRENT it starts a new, empty database); null if nothing is, or
+   * the runtime cannot tell.
+   */
+  missingFiles (location: string): Promise<string | null>
+  /** What LevelDB's LOG says it dropped while recovering; null if nothing, or the runtime cannot tell. */
+  recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null>
+}
 
 interface Count { count: number, bytes: number }
 
@@ -130,7 +147,8 @@ interface Breakdown {
   delay: number
 }
 
-interface Opened {
+/** What opening a database found, handed to the store made on it. */
+export interface Opened {
   db: Db
   counts: Map<string, Count>
   salvaged: SalvageReport | null
@@ -171,10 +189,14 @@ const REOPEN_DELAY_MAX = 2000
  */
 const openInThisProcess = new Set<string>()
 
-/** A queue store in a LevelDB directory; `durable` is true. Open it with {@link LevelStore.open}. */
-export class LevelStore implements QueueStore {
+/**
+ * A queue store in a `level` database (LevelDB in Node, IndexedDB in a
+ * browser); `durable` is true. What both runtimes' LevelStore share: open one
+ * with `LevelStore.open`.
+ */
+export class LevelStoreBase implements QueueStore {
   readonly durable = true
-  /** The store's directory, as an absolute path. */
+  /** The store's location: in Node its directory, as an absolute path; in a browser the IndexedDB database's name. */
   readonly directory: string
   /** How many LevelDB batches have been written so far (one per group of merged write() calls). */
   batchesWritten = 0
@@ -206,7 +228,7 @@ export class LevelStore implements QueueStore {
   private lastPeer = ''
   private lastPeerHex = ''
 
-  private constructor (opened: Opened, directory: string, options: LevelStoreOptions, log: Logger) {
+  protected constructor (opened: Opened, directory: string, options: LevelStoreOptions, log: Logger, private readonly platform: LevelPlatform) {
     this.db = opened.db
     this.counts = opened.counts
     this.salvaged = opened.salvaged
@@ -216,26 +238,27 @@ export class LevelStore implements QueueStore {
   }
 
   /**
-   * Opens (creating if needed) the store in `directory`. Rejects with
-   * StoreLockedError if another LevelStore, in this process or another, has it
-   * open; with StoreCorruptError if it is damaged (unless `salvage`); and with
-   * StoreError if LevelDB cannot be loaded, or the directory cannot be opened
-   * or is not a queue store. Loads LevelDB's native addon on first use.
+   * Opens the store at `location` on `platform` and makes it with `make`: the
+   * shared part of each runtime's `LevelStore.open`. Refuses a location this
+   * process already has open with StoreLockedError.
    */
-  static async open (directory: string, options: LevelStoreOptions = {}): Promise<LevelStore> {
-    const location = resolvePath(directory)
-    if (openInThisProcess.has(location)) throw new StoreLockedError(location)
-    openInThisProcess.add(location)
+  protected static async openWith<S extends LevelStoreBase> (
+    platform: LevelPlatform, location: string, options: LevelStoreOptions,
+    make: (opened: Opened, location: string, log: Logger) => S
+  ): Promise<S> {
+    const located = platform.locate(location)
+    if (openInThisProcess.has(located)) throw new StoreLockedError(located)
+    openInThisProcess.add(located)
     const log = options.logger ?? debugLogger('store')
     let opened: Opened
     try {
-      opened = await openDatabase(location, options.salvage === true, log)
+      opened = await openDatabase(platform, located, options.salvage === true, log)
     } catch (err) {
-      openInThisProcess.delete(location)
+      openInThisProcess.delete(located)
       throw err
     }
-    const store = new LevelStore(opened, location, options, log)
-    log.info('queue store opened', { directory: location, sync: options.sync === true, peers: opened.counts.size })
+    const store = make(opened, located, log)
+    log.info('queue store opened', { directory: located, sync: options.sync === true, peers: opened.counts.size })
     return store
   }
 
@@ -319,7 +342,8 @@ export class LevelStore implements QueueStore {
    */
   async summary (): Promise<StoreSummary> {
     const db = await this.startRead()
-    const snapshot = db.snapshot()
+    // IndexedDB has no explicit snapshots; this runs before anything is written to the store.
+    const snapshot = db.supports.explicitSnapshots ? db.snapshot() : undefined
     const clocks = new Map<string, PeerClock>()
     const counted = new Map<string, Count>()
     const ranges = new Map<string, { first: number, last: number }>()
@@ -355,7 +379,7 @@ export class LevelStore implements QueueStore {
         await Promise.all([forward.close().catch(() => {}), backward.close().catch(() => {})])
       }
     } finally {
-      await snapshot.close().catch(() => {})
+      await snapshot?.close().catch(() => {})
       this.endRead()
     }
     const queues: QueueSummary[] = []
@@ -476,7 +500,7 @@ export class LevelStore implements QueueStore {
     if (!this.writing && !this.flushScheduled) {
       // Wait for the rest of this tick's writes before starting the batch.
       this.flushScheduled = true
-      process.nextTick(() => { this.flushScheduled = false; this.flush() })
+      nextTick(() => { this.flushScheduled = false; this.flush() })
     }
   }
 
@@ -569,7 +593,7 @@ export class LevelStore implements QueueStore {
         this.dbOpen = false
         await this.db.close().catch((err: unknown) => { this.log.warn('closing the queue store after a failed write failed', { directory: this.directory, error: err }) })
       }
-      const opened = await openDatabase(this.directory, false, this.log)
+      const opened = await openDatabase(this.platform, this.directory, false, this.log)
       this.db = opened.db
       this.counts = opened.counts
       this.dbOpen = true
@@ -672,6 +696,9 @@ export class LevelStore implements QueueStore {
   }
 }
 
+/** Node's process.nextTick where there is one (it runs before promise callbacks), else a microtask. */
+const nextTick: (callback: () => void) => void = (globalThis as { process?: { nextTick?: (callback: () => void) => void } }).process?.nextTick ?? queueMicrotask
+
 const HEX_SEQ = /^[0-9a-f]{14}$/
 const HEX_PEER = /^(?:[0-9a-f]{4})*$/
 
@@ -734,10 +761,11 @@ function decodePeer (hex: string): string | undefined {
 }
 
 function encodeMessage (m: StoredMessage): Uint8Array {
-  const value = Buffer.allocUnsafe(HEADER_LENGTH + m.data.byteLength)
+  const value = allocUnsafe(HEADER_LENGTH + m.data.byteLength)
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
   value.set(m.uuid, 0)
-  value.writeDoubleBE(m.expiry, UUID_LENGTH)
-  value.writeUInt32BE(m.flags, UUID_LENGTH + 8)
+  view.setFloat64(UUID_LENGTH, m.expiry, false)
+  view.setUint32(UUID_LENGTH + 8, m.flags, false)
   value.set(m.data, HEADER_LENGTH)
   return value
 }
@@ -762,11 +790,12 @@ function decodeMessage (peer: string, seqHex: string, value: Uint8Array): Stored
 }
 
 function encodeClock (clock: PeerClock): Uint8Array {
-  const value = Buffer.allocUnsafe(clock.minExpiry === undefined ? CLOCK_LENGTH : CLOCK_WITH_EXPIRY_LENGTH)
-  value.writeDoubleBE(clock.offline, 0)
-  value.writeDoubleBE(clock.since, 8)
-  value.writeUInt8(clock.connected ? 1 : 0, 16)
-  if (clock.minExpiry !== undefined) value.writeDoubleBE(clock.minExpiry, CLOCK_LENGTH)
+  const value = allocUnsafe(clock.minExpiry === undefined ? CLOCK_LENGTH : CLOCK_WITH_EXPIRY_LENGTH)
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  view.setFloat64(0, clock.offline, false)
+  view.setFloat64(8, clock.since, false)
+  view.setUint8(16, clock.connected ? 1 : 0)
+  if (clock.minExpiry !== undefined) view.setFloat64(CLOCK_LENGTH, clock.minExpiry, false)
   return value
 }
 
@@ -790,9 +819,10 @@ function decodeClock (value: Uint8Array): PeerClock | string {
 }
 
 function encodeCount (count: Count): Uint8Array {
-  const value = Buffer.allocUnsafe(COUNT_LENGTH)
-  value.writeDoubleBE(count.count, 0)
-  value.writeDoubleBE(count.bytes, 8)
+  const value = allocUnsafe(COUNT_LENGTH)
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  view.setFloat64(0, count.count, false)
+  view.setFloat64(8, count.bytes, false)
   return value
 }
 
@@ -856,7 +886,7 @@ async function loadLevel (): Promise<typeof LevelModule> {
  * stamps or upgrades the format, reads the counts, and with `salvage` repairs
  * what it can and reports the rest.
  */
-async function openDatabase (location: string, salvage: boolean, log: Logger): Promise<Opened> {
+async function openDatabase (platform: LevelPlatform, location: string, salvage: boolean, log: Logger): Promise<Opened> {
   const { Level } = await loadLevel()
   const problems: string[] = []
   let droppedBytes = 0
@@ -871,14 +901,14 @@ async function openDatabase (location: string, salvage: boolean, log: Logger): P
       throw new StoreCorruptError(location, [...problems, `LevelDB could not repair it: ${errorMessage(err)}`], { cause: err })
     }
     repaired = true
-    const drops = await recoveryDrops(location)
+    const drops = await platform.recoveryDrops(location)
     if (drops !== null) {
       problems.push(`LevelDB's repair ${drops.text}`)
       droppedBytes += drops.bytes
     }
   }
 
-  const damage = await missingFiles(location)
+  const damage = await platform.missingFiles(location)
   if (damage !== null) {
     problems.push(damage)
     if (!salvage) throw new StoreCorruptError(location, problems)
@@ -901,7 +931,7 @@ async function openDatabase (location: string, salvage: boolean, log: Logger): P
     }
   }
   try {
-    const drops = await recoveryDrops(location)
+    const drops = await platform.recoveryDrops(location)
     if (drops !== null) {
       problems.push(`LevelDB ${drops.text}`)
       droppedBytes += drops.bytes
@@ -926,59 +956,6 @@ async function openDatabase (location: string, salvage: boolean, log: Logger): P
     if (hasCode(err, 'LEVEL_CORRUPTION')) throw new StoreCorruptError(location, [...problems, `LevelDB: ${errorMessage(err)}`], { cause: err })
     throw new StoreError(`reading the queue store ${location} failed: ${errorMessage(err)}`, { cause: err })
   }
-}
-
-/**
- * What is missing from a LevelDB directory that LevelDB would not report: without
- * CURRENT it starts a new, empty database (and deletes the old tables); null if
- * nothing is missing (or there is no database yet).
- */
-async function missingFiles (location: string): Promise<string | null> {
-  let names: string[]
-  try {
-    names = await readdir(location)
-  } catch {
-    return null
-  }
-  if (!names.includes('CURRENT')) {
-    const files = names.filter((n) => /^(?:MANIFEST-\d+|\d+\.(?:log|ldb|sst))$/.test(n))
-    return files.length === 0 ? null : `its CURRENT file is missing (${files.length} LevelDB files are there)`
-  }
-  let current: string
-  try {
-    current = await readFile(join(location, 'CURRENT'), 'utf8')
-  } catch (err) {
-    return `its CURRENT file cannot be read: ${errorMessage(err)}`
-  }
-  const manifest = current.endsWith('\n') ? current.slice(0, -1) : current
-  if (!/^MANIFEST-\d+$/.test(manifest)) return `its CURRENT file does not name a MANIFEST file (it holds ${JSON.stringify(current.slice(0, 40))})`
-  if (!names.includes(manifest)) return `its CURRENT file names ${manifest}, which is missing`
-  return null
-}
-
-/**
- * What LevelDB's LOG says it dropped while recovering (it starts a new LOG at
- * every open, so this is the last open's, or the last repair's); null if nothing.
- */
-async function recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null> {
-  let text: string
-  try {
-    text = await readFile(join(location, 'LOG'), 'utf8')
-  } catch {
-    return null
-  }
-  let bytes = 0
-  let records = 0
-  let first = ''
-  for (const line of text.split('\n')) {
-    const m = /: dropping (\d+) bytes; (.*)$/.exec(line) ?? /Ignoring error (.*)$/.exec(line)
-    if (m === null) continue
-    records++
-    if (m.length === 3) bytes += Number(m[1])
-    if (first === '') first = (m.length === 3 ? m[2] : m[1]) ?? ''
-  }
-  if (records === 0) return null
-  return { bytes, text: `dropped ${bytes} bytes of its log while recovering (${records} report${records === 1 ? '' : 's'}, the first: ${first})` }
 }
 
 /** Stamps a new, empty database with the format version, upgrades format 1, refuses anything else; returns the counts. */
@@ -1118,6 +1095,7 @@ function hasCode (err: unknown, code: string): boolean {
   return false
 }
 
-function errorMessage (err: unknown): string {
+/** @internal */
+export function errorMessage (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }

@@ -1,0 +1,242 @@
+// A channel over a browser's own WebSocket (binaryType 'arraybuffer'), and the
+// transport of a browser's Link: connectors to ws:// and wss:// URLs only. Each
+// write() goes out as binary messages; each binary message that comes in is
+// pushed as one chunk, a text message closes the connection with ProtocolError.
+//
+// A browser's WebSocket cannot stop reading and has no drain event: pause()
+// holds what arrives until resume(), and congestion is bufferedAmount, looked
+// at again every few milliseconds while a writer waits.
+import { AlreadyIteratingError, ClosedError, InvalidArgumentError, ProtocolError } from '../errors.ts'
+import { channelId, type Channel, type ChannelReader } from './channel.ts'
+import type { Transport, TransportConnectOptions } from './transport.ts'
+import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
+
+/** How long end() waits for the closing handshake before giving up on it, in ms. */
+const END_TIMEOUT = 2000
+/** How often a waiting writer looks at bufferedAmount again, in ms. */
+const DRAIN_POLL = 5
+const CLOSE_NORMAL = 1000
+const CLOSE_GOING_AWAY = 1001
+const CLOSE_UNSUPPORTED_DATA = 1003
+
+/** The part of the WebSocket API used here, as browsers (and Node 22's global WebSocket) have it. */
+interface BrowserWebSocket {
+  binaryType: string
+  readonly readyState: number
+  readonly bufferedAmount: number
+  readonly url: string
+  onopen: ((event: unknown) => void) | null
+  onmessage: ((event: { data: unknown }) => void) | null
+  onerror: ((event: unknown) => void) | null
+  onclose: ((event: { code: number, reason: string, wasClean: boolean }) => void) | null
+  send (data: Uint8Array): void
+  close (code?: number, reason?: string): void
+}
+
+type WebSocketConstructor = new (url: string) => BrowserWebSocket
+
+const OPEN = 1
+
+export class BrowserWebSocketChannel implements Channel {
+  readonly id = channelId()
+  readonly transport: 'ws' | 'wss'
+  readonly direction = 'outbound' as const
+  /** What a page knows of the remote: its host name from the URL (a browser does not tell the address). */
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly encrypted: boolean
+  /** The browser checks a wss: certificate itself and does not show it. */
+  readonly peerCertificate = null
+  readonly peerAuthorized = false
+  readonly peerAuthorizationError = null
+  readonly closed: Promise<void>
+  error: Error | undefined = undefined
+  bytesIn = 0
+
+  private reader: ChannelReader | null = null
+  private paused = false
+  private held: Uint8Array[] = []
+  private closing = false
+  private isClosed = false
+  private readEnded = false
+  private sent = 0
+  private drainWaiters: Array<() => void> = []
+  private poll: ReturnType<typeof setTimeout> | undefined = undefined
+
+  constructor (private readonly ws: BrowserWebSocket) {
+    const url = new URL(ws.url)
+    this.encrypted = url.protocol === 'wss:'
+    this.transport = this.encrypted ? 'wss' : 'ws'
+    this.remoteAddress = url.hostname
+    this.remotePort = url.port !== '' ? Number(url.port) : this.encrypted ? 443 : 80
+    ws.onmessage = (event) => { this.onMessage(event.data) }
+    ws.onerror = () => { this.error ??= new ClosedError(`connection ${this.id}: the WebSocket to ${ws.url} failed`) }
+    this.closed = new Promise((resolve) => {
+      ws.onclose = (event) => {
+        this.isClosed = true
+        if (this.poll !== undefined) clearTimeout(this.poll)
+        this.notifyDrained()
+        const clean = event.code === CLOSE_NORMAL || event.code === CLOSE_GOING_AWAY
+        this.finishRead(this.error ?? (clean ? null : new ClosedError(`connection ${this.id} closed (WebSocket close code ${event.code})`)))
+        resolve()
+      }
+    })
+  }
+
+  private onMessage (data: unknown): void {
+    if (this.readEnded) return
+    if (!(data instanceof ArrayBuffer)) {
+      this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
+      this.finishRead(this.error)
+      this.closing = true
+      this.ws.close(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
+      return
+    }
+    const chunk = new Uint8Array(data)
+    this.bytesIn += chunk.length
+    if (this.reader === null || this.paused || this.held.length > 0) this.held.push(chunk)
+    else this.reader.data(chunk)
+  }
+
+  get isOpen (): boolean { return !this.isClosed && this.ws.readyState === OPEN }
+  get writable (): boolean { return !this.closing && this.isOpen && this.ws.bufferedAmount < WEBSOCKET_HIGH_WATER }
+  get writableLength (): number { return this.ws.bufferedAmount }
+  get bytesOut (): number { return this.sent - this.ws.bufferedAmount }
+
+  read (reader: ChannelReader): void {
+    if (this.reader !== null) throw new AlreadyIteratingError(`connection ${this.id}: it already has a reader`)
+    this.reader = reader
+    if (!this.isOpen) {
+      queueMicrotask(() => { this.finishRead(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
+      return
+    }
+    this.resume()
+  }
+
+  private finishRead (error: Error | null): void {
+    const reader = this.reader
+    if (reader === null || this.readEnded) return
+    this.readEnded = true
+    this.held = []
+    reader.end(error === null || this.closing ? null : error)
+  }
+
+  pause (): void { this.paused = true }
+
+  resume (): void {
+    if (this.reader === null || this.readEnded) return
+    this.paused = false
+    while (this.held.length > 0 && !this.paused && !this.readEnded) this.reader.data(this.held.shift()!)
+  }
+
+  write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
+    if (!this.isOpen || this.closing) return false
+    for (const message of toMessages(chunks)) {
+      this.sent += message.length
+      this.ws.send(message)
+    }
+    return this.writable
+  }
+
+  drained (): Promise<void> {
+    if (!this.isOpen || this.writable) return Promise.resolve()
+    const waiting = new Promise<void>((resolve) => { this.drainWaiters.push(resolve) })
+    this.schedulePoll()
+    return waiting
+  }
+
+  private schedulePoll (): void {
+    if (this.poll !== undefined) return
+    this.poll = setTimeout(() => {
+      this.poll = undefined
+      this.notifyDrained()
+      if (this.drainWaiters.length > 0 && this.isOpen) this.schedulePoll()
+    }, DRAIN_POLL)
+  }
+
+  private notifyDrained (): void {
+    if (this.drainWaiters.length === 0 || (this.isOpen && !this.writable)) return
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const w of waiters) w()
+  }
+
+  async end (error?: Error): Promise<void> {
+    if (error !== undefined) this.error ??= error
+    if (!this.isOpen) return
+    this.closing = true
+    // The browser sends what was written before the close frame.
+    this.ws.close(CLOSE_NORMAL)
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([this.closed, new Promise<void>((resolve) => { timer = setTimeout(resolve, END_TIMEOUT) })])
+    clearTimeout(timer)
+  }
+
+  close (error?: Error): void {
+    if (error !== undefined) this.error ??= error
+    this.closing = true
+    if (this.ws.readyState <= OPEN) this.ws.close(CLOSE_NORMAL)
+    // A browser cannot drop a WebSocket at once: the reader ends now, the socket when the browser is done.
+    this.finishRead(null)
+  }
+}
+
+/** The browser's WebSocket class, or an error that says there is none. */
+function webSocketClass (): WebSocketConstructor {
+  const ctor = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+  if (ctor === undefined) throw new InvalidArgumentError('connect: this runtime has no global WebSocket')
+  return ctor
+}
+
+async function connectBrowser (options: TransportConnectOptions, signal: AbortSignal): Promise<Channel> {
+  const url = options.url as string
+  const ws = new (webSocketClass())(url)
+  ws.binaryType = 'arraybuffer'
+  return await new Promise<Channel>((resolve, reject) => {
+    const fail = (err: Error): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      ws.onopen = ws.onerror = ws.onclose = null
+      if (ws.readyState <= OPEN) ws.close()
+      reject(err)
+    }
+    const onAbort = (): void => { fail(new Error(`connecting to ${url} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new Error(`connecting to ${url} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    signal.addEventListener('abort', onAbort, { once: true })
+    // A browser tells a script nothing about why a WebSocket failed.
+    ws.onerror = () => { fail(new Error(`connecting to ${url} failed`)) }
+    ws.onclose = (event) => { fail(new Error(`connecting to ${url} failed (close code ${event.code})`)) }
+    ws.onopen = () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      ws.onopen = ws.onerror = ws.onclose = null
+      resolve(new BrowserWebSocketChannel(ws))
+    }
+  })
+}
+
+/**
+ * The one transport of a browser's Link: WebSocket connectors. It takes every
+ * listener and connector so that what a browser cannot do is refused with a
+ * clear InvalidArgumentError: listening, TLS options, host/port connectors.
+ */
+export const browserWebSocketTransport: Transport = {
+  name: 'ws',
+  listens: () => true,
+  connects: () => true,
+  prepare (options) {
+    const url = options.url
+    if (url === undefined) {
+      throw new InvalidArgumentError('connect: a browser connects over WebSocket only: give { url: \'ws://host:port/path\' } (or wss://) of a peer that listens with websocket: true')
+    }
+    if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
+    if (options.tls !== undefined) {
+      throw new InvalidArgumentError('connect: tls options cannot be used in a browser: a wss:// URL uses the browser\'s own TLS, which checks the certificate against its trusted CAs')
+    }
+    return options
+  },
+  listen () {
+    return Promise.reject(new InvalidArgumentError('listen: a browser cannot listen for connections; let a Node peer listen with websocket: true and connect to it with { url }'))
+  },
+  connect: connectBrowser
+}

@@ -1,0 +1,186 @@
+// A channel over a WebSocket of the `ws` package (Node): each write() goes out
+// as binary messages, each binary message that comes in is pushed as one chunk.
+// A text message is not part of the protocol: it closes the connection with a
+// ProtocolError. Reading pauses the WebSocket (and so its socket); writing is
+// congested while more than WEBSOCKET_HIGH_WATER bytes are unsent, and drains as
+// ws's send callbacks report the bytes handed to the socket.
+import type { Socket } from 'node:net'
+import type { PeerCertificate } from 'node:tls'
+import { AlreadyIteratingError, ClosedError, ProtocolError, WebSocketMessageTooLargeError } from '../errors.ts'
+import { channelId, type Channel, type ChannelReader, type Direction } from './channel.ts'
+import { tlsPeer } from './socket-channel.ts'
+import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
+
+/** How long end() waits for the remote to answer the closing handshake before the socket is dropped, in ms. */
+const END_TIMEOUT = 2000
+/** Close codes (RFC 6455, 7.4.1). */
+const CLOSE_NORMAL = 1000
+const CLOSE_GOING_AWAY = 1001
+const CLOSE_UNSUPPORTED_DATA = 1003
+
+/** ws's error for a message above maxPayload, as a typed error; other frame errors as ProtocolError. */
+function frameError (err: Error & { code?: string }, maxPayload: number): Error {
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new WebSocketMessageTooLargeError(maxPayload, { cause: err })
+  if (typeof err.code === 'string' && err.code.startsWith('WS_ERR_')) return new ProtocolError(`bad WebSocket frame: ${err.message}`, { cause: err })
+  return err
+}
+
+/**
+ * The part of a `ws` WebSocket used here, typed here so that this module's
+ * declarations need no @types/ws.
+ */
+export interface NodeWebSocket {
+  readonly readyState: number
+  readonly OPEN: number
+  on (event: 'message', listener: (data: Buffer, isBinary: boolean) => void): unknown
+  on (event: 'error', listener: (err: Error & { code?: string }) => void): unknown
+  once (event: 'close', listener: (code: number) => void): unknown
+  pause (): void
+  resume (): void
+  send (data: Uint8Array, options: { binary: boolean }, callback: (err?: Error | null) => void): void
+  close (code?: number, reason?: string): void
+  terminate (): void
+}
+
+export class WsChannel implements Channel {
+  readonly id = channelId()
+  readonly transport: 'ws' | 'wss'
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly encrypted: boolean
+  readonly peerCertificate: PeerCertificate | null
+  readonly peerAuthorized: boolean
+  readonly peerAuthorizationError: Error | null
+  readonly closed: Promise<void>
+  error: Error | undefined = undefined
+  refusal: Error | undefined = undefined
+  bytesIn = 0
+  bytesOut = 0
+
+  private reader: ChannelReader | null = null
+  private paused = false
+  /** Messages that came before read(), or while paused (ws may still emit a few after pause()). */
+  private held: Uint8Array[] = []
+  private closing = false
+  private isClosed = false
+  private readEnded = false
+  private unsent = 0
+  private drainWaiters: Array<() => void> = []
+
+  /** `socket`: the TCP (or TLS) socket under the WebSocket, for its addresses and certificate. */
+  constructor (private readonly ws: NodeWebSocket, readonly direction: Direction, socket: Socket, private readonly maxPayload: number) {
+    this.remoteAddress = socket.remoteAddress ?? ''
+    this.remotePort = socket.remotePort ?? 0
+    const peer = tlsPeer(socket)
+    this.encrypted = peer.encrypted
+    this.transport = peer.encrypted ? 'wss' : 'ws'
+    this.peerCertificate = peer.peerCertificate
+    this.peerAuthorized = peer.peerAuthorized
+    this.peerAuthorizationError = peer.peerAuthorizationError
+    // Nothing is read until a reader comes.
+    ws.pause()
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.readEnded) return
+      if (!isBinary) {
+        this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
+        ws.close(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
+        this.finishRead(this.error)
+        ws.terminate()
+        return
+      }
+      this.bytesIn += data.length
+      if (this.reader === null || this.paused || this.held.length > 0) this.held.push(data)
+      else this.reader.data(data)
+    })
+    // Always listened to: a WebSocket error closes this channel, never the process.
+    ws.on('error', (err: Error & { code?: string }) => { this.error ??= frameError(err, this.maxPayload) })
+    this.closed = new Promise((resolve) => {
+      ws.once('close', (code: number) => {
+        this.isClosed = true
+        this.notifyDrained()
+        const clean = code === CLOSE_NORMAL || code === CLOSE_GOING_AWAY
+        this.finishRead(this.error ?? (clean ? null : new ClosedError(`connection ${this.id} closed (WebSocket close code ${code})`)))
+        resolve()
+      })
+    })
+  }
+
+  get isOpen (): boolean { return !this.isClosed && this.ws.readyState === this.ws.OPEN }
+  get writable (): boolean { return !this.closing && this.isOpen && this.unsent < WEBSOCKET_HIGH_WATER }
+  get writableLength (): number { return this.unsent }
+
+  read (reader: ChannelReader): void {
+    if (this.reader !== null) throw new AlreadyIteratingError(`connection ${this.id}: it already has a reader`)
+    this.reader = reader
+    if (!this.isOpen) {
+      queueMicrotask(() => { this.finishRead(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
+      return
+    }
+    this.resume()
+  }
+
+  private finishRead (error: Error | null): void {
+    const reader = this.reader
+    if (reader === null || this.readEnded) return
+    this.readEnded = true
+    this.held = []
+    reader.end(error === null || this.closing ? null : error)
+  }
+
+  pause (): void {
+    this.paused = true
+    if (this.isOpen) this.ws.pause()
+  }
+
+  resume (): void {
+    if (this.reader === null || this.readEnded) return
+    this.paused = false
+    // What was held goes first; a reader may pause again on any chunk.
+    while (this.held.length > 0 && !this.paused && !this.readEnded) this.reader.data(this.held.shift()!)
+    if (!this.paused && this.isOpen) this.ws.resume()
+  }
+
+  write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
+    if (!this.isOpen || this.closing) return false
+    for (const message of toMessages(chunks)) {
+      const n = message.length
+      this.unsent += n
+      this.ws.send(message, { binary: true }, (err) => {
+        this.unsent -= n
+        if (err === undefined || err === null) this.bytesOut += n
+        this.notifyDrained()
+      })
+    }
+    return this.writable
+  }
+
+  drained (): Promise<void> {
+    if (!this.isOpen || this.writable) return Promise.resolve()
+    return new Promise((resolve) => { this.drainWaiters.push(resolve) })
+  }
+
+  private notifyDrained (): void {
+    // An ended channel stays unwritable: its waiters go on waiting, for the close.
+    if (this.drainWaiters.length === 0 || (this.isOpen && !this.writable)) return
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const w of waiters) w()
+  }
+
+  async end (error?: Error): Promise<void> {
+    if (error !== undefined) this.error ??= error
+    if (!this.isOpen) return
+    this.closing = true
+    // Sent after what was written: ws queues the close frame behind the messages.
+    this.ws.close(CLOSE_NORMAL)
+    const timer = setTimeout(() => { this.ws.terminate() }, END_TIMEOUT)
+    await this.closed
+    clearTimeout(timer)
+  }
+
+  close (error?: Error): void {
+    if (error !== undefined) this.error ??= error
+    this.closing = true
+    this.ws.terminate()
+  }
+}

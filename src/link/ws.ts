@@ -1,0 +1,233 @@
+// The WebSocket transports on Node (the `ws` package): `ws:` and `wss:`. A
+// listener serves upgrades on an HTTP(S) server of its own, or on one the
+// application shares with it; a connector opens a URL. Each WebSocket is a
+// WsChannel, and the protocol runs over it unchanged.
+import http from 'node:http'
+import https from 'node:https'
+import type net from 'node:net'
+import type tls from 'node:tls'
+import type { Duplex } from 'node:stream'
+import { WebSocket, WebSocketServer } from 'ws'
+import { InvalidArgumentError, PeerCertificateError } from '../errors.ts'
+import type { Channel } from './channel.ts'
+import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
+import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
+import { WsChannel } from './ws-channel.ts'
+import { checkMaxPayload, DEFAULT_MAX_PAYLOAD } from './ws-messages.ts'
+
+/** A listener's `websocket` option, checked. */
+interface WebSocketSetting {
+  /** The only path upgrades are taken on; null: any. */
+  readonly path: string | null
+  readonly maxPayload: number
+}
+
+function websocketSetting (value: unknown): WebSocketSetting {
+  if (value === true || value === undefined) return { path: null, maxPayload: DEFAULT_MAX_PAYLOAD }
+  if (typeof value !== 'object' || value === null) throw new InvalidArgumentError(`listen: websocket must be true or { path, maxPayload }, got ${typeof value}`)
+  const { path, maxPayload } = value as { path?: unknown, maxPayload?: unknown }
+  if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) {
+    throw new InvalidArgumentError(`listen: websocket.path must be a string starting with "/", got ${JSON.stringify(path)}`)
+  }
+  const limit = checkMaxPayload(maxPayload, 'listen')
+  if (typeof limit === 'string') throw new InvalidArgumentError(limit)
+  return { path: path ?? null, maxPayload: limit }
+}
+
+/** The path of a request's URL, without its query. */
+function pathOf (url: string | undefined): string {
+  const raw = url ?? '/'
+  const q = raw.indexOf('?')
+  return q < 0 ? raw : raw.slice(0, q)
+}
+
+/** Answers an upgrade request it will not serve with an HTTP status, and drops the socket. */
+function refuseUpgrade (socket: Duplex, status: number, text: string): void {
+  if (socket.writable) socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+  socket.destroy()
+}
+
+/** The certificate a wss: client failed to present or verify with, or null when it passed (or none was asked for). */
+function refusedCertificate (socket: net.Socket): PeerCertificateError | null {
+  const tlsSocket = socket as tls.TLSSocket
+  if (tlsSocket.authorized) return null
+  const why = tlsSocket.authorizationError as Error | string | null | undefined
+  return new PeerCertificateError(why === null || why === undefined ? 'no certificate' : why instanceof Error ? why.message : String(why))
+}
+
+async function listenWebSocket (options: TransportListenOptions, accept: (channel: Channel) => void, events: TransportEvents): Promise<TransportServer> {
+  const setting = websocketSetting(options.websocket)
+  const shared = options.server as http.Server | undefined
+  const tlsOptions = options.tls as tls.TlsOptions | undefined
+  if (shared !== undefined && !(shared instanceof http.Server)) throw new InvalidArgumentError('listen: server must be an http.Server or https.Server')
+  if (shared !== undefined && tlsOptions !== undefined) {
+    throw new InvalidArgumentError('listen: with `server`, TLS is that server\'s own (give it an https.Server): leave out tls')
+  }
+  // Clients whose certificate does not verify are refused by the layer above, which tells them why.
+  const verify = tlsOptions !== undefined && tlsOptions.requestCert === true && tlsOptions.rejectUnauthorized !== false
+  const wss = new WebSocketServer({ noServer: true, maxPayload: setting.maxPayload, perMessageDeflate: false, clientTracking: false })
+  const live = new Set<Channel>()
+  /** Sockets of our own server that are not WebSocket channels (yet): closing the link drops them. */
+  const pending = new Set<Duplex>()
+  let stopped = false
+
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (setting.path !== null && pathOf(req.url) !== setting.path) {
+      // On a shared server the path may be another handler's.
+      if (shared === undefined) refuseUpgrade(socket, 404, 'Not Found')
+      return
+    }
+    if (stopped) { socket.destroy(); return }
+    if (live.size >= options.maxConnections) {
+      events.log.warn('connection refused: maxConnections reached', { remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, maxConnections: options.maxConnections })
+      refuseUpgrade(socket, 503, 'Service Unavailable')
+      return
+    }
+    socket.on('error', (err) => { events.log.debug('WebSocket upgrade failed', { error: err }) })
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      pending.delete(socket)
+      const channel = new WsChannel(ws, 'inbound', req.socket, setting.maxPayload)
+      live.add(channel)
+      void channel.closed.then(() => { live.delete(channel) })
+      if (verify) {
+        const error = refusedCertificate(req.socket)
+        if (error !== null) {
+          events.log.warn('wss client refused: its certificate did not verify', { remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, error })
+          events.error(error)
+          channel.refusal = error
+        }
+      }
+      accept(channel)
+    })
+  }
+
+  if (shared !== undefined) {
+    shared.on('upgrade', onUpgrade)
+    const addr = shared.address()
+    return {
+      host: addr !== null && typeof addr === 'object' ? addr.address : '',
+      port: addr !== null && typeof addr === 'object' ? addr.port : 0,
+      close: () => { stopped = true; shared.off('upgrade', onUpgrade); wss.close() },
+      abort: () => {}
+    }
+  }
+
+  let server: http.Server
+  const plainRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+    res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket', Connection: 'close' })
+    res.end('This is a snakemq WebSocket endpoint: connect with a WebSocket client.\n')
+  }
+  if (tlsOptions !== undefined) {
+    const handshakeTimeout = (options.handshakeTimeout as number | undefined) ?? tlsOptions.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
+      throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
+    }
+    try {
+      server = https.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout, ...(verify ? { rejectUnauthorized: false } : {}) }, plainRequest)
+    } catch (err) {
+      throw new InvalidArgumentError(`listen: bad tls options: ${(err as Error).message}`, { cause: err })
+    }
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      socket.destroy()
+      events.log.warn('TLS handshake with a wss client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error: err })
+      events.error(err)
+    })
+  } else {
+    server = http.createServer(plainRequest)
+  }
+  server.on('connection', (raw: net.Socket) => {
+    pending.add(raw)
+    raw.once('close', () => { pending.delete(raw) })
+  })
+  server.on('upgrade', onUpgrade)
+  const addr = await bind(server, options.host, options.port, events)
+  return {
+    host: addr.address,
+    port: addr.port,
+    close: () => { stopped = true; if (server.listening) server.close(); wss.close() },
+    abort: () => { for (const s of pending) s.destroy() }
+  }
+}
+
+/** A connector's URL, checked: ws: or wss:, and which of the two. */
+function checkUrl (url: unknown): URL {
+  if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch (err) {
+    throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
+  }
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
+  return parsed
+}
+
+async function connectWebSocket (options: TransportConnectOptions, signal: AbortSignal): Promise<Channel> {
+  const url = options.url as string
+  const tlsOptions = options.tls as tls.ConnectionOptions | undefined
+  const ws = new WebSocket(url, {
+    ...(tlsOptions ?? {}),
+    perMessageDeflate: false,
+    maxPayload: DEFAULT_MAX_PAYLOAD,
+    handshakeTimeout: options.connectTimeout
+  })
+  return await new Promise<Channel>((resolve, reject) => {
+    let socket: net.Socket | null = null
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+      ws.off('error', fail)
+    }
+    const fail = (err: Error): void => {
+      done()
+      ws.terminate()
+      reject(err)
+    }
+    const onAbort = (): void => { fail(new Error(`connecting to ${url} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new Error(`connecting to ${url} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    signal.addEventListener('abort', onAbort, { once: true })
+    ws.on('error', fail)
+    ws.once('upgrade', (res) => { socket = res.socket })
+    ws.once('unexpected-response', (req, res) => {
+      req.destroy()
+      fail(new Error(`${url} answered the WebSocket upgrade with HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trimEnd()))
+    })
+    ws.once('open', () => {
+      done()
+      if (socket === null) { ws.terminate(); reject(new Error(`connecting to ${url}: the WebSocket opened without its socket`)); return }
+      resolve(new WsChannel(ws, 'outbound', socket, DEFAULT_MAX_PAYLOAD))
+    })
+  })
+}
+
+function isWebSocketListen (o: Readonly<Record<string, unknown>>): boolean {
+  return (o.websocket !== undefined && o.websocket !== false) || o.server !== undefined
+}
+
+/** WebSocket without TLS: `listen({ websocket: true })`, `connect({ url: 'ws://...' })`. */
+export const wsTransport: Transport = {
+  name: 'ws',
+  listens: (o) => isWebSocketListen(o) && o.tls === undefined,
+  connects: (o) => o.url !== undefined && !(typeof o.url === 'string' && o.url.startsWith('wss:')),
+  prepare (options) {
+    checkUrl(options.url)
+    if (options.tls !== undefined) throw new InvalidArgumentError('connect: tls options with a ws:// URL: use a wss:// URL for TLS')
+    return options
+  },
+  listen: listenWebSocket,
+  connect: connectWebSocket
+}
+
+/** WebSocket over TLS: `listen({ websocket: true, tls })`, `connect({ url: 'wss://...', tls })`. */
+export const wssTransport: Transport = {
+  name: 'wss',
+  listens: (o) => isWebSocketListen(o) && o.tls !== undefined,
+  connects: (o) => typeof o.url === 'string' && o.url.startsWith('wss:'),
+  prepare (options) {
+    checkUrl(options.url)
+    // ws checks the certificate against the URL's host name, as TLS over TCP does against `host`.
+    return { ...options, tls: withSecureContext((options.tls ?? {}) as tls.ConnectionOptions) }
+  },
+  listen: listenWebSocket,
+  connect: connectWebSocket
+}

@@ -1,0 +1,172 @@
+// A page in headless Chromium is a peer: its script, bundled by esbuild from the
+// package's browser entry, talks over WebSocket to a Node peer that listens with
+// `websocket: true` and serves a TCP peer at the same time. Messages both ways,
+// RPC each way, a reconnect after the Node peer restarts, and persistent
+// messages queued in IndexedDB that survive a reload and are delivered once the
+// Node peer is back.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { fileURLToPath } from 'node:url'
+import type { AddressInfo } from 'node:net'
+import type { Page } from 'playwright-core'
+import { Link, Messaging, RpcClient, RpcServer, type Message } from '../src/index.ts'
+import type { Harness } from './browser/page.ts'
+import { bundleForBrowser, launchChromium, type Chromium } from './helpers/chromium.ts'
+import { connected, take } from './helpers/util.ts'
+
+const PAGE = fileURLToPath(new URL('./browser/page.ts', import.meta.url))
+const text = (m: Message): string => new TextDecoder().decode(m.data)
+
+let browser: Chromium
+let site: http.Server
+let siteUrl = ''
+let bundleInputs: string[] = []
+
+before(async () => {
+  const { code, inputs } = await bundleForBrowser(PAGE)
+  bundleInputs = inputs
+  site = http.createServer((req, res) => {
+    if (req.url === '/page.js') {
+      res.writeHead(200, { 'Content-Type': 'text/javascript' })
+      res.end(code)
+    } else {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end('<!doctype html><title>snakemq page</title><script type="module" src="/page.js"></script>')
+    }
+  })
+  await new Promise<void>((resolve) => { site.listen(0, '127.0.0.1', resolve) })
+  siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}/`
+  browser = await launchChromium()
+})
+
+after(async () => {
+  await browser?.close()
+  if (site === undefined) return
+  site.closeAllConnections()
+  await new Promise<void>((resolve) => { site.close(() => { resolve() }) })
+})
+
+/** The Node peer 'node': WebSocket and TCP listeners on one Messaging, with an RPC object. */
+async function startNode (wsPort = 0, tcpPort = 0): Promise<{ mq: Messaging, wsPort: number, tcpPort: number }> {
+  const link = new Link()
+  const ws = await link.listen({ port: wsPort, websocket: { path: '/mq' } })
+  const tcp = await link.listen({ port: tcpPort })
+  const mq = new Messaging(link, { identity: 'node' })
+  new RpcServer(mq).register('calc', { add: (a: number, b: number) => a + b })
+  return { mq, wsPort: ws.port, tcpPort: tcp.port }
+}
+
+async function openPage (): Promise<Page> {
+  const page = await browser.context.newPage()
+  const problems: string[] = []
+  page.on('pageerror', (err) => { problems.push(String(err)) })
+  await page.goto(siteUrl)
+  await page.waitForFunction(() => 'harness' in globalThis, undefined, { timeout: 10_000 }).catch((err: unknown) => {
+    throw new Error(`the page script did not start: ${problems.join('; ')}`, { cause: err })
+  })
+  return page
+}
+
+test('the page bundles from the browser entry with no Node built-in and neither ws nor classic-level', () => {
+  assert.ok(bundleInputs.some((i) => i.endsWith('src/index.browser.ts')))
+  assert.ok(bundleInputs.some((i) => i.includes('node_modules/browser-level/')), 'level is browser-level')
+  assert.deepEqual(bundleInputs.filter((i) => /^node:|node_modules\/(ws|classic-level)\/|src\/link\/(tcp|ws|node-link)\.ts$|level-node/.test(i)), [])
+})
+
+test('a page in Chromium and a Node peer: 1,000 messages both ways while the Node peer serves a TCP peer, RPC each way, and a reconnect after the Node peer restarts', async () => {
+  let node = await startNode()
+  const { wsPort, tcpPort } = node
+  const carolLink = new Link()
+  const carol = new Messaging(carolLink, { identity: 'carol' })
+  carolLink.connect({ port: tcpPort, reconnect: { minDelay: 20, maxDelay: 200 } })
+  const page = await openPage()
+  try {
+    assert.deepEqual(await page.evaluate(async (u) => await harness.start(u, 'exchange'), `ws://127.0.0.1:${wsPort}/mq`), { queued: 0 })
+    assert.equal(await page.evaluate(async () => await harness.connected()), 'ws')
+    await connected(node.mq, 'carol')
+
+    const n = 1000
+    const fromPage = take(node.mq, n, { filter: (m) => m.from === 'page' })
+    const fromCarol = take(node.mq, n, { filter: (m) => m.from === 'carol' })
+    const exchanged = page.evaluate(async (count) => await harness.exchange(count), n)
+    const sends: Array<Promise<unknown>> = []
+    for (let i = 0; i < n; i++) {
+      sends.push(node.mq.send('page', new TextEncoder().encode(`to page ${i}`)), carol.send('node', new TextEncoder().encode(`carol ${i}`)))
+    }
+    await Promise.all(sends)
+    assert.deepEqual(await exchanged, { received: n, inOrder: true })
+    assert.deepEqual((await fromPage).map(text), Array.from({ length: n }, (_, i) => `from page ${i}`))
+    assert.deepEqual((await fromCarol).map(text), Array.from({ length: n }, (_, i) => `carol ${i}`))
+
+    assert.equal(await page.evaluate(async () => await harness.callNode(20, 22)), 42)
+    const pageApi = new RpcClient(node.mq).proxy<{ mul (a: number, b: number): number, where (): string }>('page', 'page')
+    assert.equal(await pageApi.mul(6, 7), 42)
+    assert.equal(await pageApi.where(), 'in a browser')
+
+    // The Node peer restarts on the same ports: the page's connector comes back by itself.
+    await node.mq.close()
+    await page.evaluate(async () => { await harness.disconnected() })
+    node = await startNode(wsPort, tcpPort)
+    assert.equal(await page.evaluate(async () => await harness.connected()), 'ws')
+    const again = take(node.mq, 10, { filter: (m) => m.from === 'page' })
+    const back = page.evaluate(async () => await harness.exchange(10))
+    for (let i = 0; i < 10; i++) await node.mq.send('page', new TextEncoder().encode(`to page ${i}`))
+    assert.deepEqual(await back, { received: 10, inOrder: true })
+    assert.deepEqual((await again).map(text), Array.from({ length: 10 }, (_, i) => `from page ${i}`))
+    await page.evaluate(async () => { await harness.close() })
+  } finally {
+    await page.close()
+    await Promise.all([node.mq.close(), carol.close()])
+  }
+})
+
+test('100 persistent messages queued in IndexedDB while the Node peer is down survive a page reload and are delivered once it is back', async () => {
+  // A port for the Node peer that nobody listens on yet: bound, then released.
+  const probe = await startNode()
+  const { wsPort, tcpPort } = probe
+  await probe.mq.close()
+  const url = `ws://127.0.0.1:${wsPort}/mq`
+  const page = await openPage()
+  let node: Awaited<ReturnType<typeof startNode>> | null = null
+  try {
+    assert.deepEqual(await page.evaluate(async (u) => await harness.start(u, 'kept'), url), { queued: 0 })
+    assert.deepEqual(await page.evaluate(async () => await harness.queuePersistent(100)), { queued: 100 })
+    // A reload, not a close: the page goes away without a word, as a closed tab does.
+    await page.reload()
+    await page.waitForFunction(() => 'harness' in globalThis)
+    assert.deepEqual(await page.evaluate(async (u) => await harness.start(u, 'kept'), url), { queued: 100 }, 'still queued after the reload')
+
+    node = await startNode(wsPort, tcpPort)
+    const got = await take(node.mq, 100, { filter: (m) => m.from === 'page' })
+    assert.deepEqual(got.map(text), Array.from({ length: 100 }, (_, i) => `kept ${i}`))
+    assert.ok(got.every((m) => m.persistent), 'they came as persistent messages')
+    assert.equal(await page.evaluate(async () => await harness.delivered(100)), 100)
+    // Delivered once: after another reload nothing is left to send.
+    await page.evaluate(async () => { await harness.close() })
+    await page.reload()
+    await page.waitForFunction(() => 'harness' in globalThis)
+    assert.deepEqual(await page.evaluate(async (u) => await harness.start(u, 'kept'), url), { queued: 0 })
+    await page.evaluate(async () => { await harness.close() })
+  } finally {
+    await page.close()
+    await node?.mq.close()
+  }
+})
+
+test('what a browser cannot do is refused with InvalidArgumentError saying so', async () => {
+  const page = await openPage()
+  try {
+    const refusals = await page.evaluate(async () => await harness.refusals())
+    const expected = [/cannot listen/, /WebSocket only/, /tls options cannot be used in a browser/, /incoming throttle/, /sync is an option of LevelDB in Node/]
+    assert.equal(refusals.length, expected.length)
+    for (const [i, re] of expected.entries()) assert.match(refusals[i]!, re)
+  } finally {
+    await page.close()
+  }
+})
+
+declare global {
+  /** The page's harness (test/browser/page.ts), in the page. */
+  var harness: Harness
+}

@@ -1,0 +1,115 @@
+// The page of the browser tests, bundled by esbuild for the browser from the
+// package's browser entry: a peer named 'page' whose steps the test drives
+// through `globalThis.harness` (page.evaluate). Its queues persist in IndexedDB.
+import { Link, LevelStore, Messaging, RpcClient, RpcServer, InvalidArgumentError } from '../../src/index.browser.ts'
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+let link: Link | null = null
+let mq: Messaging | null = null
+let deliveredCount = 0
+let deliveredWaiters: Array<() => void> = []
+
+interface Calc { add (a: number, b: number): number }
+
+const harness = {
+  /** Opens the store and connects to `url`; resolves once the store is loaded (not when connected). */
+  async start (url: string, storeName: string): Promise<{ queued: number }> {
+    const store = await LevelStore.open(storeName)
+    link = new Link()
+    mq = new Messaging(link, { identity: 'page', store })
+    deliveredCount = 0
+    mq.on('delivered', ({ to }) => {
+      if (to !== 'node') return
+      deliveredCount++
+      const waiters = deliveredWaiters
+      deliveredWaiters = []
+      for (const w of waiters) w()
+    })
+    new RpcServer(mq).register('page', { mul: (a: number, b: number) => a * b, where: () => 'in a browser' })
+    link.connect({ url, reconnect: { minDelay: 50, maxDelay: 400 } })
+    await mq.ready()
+    return { queued: mq.stats().peers.node?.queued ?? 0 }
+  },
+
+  async connected (timeout = 15_000): Promise<string> {
+    await mq!.whenConnected('node', { timeout })
+    return [...link!.connectionsOpen][0]?.transport ?? ''
+  },
+
+  async disconnected (): Promise<void> {
+    if (!mq!.isConnected('node')) return
+    await new Promise<void>((resolve) => {
+      const on = ({ ident }: { ident: string }): void => { if (ident === 'node') { mq!.off('disconnect', on); resolve() } }
+      mq!.on('disconnect', on)
+    })
+  },
+
+  /** Sends `n` messages to node and takes `n` from it; returns what arrived, checked for order. */
+  async exchange (n: number): Promise<{ received: number, inOrder: boolean }> {
+    const taking = (async () => {
+      let i = 0
+      let inOrder = true
+      if (n === 0) return { received: 0, inOrder }
+      for await (const m of mq!.messages({ filter: (m) => m.from === 'node' })) {
+        if (decoder.decode(m.data) !== `to page ${i}`) inOrder = false
+        if (++i === n) break
+      }
+      return { received: i, inOrder }
+    })()
+    const sends: Array<Promise<unknown>> = []
+    for (let i = 0; i < n; i++) sends.push(mq!.send('node', encoder.encode(`from page ${i}`)))
+    await Promise.all(sends)
+    return await taking
+  },
+
+  async callNode (a: number, b: number): Promise<number> {
+    return await new RpcClient(mq!).proxy<Calc>('node', 'calc').add(a, b)
+  },
+
+  /** Queues `n` persistent messages for node; resolves once all are written to IndexedDB. */
+  async queuePersistent (n: number): Promise<{ queued: number }> {
+    const sends: Array<Promise<unknown>> = []
+    for (let i = 0; i < n; i++) sends.push(mq!.send('node', encoder.encode(`kept ${i}`), { persistent: true, ttl: 600 }))
+    await Promise.all(sends)
+    return { queued: mq!.stats().peers.node?.queued ?? 0 }
+  },
+
+  /** Resolves once `n` messages to node were delivered (acknowledged) since start(). */
+  async delivered (n: number): Promise<number> {
+    while (deliveredCount < n) await new Promise<void>((resolve) => { deliveredWaiters.push(resolve) })
+    return deliveredCount
+  },
+
+  /** What a browser cannot do, each refused with InvalidArgumentError: the messages. */
+  async refusals (): Promise<string[]> {
+    const l = new Link()
+    const out: string[] = []
+    const check = async (f: () => unknown): Promise<void> => {
+      try {
+        await f()
+        out.push('accepted')
+      } catch (err) {
+        out.push(err instanceof InvalidArgumentError ? err.message : `not InvalidArgumentError: ${String(err)}`)
+      }
+    }
+    await check(async () => await l.listen({ port: 0 }))
+    await check(() => l.connect({ host: '127.0.0.1', port: 1 }))
+    await check(() => l.connect({ url: 'wss://127.0.0.1:1', tls: { rejectUnauthorized: false } }))
+    await check(() => l.connect({ url: 'ws://127.0.0.1:1', throttle: { incoming: 1000 } }))
+    await check(async () => await LevelStore.open('refused', { sync: true } as never))
+    await l.close()
+    return out
+  },
+
+  async close (): Promise<void> {
+    await mq?.close()
+    mq = null
+    link = null
+  }
+}
+
+;(globalThis as unknown as { harness: typeof harness }).harness = harness
+
+export type Harness = typeof harness

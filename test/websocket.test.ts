@@ -1,0 +1,311 @@
+// The WebSocket transport on Node: Messaging peers over ws: and wss:, a peer
+// serving TCP and WebSocket on one Messaging, bad input (text messages, oversized
+// messages, bad frames) closing only its connection with a typed error, limits,
+// listening on a shared http.Server, reconnects, and the options refused.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { once } from 'node:events'
+import { WebSocket } from 'ws'
+import {
+  Link, Messaging, RpcClient, RpcServer, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError,
+  WEBSOCKET_MAX_MESSAGE_BYTES, type Connection, type MessagingEvents
+} from '../src/index.ts'
+import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
+import { connected, payload, take, waitFor } from './helpers/util.ts'
+
+if (!(await hasOpenssl())) throw new Error('the wss tests need the openssl command line (Debian package openssl)')
+
+let certs: CertDir
+let ca: KeyPair
+let server: KeyPair
+let client: KeyPair
+
+before(async () => {
+  certs = await CertDir.create()
+  ca = await certs.ca('ca')
+  ;[server, client] = await Promise.all([
+    certs.cert('server', ca, { cn: 'bob', dns: ['localhost'] }),
+    certs.cert('client', ca, { cn: 'alice' })
+  ])
+})
+
+after(async () => { await certs?.remove() })
+
+const fast = { minDelay: 20, maxDelay: 200 }
+
+/** Every message of `n`, in order, carries its index. */
+function assertInOrder (messages: ReadonlyArray<{ data: Uint8Array }>, n: number): void {
+  assert.equal(messages.length, n)
+  messages.forEach((m, i) => { assert.deepEqual(Buffer.from(m.data), payload(i)) })
+}
+
+/** A raw ws client on the listener, open. */
+async function rawClient (url: string): Promise<WebSocket> {
+  const ws = new WebSocket(url)
+  ws.on('error', () => {})
+  await once(ws, 'open')
+  return ws
+}
+
+test('1,000 messages each way over ws:, and a TCP peer served by the same Messaging at once', async () => {
+  const linkB = new Link()
+  const wsListener = await linkB.listen({ port: 0, websocket: true })
+  const tcpListener = await linkB.listen({ port: 0 })
+  assert.equal(wsListener.transport, 'ws')
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  const linkC = new Link()
+  const carol = new Messaging(linkC, { identity: 'carol' })
+  try {
+    const aliceConnector = linkA.connect({ url: `ws://127.0.0.1:${wsListener.port}/`, reconnect: fast })
+    linkC.connect({ port: tcpListener.port, reconnect: fast })
+    await Promise.all([connected(bob, 'alice'), connected(bob, 'carol'), connected(alice, 'bob')])
+    assert.equal(aliceConnector.host, '127.0.0.1')
+    assert.equal(aliceConnector.port, wsListener.port)
+    assert.equal(aliceConnector.connection?.transport, 'ws')
+    const n = 1000
+    const fromAlice = take(bob, 2 * n, { filter: (m) => m.from === 'alice' })
+    const fromCarol = take(bob, n, { filter: (m) => m.from === 'carol' })
+    const atAlice = take(alice, n)
+    const sends: Array<Promise<unknown>> = []
+    for (let i = 0; i < n; i++) {
+      sends.push(alice.send('bob', payload(i)), bob.send('alice', payload(i)), carol.send('bob', payload(i)))
+    }
+    for (let i = n; i < 2 * n; i++) sends.push(alice.send('bob', payload(i)))
+    await Promise.all(sends)
+    assertInOrder(await fromAlice, 2 * n)
+    assertInOrder(await fromCarol, n)
+    assertInOrder(await atAlice, n)
+    const stats = bob.stats().peers
+    assert.ok((stats.alice?.bytesIn ?? 0) > 2 * n * 16, 'bytes in over the WebSocket are counted')
+    assert.ok((stats.alice?.bytesOut ?? 0) > n * 16, 'bytes out over the WebSocket are counted')
+  } finally {
+    await Promise.all([alice.close(), bob.close(), carol.close()])
+  }
+})
+
+test('a packet of 3 MiB crosses in several WebSocket messages of at most 1 MiB, and RPC works both ways', async () => {
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0, websocket: { path: '/mq', maxPayload: WEBSOCKET_MAX_MESSAGE_BYTES } })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  try {
+    linkA.connect({ url: `ws://127.0.0.1:${listener.port}/mq`, reconnect: fast })
+    await connected(bob, 'alice')
+    const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251)
+    const got = take(bob, 1)
+    await alice.send('bob', big)
+    const [m] = await got
+    assert.ok(Buffer.from(m!.data).equals(big), 'the 3 MiB arrived whole')
+    assert.ok(WEBSOCKET_MAX_MESSAGE_BYTES < big.length)
+
+    new RpcServer(bob).register('calc', { add: (a: number, b: number) => a + b })
+    new RpcServer(alice).register('echo', { shout: (s: string) => s.toUpperCase() })
+    assert.equal(await new RpcClient(alice).proxy<{ add (a: number, b: number): number }>('bob', 'calc').add(2, 3), 5)
+    assert.equal(await new RpcClient(bob).proxy<{ shout (s: string): string }>('alice', 'echo').shout('hi'), 'HI')
+  } finally {
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
+test('wss: with mutual TLS: the certificate of each side is seen by the other, and messages cross', async () => {
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0, websocket: true, tls: { key: server.key, cert: server.cert, ca: ca.cert, requestCert: true } })
+  assert.equal(listener.transport, 'wss')
+  const bob = new Messaging(linkB, { identity: 'bob', bindIdentityToCertificate: true })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  try {
+    const seen = waitFor<MessagingEvents['connect'][0]>(bob, 'connect')
+    linkA.connect({ url: `wss://localhost:${listener.port}`, tls: { key: client.key, cert: client.cert, ca: ca.cert }, reconnect: fast })
+    const { certificate, connection } = await seen
+    assert.equal(certificate?.subject.CN, 'alice')
+    assert.equal(connection.transport, 'wss')
+    assert.equal(connection.encrypted, true)
+    await connected(alice, 'bob')
+    const out = [...linkA.connectionsOpen][0]!
+    assert.equal(out.peerCertificate?.subject.CN, 'bob')
+    assert.equal(out.peerAuthorized, true)
+    const got = take(bob, 10)
+    for (let i = 0; i < 10; i++) await alice.send('bob', payload(i))
+    assertInOrder(await got, 10)
+  } finally {
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
+test('wss: a client whose certificate does not verify is refused, and a server certificate for another name is not accepted', async () => {
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0, websocket: true, tls: { key: server.key, cert: server.cert, ca: ca.cert, requestCert: true } })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkS = new Link()
+  const stranger = new Messaging(linkS, { identity: 'stranger' })
+  const linkL = new Link()
+  const lost = new Messaging(linkL, { identity: 'lost' })
+  try {
+    // No client certificate: refused by the listener, which tells the client why.
+    const refused = waitFor<MessagingEvents['error'][0]>(stranger, 'error')
+    linkS.connect({ url: `wss://localhost:${listener.port}`, tls: { ca: ca.cert }, reconnect: false })
+    const { error } = await refused
+    assert.equal(error.name, 'PeerCertificateError')
+    // 127.0.0.1 is not a name the server's certificate carries: the client gives up before the protocol starts.
+    const failed = waitFor<{ error: Error }>(linkL, 'connect-error')
+    linkL.connect({ url: `wss://127.0.0.2:${listener.port}`, tls: { key: client.key, cert: client.cert, ca: ca.cert }, reconnect: false })
+    const { error: tlsError } = await failed
+    assert.match(tlsError.message, /altnames|IP|certificate|ECONNREFUSED/)
+    assert.equal(bob.isConnected('stranger'), false)
+  } finally {
+    await Promise.all([stranger.close(), lost.close(), bob.close()])
+  }
+})
+
+test('a text message, a bad frame and an oversized message each close only their connection, with a typed error', async () => {
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0, websocket: { maxPayload: 1024 * 1024 } })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  const url = `ws://127.0.0.1:${listener.port}`
+  try {
+    linkA.connect({ url, reconnect: fast })
+    await connected(bob, 'alice')
+    const errors: Error[] = []
+    bob.on('error', ({ error }) => { errors.push(error) })
+
+    const text = await rawClient(url)
+    const textClosed = once(text, 'close')
+    text.send('hello')
+    const [code] = await textClosed as [number]
+    assert.ok(code === 1003 || code === 1006, `closed with ${code}`)
+
+    const large = await rawClient(url)
+    const largeClosed = once(large, 'close')
+    large.send(new Uint8Array(1024 * 1024 + 1))
+    await largeClosed
+
+    const raw = await rawClient(url)
+    const rawClosed = once(raw, 'close')
+    // A frame with the reserved opcode 3.
+    ;(raw as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x83, 0x80, 0, 0, 0, 0]))
+    await rawClosed
+
+    while (errors.length < 3) await waitFor(bob, 'error')
+    assert.ok(errors.some((e) => e instanceof ProtocolError && /text WebSocket message/.test(e.message)), errors.map(String).join('; '))
+    assert.ok(errors.some((e) => e instanceof WebSocketMessageTooLargeError && e.limit === 1024 * 1024), errors.map(String).join('; '))
+    assert.ok(errors.some((e) => e instanceof ProtocolError && /bad WebSocket frame/.test(e.message)), errors.map(String).join('; '))
+    // alice went on.
+    const got = take(bob, 1)
+    await alice.send('bob', payload(7))
+    assert.deepEqual(Buffer.from((await got)[0]!.data), payload(7))
+  } finally {
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
+test('a connector over ws: reconnects after the listening peer restarts on the same port, and what was queued goes through', async () => {
+  let linkB = new Link()
+  const first = await linkB.listen({ port: 0, websocket: true })
+  const port = first.port
+  let bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  try {
+    linkA.connect({ url: `ws://127.0.0.1:${port}`, reconnect: fast })
+    await connected(alice, 'bob')
+    const gone = waitFor<MessagingEvents['disconnect'][0]>(alice, 'disconnect')
+    await bob.close()
+    await gone
+    const queued = [alice.send('bob', payload(0)), alice.send('bob', payload(1))]
+    linkB = new Link()
+    await linkB.listen({ port, websocket: true })
+    bob = new Messaging(linkB, { identity: 'bob' })
+    const got = take(bob, 2)
+    await Promise.all(queued)
+    assertInOrder(await got, 2)
+    assert.ok((alice.stats().peers.bob?.reconnects ?? 0) >= 1)
+  } finally {
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
+test('limits: maxConnections answers 503, maxConnectionsPerAddress closes the extra connection, other paths get 404 and plain requests 426', async () => {
+  const link = new Link()
+  const full = await link.listen({ port: 0, websocket: { path: '/mq' }, maxConnections: 1 })
+  const perAddress = await link.listen({ port: 0, websocket: true, maxConnectionsPerAddress: 1 })
+  const seen: Connection[] = []
+  link.on('connection', (c) => { seen.push(c) })
+  try {
+    const one = await rawClient(`ws://127.0.0.1:${full.port}/mq`)
+    const status = await new Promise<number>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${full.port}/mq`)
+      ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate() })
+      ws.on('open', () => { reject(new Error('a second connection was accepted')) })
+      ws.on('error', () => {})
+    })
+    assert.equal(status, 503)
+    const wrongPath = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${full.port}/elsewhere`)
+      ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate() })
+      ws.on('error', () => { resolve(-1) })
+    })
+    assert.equal(wrongPath, 404)
+    const plain = await fetch(`http://127.0.0.1:${full.port}/mq`)
+    assert.equal(plain.status, 426)
+    await plain.text()
+
+    const a = await rawClient(`ws://127.0.0.1:${perAddress.port}`)
+    const b = await rawClient(`ws://127.0.0.1:${perAddress.port}`)
+    await once(b, 'close')
+    assert.equal(a.readyState, WebSocket.OPEN)
+    assert.equal(seen.filter((c) => c.transport === 'ws').length, 2, 'the one of the full listener and the first per address')
+    one.terminate()
+    a.terminate()
+  } finally {
+    await link.close()
+  }
+})
+
+test('listening on a shared http.Server: its own requests stay its own, and closing the link leaves it open', async () => {
+  const httpServer = http.createServer((_req, res) => { res.end('page') })
+  await new Promise<void>((resolve) => { httpServer.listen(0, '127.0.0.1', resolve) })
+  const port = (httpServer.address() as import('node:net').AddressInfo).port
+  const linkB = new Link()
+  const listener = await linkB.listen({ server: httpServer, websocket: { path: '/mq' } })
+  assert.equal(listener.port, port)
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  try {
+    linkA.connect({ url: `ws://127.0.0.1:${port}/mq`, reconnect: fast })
+    await connected(bob, 'alice')
+    const got = take(bob, 1)
+    await alice.send('bob', payload(3))
+    assert.deepEqual(Buffer.from((await got)[0]!.data), payload(3))
+    assert.equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), 'page')
+    await Promise.all([alice.close(), bob.close()])
+    assert.equal(httpServer.listening, true)
+    assert.equal(httpServer.listenerCount('upgrade'), 0, 'the link took its upgrade handler away')
+    assert.equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), 'page')
+  } finally {
+    await Promise.all([alice.close(), bob.close()])
+    httpServer.closeAllConnections()
+    await new Promise<void>((resolve) => { httpServer.close(() => { resolve() }) })
+  }
+})
+
+test('bad WebSocket options are refused with InvalidArgumentError before anything connects', async () => {
+  const link = new Link()
+  try {
+    assert.throws(() => link.connect({ url: 'http://127.0.0.1:1/' }), InvalidArgumentError)
+    assert.throws(() => link.connect({ url: 'not a url' }), InvalidArgumentError)
+    assert.throws(() => link.connect({ url: 'ws://127.0.0.1:1/', tls: { ca: ca.cert } }), /wss:\/\//)
+    await assert.rejects(link.listen({ port: 0, websocket: { path: 'mq' } }), InvalidArgumentError)
+    await assert.rejects(link.listen({ port: 0, websocket: { maxPayload: 10 } }), InvalidArgumentError)
+    await assert.rejects(link.listen({ server: http.createServer(), websocket: true, tls: { key: server.key, cert: server.cert } }), InvalidArgumentError)
+  } finally {
+    await link.close()
+  }
+})
