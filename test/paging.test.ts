@@ -70,7 +70,7 @@ test('a backlog far deeper than the window keeps only the window in memory, and 
   }
 })
 
-test('a restart reads the summary, not the messages; the backlog is read in batches as it drains, each message once', async () => {
+test('a restart reads the summary and at most a first batch, not the messages; the backlog is read in batches as it drains, each message once', async () => {
   const dir = await tempDir()
   const count = 3000
   {
@@ -85,9 +85,12 @@ test('a restart reads the summary, not the messages; the backlog is read in batc
   const alice = new Messaging(link, { identity: 'alice', store, persistentWindow: { messages: 100 } })
   try {
     await alice.ready()
-    assert.deepEqual(calls, { load: 0, summary: 1, read: 0 })
+    // The summary, and at most the first batch (read ahead for when bob connects).
+    assert.equal(calls.load, 0)
+    assert.equal(calls.summary, 1)
+    assert.ok(calls.read <= 1, `${calls.read} reads before bob connects`)
     assert.equal(alice.queued('bob'), count)
-    assert.equal(inMemory(alice, 'bob'), 0)
+    assert.ok(inMemory(alice, 'bob') <= 50, `${inMemory(alice, 'bob')} in memory before bob connects`)
     const { got, bob } = await bobTakes(port, count)
     assert.deepEqual(got, Array.from({ length: count }, (_, i) => i))
     assert.ok(calls.read >= count / 50, `${calls.read} reads of at most 50`)

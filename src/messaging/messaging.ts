@@ -60,6 +60,8 @@ const PACE_BYTES = 8 * 1024 * 1024
  * A turn per send cost a third of a flooding sender's time in setImmediate and polls.
  */
 const TURN_EVERY = 256
+/** Messages read ahead from the store at a restart, over all backlogs, before their peers connect. */
+const PREFETCH_MESSAGES = 65_536
 
 /** send()'s default options: one shared object instead of a new one per call. */
 const NO_OPTIONS: SendOptions = Object.freeze({})
@@ -607,6 +609,16 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       await Promise.all([...this.queues.values()].map(async (q) => { await this.sweep(q) }))
       this.log.info('queues opened', { messages, peers: summary.queues.length })
       this.isReady = true
+      // The first batch of each backlog is read now, while connections are being
+      // made, so a peer gets its messages as soon as it connects (within a budget:
+      // a store with thousands of backlogs reads the rest as their peers connect).
+      let budget = PREFETCH_MESSAGES
+      for (const q of this.queues.values()) {
+        if (budget <= 0) break
+        if (q.range === null || q.connected) continue
+        budget -= Math.min(q.range.count, Math.max(1, Math.floor(this.totals.window.messages / 2)))
+        q.pageIn()
+      }
       this.clockTimer = setInterval(() => { this.saveClocks() }, CLOCK_SAVE_INTERVAL)
       // Node's timers have unref(), a browser's are numbers: the clock alone must not keep a process alive.
       ;(this.clockTimer as unknown as { unref?: () => void }).unref?.()
