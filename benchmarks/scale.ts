@@ -32,8 +32,9 @@ const USAGE = `usage: npx tsx benchmarks/scale.ts depth|fanin|all [options]
   --procs N        fanin: sender processes (default 1)
   --runs N         runs (default: depth 1, fanin 3)
   --timeout SEC    kill a measurement's processes after SEC seconds (default 900)
-  --compiled       depth: the restarted sender loads the library from dist/ (built first with
-                   npm run build), as a deployed application does, instead of having tsx compile it
+  --compiled       depth: the restarted sender is a JavaScript program run by node itself, on the
+                   library compiled to dist/ (built first with npm run build), as a deployed
+                   application is: no tsx compiling TypeScript at its start
   --json FILE      also write the figures as JSON`
 
 const { values: opt, positionals } = parseArgs({
@@ -107,7 +108,9 @@ async function depthRun (): Promise<Record<string, number>> {
       log(`depth: ${fmt(count)} queued at ${fmt(n(f, 'sends_per_s'))} sends/s (RSS ${fmt(n(f, 'rss_mb_after_fill'))} MB after filling); restarting`)
       const rx = start({ file: FILE, role: 'receiver', args: { count } })
       const { port } = await rx.ready
-      const tx: Proc = start({ file: FILE, role: 'restart', args: { dir, port, compiled: opt.compiled } })
+      const tx: Proc = opt.compiled
+        ? start({ file: 'impl/scale-restart.mjs', role: 'restart', args: { dir, port }, plain: true })
+        : start({ file: FILE, role: 'restart', args: { dir, port } })
       const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
       const exact = n(r, 'missing') === 0 && n(r, 'duplicates') === 0 && n(r, 'strays') === 0
       const startAt = n(t, 'startAt')
@@ -191,7 +194,7 @@ if (what === 'depth' || what === 'all') {
   out.depth = { count, runs: results }
   console.log('')
   console.log(`depth: ${fmt(count)} persistent ${SIZE}-byte messages queued for an absent peer, then a fresh sender process on the same LevelStore (issue 20's goals in brackets)`)
-  console.log(`times from the restarted process's start: its imports done (Node, tsx, the library${opt.compiled ? ' from dist/' : ''}), ready(), bob's first and last message`)
+  console.log(`times from the restarted process's start: its imports done (Node, ${opt.compiled ? 'the library from dist/' : 'tsx, the library'}), ready(), bob's first and last message`)
   table(['run', 'fill sends/s', 'RSS after ready() [<= 160 MB]', 'peak RSS draining', 'imports done', 'ready()', 'first message [<= 0.5 s]', 'all delivered', 'drain msgs/s', 'exactly once'],
     results.map((r, i) => [String(i + 1), fmt(r.fill_sends_per_s), `${fmt(r.rss_mb_after_ready)} MB`, `${fmt(r.rss_mb_peak_drain)} MB`,
       `${fmt(r.imported_s, 3)} s`, `${fmt(r.ready_s, 3)} s`, `${fmt(r.first_message_s, 3)} s`, `${fmt(r.drained_s, 2)} s`, fmt(r.drain_msgs_per_s),

@@ -29,6 +29,12 @@ export interface ProcSpec {
   file: string
   role: string
   args: Record<string, unknown>
+  /**
+   * `file` is a plain JavaScript program (not a module of roles), run by `node`
+   * itself without tsx: it gets the spec as its argument and speaks the same
+   * messages (`ready`, `result`, `error`; it exits on `stop`).
+   */
+  plain?: boolean
 }
 
 export interface Proc {
@@ -63,7 +69,8 @@ function quiet<T> (p: Promise<T>): Promise<T> {
 
 export function startProc (spec: ProcSpec, nodeArgs: string[] = []): Proc {
   const spawnedAt = wallNow()
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', CHILD_FILE, JSON.stringify(spec)], {
+  const entry = spec.plain === true ? [join(BENCH_DIR, spec.file)] : ['--import', 'tsx', CHILD_FILE]
+  const child = spawn(process.execPath, [...nodeArgs, ...entry, JSON.stringify(spec)], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
   })

@@ -8,9 +8,6 @@ import type { ProcRole } from '../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
 const lib = async (): Promise<typeof import('../../src/index.ts')> => await import('../../src/index.ts')
-/** The library as an application runs it in production: compiled to dist/ (`npm run build`), not compiled by tsx at start. */
-const compiledLib = async (): Promise<typeof import('../../src/index.ts')> =>
-  await import(new URL('../../dist/index.js', import.meta.url).href) as typeof import('../../src/index.ts')
 
 /** Counts each counter in 0..count-1 once; remembers duplicates, strays and order. */
 class Tally {
@@ -88,9 +85,9 @@ export const roles: Record<string, ProcRole> = {
     return r
   },
 
-  /** depth, second process: the same store, bob already waiting. */
+  /** depth, second process: the same store, bob already waiting. (impl/scale-restart.mjs is the same program in JavaScript, for --compiled.) */
   async restart (args) {
-    const { Link, Messaging, LevelStore } = await (args.compiled === true ? compiledLib() : lib())
+    const { Link, Messaging, LevelStore } = await lib()
     const importedAt = wallNow()
     const store = await LevelStore.open(str(args, 'dir'))
     const openedAt = wallNow()

@@ -7,7 +7,6 @@ import https from 'node:https'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { WebSocket, WebSocketServer } from 'ws'
 import { InvalidArgumentError, PeerCertificateError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
@@ -55,6 +54,10 @@ function refusedCertificate (socket: net.Socket): PeerCertificateError | null {
   return new PeerCertificateError(why === null || why === undefined ? 'no certificate' : why instanceof Error ? why.message : String(why))
 }
 
+/** `ws`, loaded by the first WebSocket listener or connector: a program that never uses one does not pay its 60 ms of loading at start. */
+let wsModule: Promise<typeof import('ws')> | undefined
+const loadWs = (): Promise<typeof import('ws')> => (wsModule ??= import('ws'))
+
 async function listenWebSocket (options: TransportListenOptions, accept: (channel: Channel) => void, events: TransportEvents): Promise<TransportServer> {
   const setting = websocketSetting(options.websocket)
   const shared = options.server as http.Server | undefined
@@ -65,6 +68,7 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
   }
   // Clients whose certificate does not verify are refused by the layer above, which tells them why.
   const verify = tlsOptions !== undefined && tlsOptions.requestCert === true && tlsOptions.rejectUnauthorized !== false
+  const { WebSocketServer } = await loadWs()
   const wss = new WebSocketServer({ noServer: true, maxPayload: setting.maxPayload, perMessageDeflate: false, clientTracking: false })
   const live = new Set<Channel>()
   /** Sockets of our own server that are not WebSocket channels (yet): closing the link drops them. */
@@ -165,6 +169,8 @@ function checkUrl (url: unknown): URL {
 async function connectWebSocket (options: TransportConnectOptions, signal: AbortSignal): Promise<Channel> {
   const url = options.url as string
   const tlsOptions = options.tls as tls.ConnectionOptions | undefined
+  const { WebSocket } = await loadWs()
+  if (signal.aborted) throw new Error(`connecting to ${url} was cancelled`)
   const ws = new WebSocket(url, {
     ...(tlsOptions ?? {}),
     perMessageDeflate: false,
