@@ -41,7 +41,15 @@ import { connected, pair, waitFor } from './helpers/util.ts'
 interface Vectors {
   cases: Array<{ name: string, python_result: 'return' | 'raise', python_value: string, messages: Array<{ direction: 'cli->srv' | 'srv->cli', data_hex: string }> }>
 }
-const vectors = JSON.parse(readFileSync(fileURLToPath(new URL('../../shared/vectors/snakemq-1.6-rpc.json', import.meta.url)), 'utf8')) as Vectors
+// A copy of ../shared/vectors/snakemq-1.6-rpc.json (recorded from a real snakeMQ 1.6), so a clone tests on its own.
+const FIXTURE = fileURLToPath(new URL('./fixtures/snakemq-1.6-rpc.json', import.meta.url))
+const vectors = JSON.parse(readFileSync(FIXTURE, 'utf8')) as Vectors
+const SHARED = fileURLToPath(new URL('../../shared/vectors/snakemq-1.6-rpc.json', import.meta.url))
+
+test('the RPC vector fixture is the recorded file, byte for byte (where the shared original is beside the repo)', () => {
+  assert.ok(vectors.cases.length === 35, `${vectors.cases.length} recorded exchanges`)
+  if (existsSync(SHARED)) assert.ok(readFileSync(SHARED).equals(readFileSync(FIXTURE)), 'test/fixtures/snakemq-1.6-rpc.json differs from shared/vectors')
+})
 const PICKLE_PEER = fileURLToPath(new URL('./fixtures/pickle_peer.py', import.meta.url))
 
 const PREFIX = 6

@@ -692,7 +692,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     return q.connected && this.closing === null && (q.unsent > PACE_MESSAGES || q.unsentBytes > PACE_BYTES)
   }
 
-  /** Whether the send that just queued a message of `size` bytes for `q` must wait in pace(). A big one always may: 256 of them are no longer small. */
+  /** Whether the send that just queued a message of `size` bytes for `q` must wait in pace(). Over the limit a big one always does: 256 of them are no longer small. */
   private mustPace (q: Outbox, size: number): boolean {
     return this.over(q) && (size > COPY_LIMIT || (q.nextSeq % TURN_EVERY) === 0 || this.behind(q))
   }
