@@ -22,6 +22,12 @@ import { MemoryStore } from '../src/store/memory.ts'
 import { encodeValue, decodeValue } from '../src/rpc/codec.ts'
 import { RpcCodecError } from '../src/rpc/errors.ts'
 
+// One seed for the file's properties, printed, so that a failing or hanging run
+// can be repeated: FC_SEED=<n> node scripts/run-tests.mjs test/fuzz.test.ts
+const seed = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : (Math.random() * 2 ** 31) | 0
+fc.configureGlobal({ seed })
+console.log(`fast-check seed ${seed} (FC_SEED=${seed} repeats it)`)
+
 /** The only errors bytes from the network may produce in framing and the frame codec. */
 function isTypedWireError (err: unknown): boolean {
   return err instanceof PacketTooLargeError || err instanceof ProtocolError || err instanceof TruncatedPacketError

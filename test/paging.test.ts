@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Link, LevelStore, Messaging, type QueueStore, type MessagingEvents } from '../src/index.ts'
 import { take, waitFor } from './helpers/util.ts'
+import { Outbox, QueueEntry, QueueTotals, type OutboxHost } from '../src/messaging/outbox.ts'
 
 async function tempDir (): Promise<string> { return await mkdtemp(join(tmpdir(), 'snakemq-paging-')) }
 
@@ -143,4 +144,28 @@ test('paged messages whose TTL runs out while the peer is away are dropped, with
     await alice.close()
     await rm(dir, { recursive: true, force: true })
   }
+})
+
+test('looking through a paged range for expired messages stops at its end, when the store holds later messages past a gap', async () => {
+  // The range is seqs 0..4 (4 itself the first entry kept in memory after it);
+  // its last stored messages are gone, so a read from its start finds seq 6, stored after it.
+  const reads: number[] = []
+  const failures: unknown[] = []
+  const host: OutboxHost = {
+    delivered () {},
+    async readStored (_q, from) {
+      reads.push(from)
+      if (reads.length > 10) throw new Error('read the same place over and over')
+      return [{ peer: 'bob', seq: 6, uuid: new Uint8Array(16), expiry: 3500, flags: 0, data: new Uint8Array(1) }]
+    },
+    expiredOnRead () {},
+    readFailed (_q, err) { failures.push(err) }
+  }
+  const q = new Outbox('bob', 0, host, new QueueTotals({ messages: 2, bytes: 1 << 20 }))
+  q.restore(1, 1, 4, 1000)
+  q.push(QueueEntry.create(new Uint8Array(1), q.nextSeq++, Infinity, 0, false))
+  assert.equal(q.range?.end, 4)
+  await q.scanRange(2000, () => {})
+  assert.deepEqual(failures, [])
+  assert.deepEqual(reads, [0], 'one read, which went past the end of the range')
 })

@@ -719,8 +719,10 @@ export class Outbox {
         const batch = await this.host.readStored(this, from, this.pageRead)
         const gone: StoredMessage[] = []
         let bytes = 0
+        // A message past the range's end (one stored after it): the range has been read to its end.
+        let pastEnd = false
         for (const m of batch) {
-          if (m.seq >= range.end) break
+          if (m.seq >= range.end) { pastEnd = true; break }
           from = m.seq + 1
           if (m.expiry <= offline) { gone.push(m); bytes += m.data.byteLength } else if (m.expiry < min) min = m.expiry
         }
@@ -730,7 +732,7 @@ export class Outbox {
           this.dropPaged(gone.length, bytes)
           if (this.range !== range) return
         }
-        if (batch.length < this.pageRead || from >= range.end) break
+        if (pastEnd || batch.length < this.pageRead || from >= range.end) break
       }
       range.minExpiry = min
     } catch (err) {
