@@ -6,8 +6,9 @@
 // A browser's WebSocket cannot stop reading and has no drain event: pause()
 // holds what arrives until resume(), and congestion is bufferedAmount, looked
 // at again every few milliseconds while a writer waits.
-import { AlreadyIteratingError, ClosedError, InvalidArgumentError, ProtocolError } from '../errors.ts'
-import { channelId, type Channel, type ChannelReader } from './channel.ts'
+import { ClosedError, InvalidArgumentError, ProtocolError } from '../errors.ts'
+import type { Channel } from './channel.ts'
+import { MessageChannelBase } from './message-channel.ts'
 import type { Transport, TransportConnectOptions } from './transport.ts'
 import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
 
@@ -37,8 +38,7 @@ type WebSocketConstructor = new (url: string) => BrowserWebSocket
 
 const OPEN = 1
 
-export class BrowserWebSocketChannel implements Channel {
-  readonly id = channelId()
+export class BrowserWebSocketChannel extends MessageChannelBase implements Channel {
   readonly transport: 'ws' | 'wss'
   readonly direction = 'outbound' as const
   /** What a page knows of the remote: its host name from the URL (a browser does not tell the address). */
@@ -50,20 +50,12 @@ export class BrowserWebSocketChannel implements Channel {
   readonly peerAuthorized = false
   readonly peerAuthorizationError = null
   readonly closed: Promise<void>
-  error: Error | undefined = undefined
   bytesIn = 0
-
-  private reader: ChannelReader | null = null
-  private paused = false
-  private held: Uint8Array[] = []
-  private closing = false
-  private isClosed = false
-  private readEnded = false
   private sent = 0
-  private drainWaiters: Array<() => void> = []
   private poll: ReturnType<typeof setTimeout> | undefined = undefined
 
   constructor (private readonly ws: BrowserWebSocket) {
+    super()
     const url = new URL(ws.url)
     this.encrypted = url.protocol === 'wss:'
     this.transport = this.encrypted ? 'wss' : 'ws'
@@ -94,40 +86,13 @@ export class BrowserWebSocketChannel implements Channel {
     }
     const chunk = new Uint8Array(data)
     this.bytesIn += chunk.length
-    if (this.reader === null || this.paused || this.held.length > 0) this.held.push(chunk)
-    else this.reader.data(chunk)
+    this.push(chunk)
   }
 
   get isOpen (): boolean { return !this.isClosed && this.ws.readyState === OPEN }
   get writable (): boolean { return !this.closing && this.isOpen && this.ws.bufferedAmount < WEBSOCKET_HIGH_WATER }
   get writableLength (): number { return this.ws.bufferedAmount }
   get bytesOut (): number { return this.sent - this.ws.bufferedAmount }
-
-  read (reader: ChannelReader): void {
-    if (this.reader !== null) throw new AlreadyIteratingError(`connection ${this.id}: it already has a reader`)
-    this.reader = reader
-    if (!this.isOpen) {
-      queueMicrotask(() => { this.finishRead(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
-      return
-    }
-    this.resume()
-  }
-
-  private finishRead (error: Error | null): void {
-    const reader = this.reader
-    if (reader === null || this.readEnded) return
-    this.readEnded = true
-    this.held = []
-    reader.end(error === null || this.closing ? null : error)
-  }
-
-  pause (): void { this.paused = true }
-
-  resume (): void {
-    if (this.reader === null || this.readEnded) return
-    this.paused = false
-    while (this.held.length > 0 && !this.paused && !this.readEnded) this.reader.data(this.held.shift()!)
-  }
 
   write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
     if (!this.isOpen || this.closing) return false
@@ -138,10 +103,9 @@ export class BrowserWebSocketChannel implements Channel {
     return this.writable
   }
 
-  drained (): Promise<void> {
-    if (!this.isOpen || this.writable) return Promise.resolve()
-    const waiting = new Promise<void>((resolve) => { this.drainWaiters.push(resolve) })
-    this.schedulePoll()
+  override drained (): Promise<void> {
+    const waiting = super.drained()
+    if (this.waitingForDrain) this.schedulePoll()
     return waiting
   }
 
@@ -150,15 +114,8 @@ export class BrowserWebSocketChannel implements Channel {
     this.poll = setTimeout(() => {
       this.poll = undefined
       this.notifyDrained()
-      if (this.drainWaiters.length > 0 && this.isOpen) this.schedulePoll()
+      if (this.waitingForDrain && this.isOpen) this.schedulePoll()
     }, DRAIN_POLL)
-  }
-
-  private notifyDrained (): void {
-    if (this.drainWaiters.length === 0 || (this.isOpen && !this.writable)) return
-    const waiters = this.drainWaiters
-    this.drainWaiters = []
-    for (const w of waiters) w()
   }
 
   async end (error?: Error): Promise<void> {

@@ -6,8 +6,9 @@
 // ws's send callbacks report the bytes handed to the socket.
 import type { Socket } from 'node:net'
 import type { PeerCertificate } from 'node:tls'
-import { AlreadyIteratingError, ClosedError, ProtocolError, WebSocketMessageTooLargeError } from '../errors.ts'
-import { channelId, type Channel, type ChannelReader, type Direction } from './channel.ts'
+import { ClosedError, ProtocolError, WebSocketMessageTooLargeError } from '../errors.ts'
+import type { Channel, Direction } from './channel.ts'
+import { MessageChannelBase } from './message-channel.ts'
 import { tlsPeer } from './socket-channel.ts'
 import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
 
@@ -42,8 +43,7 @@ export interface NodeWebSocket {
   terminate (): void
 }
 
-export class WsChannel implements Channel {
-  readonly id = channelId()
+export class WsChannel extends MessageChannelBase implements Channel {
   readonly transport: 'ws' | 'wss'
   readonly remoteAddress: string
   readonly remotePort: number
@@ -52,23 +52,14 @@ export class WsChannel implements Channel {
   readonly peerAuthorized: boolean
   readonly peerAuthorizationError: Error | null
   readonly closed: Promise<void>
-  error: Error | undefined = undefined
   refusal: Error | undefined = undefined
   bytesIn = 0
   bytesOut = 0
-
-  private reader: ChannelReader | null = null
-  private paused = false
-  /** Messages that came before read(), or while paused (ws may still emit a few after pause()). */
-  private held: Uint8Array[] = []
-  private closing = false
-  private isClosed = false
-  private readEnded = false
   private unsent = 0
-  private drainWaiters: Array<() => void> = []
 
   /** `socket`: the TCP (or TLS) socket under the WebSocket, for its addresses and certificate. */
   constructor (private readonly ws: NodeWebSocket, readonly direction: Direction, socket: Socket, private readonly maxPayload: number) {
+    super()
     this.remoteAddress = socket.remoteAddress ?? ''
     this.remotePort = socket.remotePort ?? 0
     const peer = tlsPeer(socket)
@@ -89,8 +80,7 @@ export class WsChannel implements Channel {
         return
       }
       this.bytesIn += data.length
-      if (this.reader === null || this.paused || this.held.length > 0) this.held.push(data)
-      else this.reader.data(data)
+      this.push(data)
     })
     // Always listened to: a WebSocket error closes this channel, never the process.
     ws.on('error', (err: Error & { code?: string }) => { this.error ??= frameError(err, this.maxPayload) })
@@ -109,36 +99,8 @@ export class WsChannel implements Channel {
   get writable (): boolean { return !this.closing && this.isOpen && this.unsent < WEBSOCKET_HIGH_WATER }
   get writableLength (): number { return this.unsent }
 
-  read (reader: ChannelReader): void {
-    if (this.reader !== null) throw new AlreadyIteratingError(`connection ${this.id}: it already has a reader`)
-    this.reader = reader
-    if (!this.isOpen) {
-      queueMicrotask(() => { this.finishRead(this.error ?? new ClosedError(`connection ${this.id} is closed`)) })
-      return
-    }
-    this.resume()
-  }
-
-  private finishRead (error: Error | null): void {
-    const reader = this.reader
-    if (reader === null || this.readEnded) return
-    this.readEnded = true
-    this.held = []
-    reader.end(error === null || this.closing ? null : error)
-  }
-
-  pause (): void {
-    this.paused = true
-    if (this.isOpen) this.ws.pause()
-  }
-
-  resume (): void {
-    if (this.reader === null || this.readEnded) return
-    this.paused = false
-    // What was held goes first; a reader may pause again on any chunk.
-    while (this.held.length > 0 && !this.paused && !this.readEnded) this.reader.data(this.held.shift()!)
-    if (!this.paused && this.isOpen) this.ws.resume()
-  }
+  protected override pauseSource (): void { if (this.isOpen) this.ws.pause() }
+  protected override resumeSource (): void { this.ws.resume() }
 
   write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
     if (!this.isOpen || this.closing) return false
@@ -152,19 +114,6 @@ export class WsChannel implements Channel {
       })
     }
     return this.writable
-  }
-
-  drained (): Promise<void> {
-    if (!this.isOpen || this.writable) return Promise.resolve()
-    return new Promise((resolve) => { this.drainWaiters.push(resolve) })
-  }
-
-  private notifyDrained (): void {
-    // An ended channel stays unwritable: its waiters go on waiting, for the close.
-    if (this.drainWaiters.length === 0 || (this.isOpen && !this.writable)) return
-    const waiters = this.drainWaiters
-    this.drainWaiters = []
-    for (const w of waiters) w()
   }
 
   async end (error?: Error): Promise<void> {
