@@ -10,7 +10,7 @@ import { ClosedError, InvalidArgumentError, ProtocolError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { MessageChannelBase } from './message-channel.ts'
 import type { Transport, TransportConnectOptions } from './transport.ts'
-import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
+import { toMessages, webSocketUrl, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
 
 /** How long end() waits for the closing handshake before giving up on it, in ms. */
 const END_TIMEOUT = 2000
@@ -186,7 +186,7 @@ export const browserWebSocketTransport: Transport = {
     if (url === undefined) {
       throw new InvalidArgumentError('connect: a browser connects over WebSocket only: give { url: \'ws://host:port/path\' } (or wss://) of a peer that listens with websocket: true')
     }
-    if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
+    webSocketUrl(url)
     if (options.tls !== undefined) {
       throw new InvalidArgumentError('connect: tls options cannot be used in a browser: a wss:// URL uses the browser\'s own TLS, which checks the certificate against its trusted CAs')
     }

@@ -12,6 +12,7 @@ import { Connection } from './connection.ts'
 import type { Channel } from './channel.ts'
 import { transformChannel, type ConnectionTransform } from './duplex.ts'
 import type { Transport, TransportServer } from './transport.ts'
+import { webSocketUrl } from './ws-messages.ts'
 import { TypedEmitter } from '../events.ts'
 import { ClosedError, HandshakeRefusedError, InvalidArgumentError, RedundantConnectionError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
@@ -182,15 +183,9 @@ function checkPort (port: unknown, name: string): number {
   return port
 }
 
-/** The host and port of a WebSocket URL, for logs and the Connector's fields (the transport checks the rest). */
+/** The host and port of a WebSocket URL, for logs and the Connector's fields. */
 function urlAddress (url: unknown): { host: string, port: number } {
-  if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch (err) {
-    throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
-  }
+  const parsed = webSocketUrl(url)
   const port = parsed.port !== '' ? Number(parsed.port) : parsed.protocol === 'wss:' ? 443 : 80
   return { host: parsed.hostname, port }
 }

@@ -4,6 +4,7 @@
 // a message may hold many packets) and a receiver's buffer for one message stays
 // small whatever the packet sizes.
 import { concatBytes } from '../bytes.ts'
+import { InvalidArgumentError } from '../errors.ts'
 
 /** The largest WebSocket message this library sends, in bytes (1 MiB). */
 export const MAX_MESSAGE_BYTES = 1024 * 1024
@@ -38,4 +39,17 @@ export function checkMaxPayload (value: unknown, what: string): number | string 
     return `${what}: websocket.maxPayload must be an integer of at least ${MAX_MESSAGE_BYTES} bytes (the largest message a peer sends), got ${typeof value === 'number' ? value : typeof value}`
   }
   return value
+}
+
+/** A connector's `url`, checked (a string, a URL, ws: or wss:); InvalidArgumentError says what is wrong. */
+export function webSocketUrl (url: unknown): URL {
+  if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch (err) {
+    throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
+  }
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
+  return parsed
 }

@@ -12,7 +12,7 @@ import type { Channel } from './channel.ts'
 import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
 import { WsChannel } from './ws-channel.ts'
-import { checkMaxPayload, DEFAULT_MAX_PAYLOAD } from './ws-messages.ts'
+import { checkMaxPayload, DEFAULT_MAX_PAYLOAD, webSocketUrl } from './ws-messages.ts'
 
 /** A listener's `websocket` option, checked. */
 interface WebSocketSetting {
@@ -153,19 +153,6 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
   }
 }
 
-/** A connector's URL, checked: ws: or wss:, and which of the two. */
-function checkUrl (url: unknown): URL {
-  if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch (err) {
-    throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
-  }
-  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
-  return parsed
-}
-
 async function connectWebSocket (options: TransportConnectOptions, signal: AbortSignal): Promise<Channel> {
   const url = options.url as string
   const tlsOptions = options.tls as tls.ConnectionOptions | undefined
@@ -216,7 +203,7 @@ export const wsTransport: Transport = {
   listens: (o) => isWebSocketListen(o) && o.tls === undefined,
   connects: (o) => o.url !== undefined && !(typeof o.url === 'string' && o.url.startsWith('wss:')),
   prepare (options) {
-    checkUrl(options.url)
+    webSocketUrl(options.url)
     if (options.tls !== undefined) throw new InvalidArgumentError('connect: tls options with a ws:// URL: use a wss:// URL for TLS')
     return options
   },
@@ -230,7 +217,7 @@ export const wssTransport: Transport = {
   listens: (o) => isWebSocketListen(o) && o.tls !== undefined,
   connects: (o) => typeof o.url === 'string' && o.url.startsWith('wss:'),
   prepare (options) {
-    checkUrl(options.url)
+    webSocketUrl(options.url)
     // ws checks the certificate against the URL's host name, as TLS over TCP does against `host`.
     return { ...options, tls: withSecureContext((options.tls ?? {}) as tls.ConnectionOptions) }
   },
