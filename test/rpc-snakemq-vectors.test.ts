@@ -47,7 +47,7 @@ const vectors = JSON.parse(readFileSync(FIXTURE, 'utf8')) as Vectors
 const SHARED = fileURLToPath(new URL('../../shared/vectors/snakemq-1.6-rpc.json', import.meta.url))
 
 test('the RPC vector fixture is the recorded file, byte for byte (where the shared original is beside the repo)', () => {
-  assert.ok(vectors.cases.length === 35, `${vectors.cases.length} recorded exchanges`)
+  assert.equal(vectors.cases.length, 35, 'the 35 recorded exchanges')
   if (existsSync(SHARED)) assert.ok(readFileSync(SHARED).equals(readFileSync(FIXTURE)), 'test/fixtures/snakemq-1.6-rpc.json differs from shared/vectors')
 })
 const PICKLE_PEER = fileURLToPath(new URL('./fixtures/pickle_peer.py', import.meta.url))
