@@ -41,15 +41,19 @@ const encoder = new TextEncoder()
 /** A string as UTF-8 (lone surrogates become U+FFFD). */
 export function utf8 (text: string): Uint8Array { return encoder.encode(text) }
 
-/** Chunks back to back in one array. */
-export function concatBytes (chunks: readonly Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!
+/** Chunks back to back in a new array (never one of them). */
+export function copyBytes (chunks: readonly Uint8Array[]): Uint8Array {
   let n = 0
   for (const c of chunks) n += c.length
   const out = allocUnsafe(n)
   let pos = 0
   for (const c of chunks) { out.set(c, pos); pos += c.length }
   return out
+}
+
+/** Chunks back to back in one array. */
+export function concatBytes (chunks: readonly Uint8Array[]): Uint8Array {
+  return chunks.length === 1 ? chunks[0]! : copyBytes(chunks)
 }
 
 /** A 4-byte big-endian unsigned integer at `at`. */

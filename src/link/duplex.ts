@@ -5,6 +5,7 @@
 // turned back into a channel for the session. A connection without transforms
 // never goes through here.
 import { pipe } from 'it-pipe'
+import { copyBytes } from '../bytes.ts'
 import { AlreadyIteratingError, ClosedError } from '../errors.ts'
 import type { Channel, ChannelInfo, ChannelReader } from './channel.ts'
 
@@ -27,7 +28,8 @@ export interface TransformContext {
  * byte chunks below it and returns the duplex the stage above sees. `source`
  * yields the chunks coming in (after this stage); `sink` takes the chunks going
  * out (before this stage). Compression, encryption, a metrics tap or the
- * bandwidth throttle are transforms.
+ * bandwidth throttle are transforms. The chunks a transform is given are its
+ * own: it may keep or modify them.
  */
 export type ConnectionTransform = (duplex: Duplex<Uint8Array>, context: TransformContext) => Duplex<Uint8Array>
 
@@ -276,8 +278,8 @@ export class DuplexChannel implements Channel {
 
   write (chunks: Uint8Array | readonly Uint8Array[]): boolean {
     if (!this.base.isOpen) return false
-    if (chunks instanceof Uint8Array) this.queue.push(chunks)
-    else for (const c of chunks) this.queue.push(c)
+    // A copy, in one chunk: what the session writes may be views of its queue (see FrameWriter.framed), and a transform may change what it is given.
+    this.queue.push(copyBytes(chunks instanceof Uint8Array ? [chunks] : chunks))
     return this.queue.bytes < WRITE_HIGH_WATER
   }
 

@@ -291,7 +291,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       return
     }
     const expiry = ttl === undefined ? Infinity : q.offlineAt(Date.now()) + ttl * 1000
-    q.add(data, expiry, flags)
+    q.post(data, expiry, flags)
     if (!q.connected && expiry !== Infinity) this.scheduleExpiry(q, expiry)
   }
 

@@ -10,7 +10,7 @@
 import type { PeerClock, StoredMessage } from '../store/types.ts'
 import { fillUuid, sameUuid, uuidHex, uuidKey } from './uuid.ts'
 import { allocUnsafe } from '../bytes.ts'
-import { FLAG_UNACKED, TTL_INFINITE } from '../transforms/frames.ts'
+import { FLAG_UNACKED, frameMessageInPlace, MESSAGE_PACKET_HEAD, MESSAGE_UUID_OFFSET, messageDataAt, TTL_INFINITE } from '../transforms/frames.ts'
 
 /** Entry states. */
 export const EntryState = {
@@ -36,35 +36,50 @@ export const COPY_LIMIT = 1024
 const SLAB_BYTES = 64 * 1024
 
 /**
- * Where queued UUIDs and small message data live: slabs filled in order, shared by
- * every queue. An entry holds its slab and an offset instead of a Uint8Array of its
- * own, so a queued 16-byte message costs one small object and 32 slab bytes, and
- * the sender's buffer can be collected. A slab is freed once no entry points into
- * it; queues are FIFO, so slabs are freed roughly in the order they were filled.
+ * Where queued messages live: slabs filled in order, shared by every queue. Each
+ * entry's message is there as the whole packet it goes out as (length header,
+ * type, UUID, TTL, flags, and the data when it was copied), so a connection
+ * writes a run of queued messages as one view of a slab, with nothing copied
+ * but each TTL. An entry holds its slab and an offset instead of a Uint8Array of
+ * its own, so a queued 16-byte message costs one small object and 45 slab
+ * bytes, and the sender's buffer can be collected. A slab is freed once no entry
+ * or pending write points into it; queues are FIFO, so slabs are freed roughly
+ * in the order they were filled.
  */
 class Slabs {
   buf: Uint8Array = allocUnsafe(SLAB_BYTES)
   pos = 0
-  /** Room for `n` bytes in `this.buf`; returns their offset. */
+  /** Room for `n` bytes in `this.buf`; returns their offset. Entries are back to back, so one peer's run is one view. */
   reserve (n: number): number {
     if (this.pos + n > this.buf.length) {
       this.buf = allocUnsafe(Math.max(SLAB_BYTES, n))
       this.pos = 0
     }
     const at = this.pos
-    // 8-byte alignment keeps neighbouring entries' bytes apart for the CPU's sake.
-    this.pos = (at + n + 7) & ~7
+    this.pos = at + n
     return at
   }
 }
 const slabs = new Slabs()
 
-/** Copies data of at most COPY_LIMIT bytes after the UUID at `at`; returns larger data, which is kept by reference, else null. */
-function placeData (buf: Uint8Array, at: number, data: Uint8Array): Uint8Array | null {
+/**
+ * Reserves a slab packet for data of `size` bytes and returns the offset of its
+ * UUID (in `slabs.buf`); data of at most COPY_LIMIT bytes has room after the header.
+ */
+function reservePacket (size: number): number {
+  return slabs.reserve(size <= COPY_LIMIT ? MESSAGE_PACKET_HEAD + size : MESSAGE_PACKET_HEAD) + MESSAGE_UUID_OFFSET
+}
+
+/**
+ * Frames the packet whose UUID is at `at`, and copies data of at most COPY_LIMIT
+ * bytes into it; returns larger data, which is kept by reference, else null.
+ */
+function placeData (buf: Uint8Array, at: number, data: Uint8Array, flags: number): Uint8Array | null {
   const size = data.byteLength
+  frameMessageInPlace(buf, at, size, flags)
   if (size > COPY_LIMIT) return data
-  if (size <= 64) for (let i = 0; i < size; i++) buf[at + 16 + i] = data[i]!
-  else buf.set(data, at + 16)
+  // set() even for a few bytes: V8's copy beats a loop of byte stores from 16 bytes up.
+  buf.set(data, messageDataAt(at))
   return null
 }
 
@@ -79,7 +94,7 @@ export class QueueEntry {
   private readonly exp: number
 
   constructor (
-    /** Holds the UUID's 16 bytes at `at`, followed by the data unless `big` holds it. */
+    /** Holds the whole packet (see Slabs): the UUID's 16 bytes at `at`, the data at messageDataAt(at) unless `big` holds it. */
     readonly buf: Uint8Array,
     readonly at: number,
     /** Bytes of message data. */
@@ -102,12 +117,11 @@ export class QueueEntry {
    * Data of at most COPY_LIMIT bytes is copied, so the caller's buffer is not held.
    */
   static create (data: Uint8Array, seq: number, expiry: number, flags: number, stored: boolean, uuid?: Uint8Array): QueueEntry {
-    const size = data.byteLength
-    const at = slabs.reserve(size <= COPY_LIMIT ? 16 + size : 16)
+    const at = reservePacket(data.byteLength)
     const buf = slabs.buf
     if (uuid === undefined) fillUuid(buf, at)
     else for (let i = 0; i < 16; i++) buf[at + i] = uuid[i]!
-    return new QueueEntry(buf, at, size, placeData(buf, at, data), seq, expiry, flags, stored)
+    return new QueueEntry(buf, at, data.byteLength, placeData(buf, at, data, flags), seq, expiry, flags, stored)
   }
 
   /** Offline-clock time (ms) at which it expires; Infinity if never. */
@@ -117,10 +131,16 @@ export class QueueEntry {
   get eternal (): boolean { return this.exp === NEVER }
 
   /** The message data (a view of the slab when it was copied there). */
-  get data (): Uint8Array { return this.big ?? this.buf.subarray(this.at + 16, this.at + 16 + this.size) }
+  get data (): Uint8Array { return this.big ?? this.buf.subarray(messageDataAt(this.at), messageDataAt(this.at) + this.size) }
 
-  /** The data when it is not in the slab, else null: then it is `size` bytes at `at + 16` of `buf`. */
+  /** The data when it is not in the slab, else null: then the whole packet is in `buf`, `packetStart` to `packetEnd`. */
   get external (): Uint8Array | null { return this.big }
+
+  /** Where the packet starts in `buf`. */
+  get packetStart (): number { return this.at - MESSAGE_UUID_OFFSET }
+
+  /** Where the packet (or, for data not in the slab, its header) ends in `buf`. */
+  get packetEnd (): number { return messageDataAt(this.at) + (this.big === null ? this.size : 0) }
 
   /** The UUID as 32 hex digits. */
   get uuid (): string { return uuidHex(this.buf, this.at) }
@@ -361,11 +381,20 @@ export class Outbox {
    */
   add (data: Uint8Array, expiry: number, flags: number): string {
     const size = data.byteLength
-    const at = slabs.reserve(size <= COPY_LIMIT ? 16 + size : 16)
+    const at = reservePacket(size)
     const buf = slabs.buf
     const uuid = fillUuid(buf, at)
-    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data), this.nextSeq++, expiry, flags, false))
+    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false))
     return uuid
+  }
+
+  /** add() for a caller that does not want the UUID (RPC's requests and replies): no string is made for it. */
+  post (data: Uint8Array, expiry: number, flags: number): void {
+    const size = data.byteLength
+    const at = reservePacket(size)
+    const buf = slabs.buf
+    fillUuid(buf, at, false)
+    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false))
   }
 
   /**
@@ -753,10 +782,12 @@ export class Outbox {
     this.pageIn()
   }
 
-  /** Whole seconds of TTL left for `e` at wall time `now`, as they go on the wire. */
-  wireTtl (e: QueueEntry, now: number): number {
+  /** Whole seconds of TTL left for `e` now, as they go on the wire. */
+  wireTtl (e: QueueEntry): number {
     if (e.eternal) return TTL_INFINITE
-    const left = Math.floor((e.expiry - this.offlineAt(now)) / 1000)
+    // While connected the offline clock stands still: no need to read the time.
+    const offline = this.clock.connected ? this.clock.offline : this.offlineAt(Date.now())
+    const left = Math.floor((e.expiry - offline) / 1000)
     return left <= 0 ? 0 : Math.min(left, TTL_INFINITE - 1)
   }
 }

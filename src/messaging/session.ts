@@ -14,7 +14,7 @@ import type { Channel, ChannelReader } from '../link/channel.ts'
 import { PacketDecoder } from '../transforms/framing.ts'
 import {
   ackPacketBytes, decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FEATURE_VERDICT, FrameType, FrameWriter, MESSAGE_HEADER_BYTES, messagePacketBytes,
-  PROTOCOL_VERSION, RefusalCode, UUID_BYTES, type Frame
+  PROTOCOL_VERSION, RefusalCode, setMessageTtl, UUID_BYTES, type Frame
 } from '../transforms/frames.ts'
 import {
   DuplicateIdentityError, HandshakeRefusedError, HandshakeTimeoutError, IdentityMismatchError, IncompatibleProtocolError,
@@ -133,6 +133,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null
   private keepaliveTimer: ReturnType<typeof setTimeout> | null = null
   private readonly decoder: PacketDecoder
+  private readonly writer = new FrameWriter()
 
   constructor (private readonly host: SessionHost<C>, readonly connection: C) {
     this.decoder = new PacketDecoder({ maxPacketSize: host.maxPacketSize })
@@ -476,8 +477,9 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     const acks = this.ackCount
     if (control.length === 0 && !this.pongOwed && acks === 0 && batch.length === 0) return null
     let bytes = 16 * control.length + ackPacketBytes(acks, ACK_BATCH) + (this.pongOwed ? 5 : 0)
-    for (const e of batch) bytes += messagePacketBytes(e.size)
-    const w = new FrameWriter(bytes)
+    for (const e of batch) if (e.external !== null) bytes += messagePacketBytes(e.size)
+    const w = this.writer
+    w.reset(bytes)
     if (control.length > 0) {
       for (const f of control) {
         w.frame(f)
@@ -491,11 +493,15 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
       this.ackCount = 0
     }
     if (o !== null && batch.length > 0) {
-      const now = Date.now()
       for (const e of batch) {
         const data = e.external
-        if (data === null) w.message(e.buf, e.at, o.wireTtl(e, now), e.flags, e.buf, e.at + UUID_BYTES, e.size)
-        else w.message(e.buf, e.at, o.wireTtl(e, now), e.flags, data, 0, e.size)
+        // A message in its slab is a whole packet there but for its TTL: it goes out as (part of) a view of the slab.
+        if (data === null) {
+          setMessageTtl(e.buf, e.at, o.wireTtl(e))
+          w.framed(e.buf, e.packetStart, e.packetEnd)
+        } else {
+          w.message(e.buf, e.at, o.wireTtl(e), e.flags, data, 0, e.size)
+        }
       }
     }
     return w.finish()

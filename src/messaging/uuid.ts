@@ -21,13 +21,13 @@ function refill (): void {
   offset = 0
 }
 
-/** Writes a new random UUID's 16 bytes into `target` at `at`; returns it as 32 hex digits. */
-export function fillUuid (target: Uint8Array, at: number): string {
+/** Writes a new random UUID's 16 bytes into `target` at `at`; returns it as 32 hex digits, or '' when `hex` is false. */
+export function fillUuid (target: Uint8Array, at: number, hex = true): string {
   if (offset === pool.length) refill()
   const o = offset
   for (let i = 0; i < 16; i++) target[at + i] = pool[o + i]!
   offset = o + 16
-  return poolHex.slice(o * 2, o * 2 + 32)
+  return hex ? poolHex.slice(o * 2, o * 2 + 32) : ''
 }
 
 /** A new random UUID as 32 lowercase hex digits. */

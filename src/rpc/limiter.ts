@@ -16,6 +16,9 @@ export type LimitedTask = () => void | Promise<void>
 
 interface Waiting { task: LimitedTask, deadline: number }
 
+/** Entries of peers with nothing running or waiting kept for their next call. */
+const IDLE_PEERS_KEPT = 256
+
 interface PeerSlots {
   running: number
   waiting: Waiting[]
@@ -66,7 +69,8 @@ export class CallLimiter {
     if (s === undefined || s.running === 0) return
     s.running--
     this.runningCount--
-    if (s.running === 0 && s.waiting.length === s.head) this.peers.delete(peer)
+    // An idle peer's entry is kept while there are few (the next call reuses it), and dropped past IDLE_PEERS_KEPT.
+    if (s.running === 0 && s.waiting.length === s.head && this.peers.size > IDLE_PEERS_KEPT) this.peers.delete(peer)
     this.next()
     this.wakeIdle()
   }

@@ -9,6 +9,8 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { ProtocolError } from '../errors.ts'
 import { allocUnsafe, fromHex, readUint32, writeUint32 } from '../bytes.ts'
+
+const NO_BYTES = new Uint8Array(0)
 import { COPY_LIMIT, LENGTH_BYTES, writeLength, type PacketPayload } from './framing.ts'
 
 /** Frame type numbers. 0-5 are snakeMQ 1.6's; 16 and up are this library's extensions. */
@@ -215,6 +217,28 @@ export function messageFlags (buf: Uint8Array, uuidAt: number): number { return 
 /** Where the data of the MESSAGE whose UUID is at `uuidAt` starts. */
 export function messageDataAt (uuidAt: number): number { return uuidAt + MESSAGE_HEADER_BYTES }
 
+/** Bytes of a whole MESSAGE packet before its UUID: the length header and the type. */
+export const MESSAGE_UUID_OFFSET = LENGTH_BYTES + 1
+/** Bytes of a whole MESSAGE packet before its data. */
+export const MESSAGE_PACKET_HEAD = MESSAGE_UUID_OFFSET + MESSAGE_HEADER_BYTES
+
+/**
+ * Makes a whole MESSAGE packet around the UUID at `uuidAt` of `buf`, for data
+ * of `size` bytes (placed at messageDataAt(uuidAt) by the caller, or sent after
+ * the header from elsewhere): the length header and type before the UUID, the
+ * flags after it. The TTL is written with setMessageTtl() when it is sent.
+ */
+export function frameMessageInPlace (buf: Uint8Array, uuidAt: number, size: number, flags: number): void {
+  writeLength(buf, uuidAt - MESSAGE_UUID_OFFSET, 1 + MESSAGE_HEADER_BYTES + size)
+  buf[uuidAt - 1] = FrameType.Message
+  writeUint32(buf, uuidAt + UUID_BYTES + 4, flags >>> 0)
+}
+
+/** Sets the TTL of the MESSAGE whose UUID is at `uuidAt` (see frameMessageInPlace). */
+export function setMessageTtl (buf: Uint8Array, uuidAt: number, ttl: number): void {
+  writeUint32(buf, uuidAt + UUID_BYTES, ttl >>> 0)
+}
+
 /**
  * Decodes one packet payload. Returns null for frame types this side does not
  * know (they are ignored, as PROTOCOL.md requires); throws ProtocolError for a
@@ -335,27 +359,69 @@ export function ackPacketBytes (count: number, perFrame: number): number {
  * Writes whole packets (length header and frame) one after the other into one
  * buffer: the bytes `encodeFrames()` + `encodePackets()` would produce, without
  * a Frame object and a copy per message in between. Message data of COPY_LIMIT
- * bytes or more is not copied but becomes a chunk of its own.
+ * bytes or more is not copied but becomes a chunk of its own, and packets that
+ * are already whole in a buffer of the caller's (framed()) are not copied either:
+ * neighbours in one buffer go out as one view of it.
  */
 export class FrameWriter {
-  private buf: Uint8Array
+  private buf: Uint8Array = NO_BYTES
   private pos = 0
   private start = 0
-  private readonly chunks: Uint8Array[] = []
+  private chunks: Uint8Array[] = []
+  /** Framed packets not yet made a chunk: `runBuf[runStart .. runEnd)`. */
+  private runBuf: Uint8Array | null = null
+  private runStart = 0
+  private runEnd = 0
 
-  /** `capacity`: the bytes expected (see messagePacketBytes); the buffer grows if more come. */
-  constructor (capacity: number) {
-    this.buf = allocUnsafe(capacity)
+  /** `capacity`: the bytes expected in the writer's own buffer (see messagePacketBytes); it is allocated when first needed, and grows if more come. */
+  constructor (private capacity = 0) {}
+
+  /** Starts a new batch, expecting `capacity` bytes (see the constructor): one writer serves a connection for its life. */
+  reset (capacity: number): void {
+    this.capacity = capacity
+    this.buf = NO_BYTES
+    this.pos = this.start = 0
+    this.chunks = []
+    this.runBuf = null
   }
 
   /** True while nothing was added. */
-  get empty (): boolean { return this.pos === 0 && this.chunks.length === 0 }
+  get empty (): boolean { return this.pos === 0 && this.chunks.length === 0 && this.runBuf === null }
 
   private room (n: number): void {
+    if (this.runBuf !== null) this.endRun()
     if (this.pos + n <= this.buf.length) return
     if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
-    this.buf = allocUnsafe(Math.max(n, this.buf.length * 2))
+    this.buf = allocUnsafe(Math.max(n, this.buf.length === 0 ? this.capacity : this.buf.length * 2))
     this.pos = this.start = 0
+  }
+
+  /** What was written to the own buffer since the last chunk becomes one. */
+  private endSegment (): void {
+    if (this.pos === this.start) return
+    const b = this.buf
+    this.chunks.push(this.start === 0 && this.pos === b.length ? b : b.subarray(this.start, this.pos))
+    this.start = this.pos
+  }
+
+  private endRun (): void {
+    const b = this.runBuf!
+    this.chunks.push(this.runStart === 0 && this.runEnd === b.length ? b : b.subarray(this.runStart, this.runEnd))
+    this.runBuf = null
+  }
+
+  /**
+   * Whole packets already in `buf[start .. end)` (see frameMessageInPlace): sent
+   * as a view, joined to the previous one when they follow it in the same buffer.
+   * Do not modify them until they are written.
+   */
+  framed (buf: Uint8Array, start: number, end: number): void {
+    if (buf === this.runBuf && start === this.runEnd) { this.runEnd = end; return }
+    if (this.runBuf !== null) this.endRun()
+    this.endSegment()
+    this.runBuf = buf
+    this.runStart = start
+    this.runEnd = end
   }
 
   /** Any frame, through encodeFrame (for the few that are not messages or ACKs). */
@@ -422,10 +488,9 @@ export class FrameWriter {
 
   /** The chunks to write, in order. */
   finish (): Uint8Array[] {
+    if (this.runBuf !== null) this.endRun()
     // Sized exactly (the common case): the buffer itself, no view of it.
-    if (this.start === 0 && this.pos === this.buf.length) this.chunks.push(this.buf)
-    else if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos))
-    this.start = this.pos
+    this.endSegment()
     return this.chunks
   }
 }
