@@ -35,7 +35,9 @@ const USAGE = `usage: npx tsx benchmarks/scale.ts depth|fanin|all [options]
   --compiled       depth: the restarted sender is a JavaScript program run by node itself, on the
                    library compiled to dist/ (built first with npm run build), as a deployed
                    application is: no tsx compiling TypeScript at its start
-  --json FILE      also write the figures as JSON`
+  --json FILE      also write the figures as JSON
+  --profile DIR    write a CPU profile of every child process to DIR (node --cpu-prof;
+                   npx tsx benchmarks/profile-top.ts FILE summarises one)`
 
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
@@ -48,6 +50,7 @@ const { values: opt, positionals } = parseArgs({
     runs: { type: 'string' },
     timeout: { type: 'string' },
     json: { type: 'string' },
+    profile: { type: 'string' },
     compiled: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   },
@@ -69,6 +72,8 @@ const peerCounts = (opt.peers ?? '100,1000').split(',').map((p) => int(p.trim(),
 const total = int(opt.total, 200_000, '--total')
 const procs = int(opt.procs, 1, '--procs')
 const timeoutMs = int(opt.timeout, 900, '--timeout') * 1000
+// --profile: every child writes a V8 CPU profile there when it exits.
+const nodeArgs = opt.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(opt.profile)}`]
 const SIZE = 16
 const FILE = 'impl/scale.ts'
 
@@ -99,7 +104,7 @@ const errors: string[] = []
 async function depthRun (): Promise<Record<string, number>> {
   const dir = await mkdtemp(join(tmpdir(), 'snakemq-scale-depth-'))
   try {
-    return await withProcs(timeoutMs, [], async (start) => {
+    return await withProcs(timeoutMs, nodeArgs, async (start) => {
       const fill = start({ file: FILE, role: 'fill', args: { dir, count, size: SIZE, inFlight } })
       const f = await fill.result
       fill.stop()
@@ -138,7 +143,7 @@ async function depthRun (): Promise<Record<string, number>> {
 async function faninRun (peers: number): Promise<Record<string, number>> {
   const per = Math.max(1, Math.floor(total / peers))
   const all = per * peers
-  return await withProcs(timeoutMs, [], async (start) => {
+  return await withProcs(timeoutMs, nodeArgs, async (start) => {
     const rx = start({ file: FILE, role: 'receiver', args: { count: all, peers } })
     const { port } = await rx.ready
     const nProcs = Math.min(procs, peers)
@@ -164,6 +169,9 @@ async function faninRun (peers: number): Promise<Record<string, number>> {
       messages: all,
       msgs_per_s: all / ((n(r, 'lastAt') - firstAt) / 1000),
       connect_s: Math.max(...readies.map((x) => n(x, 'connectMs'))) / 1000,
+      // CPU per message: the receiver's from its first message to its last, the senders' from go to drained.
+      cpu_us_per_msg_receiver: n(r, 'cpuUs') / all,
+      cpu_us_per_msg_senders: ts.reduce((sum, t) => sum + n(t, 'cpuUs'), 0) / all,
       rss_mb_receiver: n(r, 'maxRssMb'),
       rss_mb_senders: Math.max(...ts.map((t) => n(t, 'maxRssMb')))
     }
@@ -224,12 +232,13 @@ if (what === 'fanin' || what === 'all') {
   out.fanin = { total, procs, runs: Object.fromEntries(byPeers), ratio_runs: Object.fromEntries(ratioRuns) }
   console.log('')
   console.log(`fanin: peers each with its own Link and Messaging, ${fmt(total)} messages of ${SIZE} B in all to one receiver, senders in ${procs} process(es), medians of ${runs} run(s)`)
-  table(['peers x messages', 'msgs/s', `ratio to ${peerCounts[0]} peers (per run) [1,000: >= 0.8x]`, 'connect all', 'receiver RSS', 'senders RSS'],
+  table(['peers x messages', 'msgs/s', `ratio to ${peerCounts[0]} peers (per run) [1,000: >= 0.8x]`, 'CPU/msg receiver', 'CPU/msg senders', 'connect all', 'receiver RSS', 'senders RSS'],
     peerCounts.filter((p) => byPeers.has(p)).map((p) => {
       const rs = byPeers.get(p)!
       const ratios = ratioRuns.get(p) ?? []
       return [`${fmt(p)} x ${fmt(rs[0]!.per_peer)}`, fmt(median(rs.map((r) => r.msgs_per_s!))),
         ratios.length === 0 ? '' : `${median(ratios).toFixed(2)}x (${ratios.map((x) => x.toFixed(2)).join(', ')})`,
+        `${fmt(median(rs.map((r) => r.cpu_us_per_msg_receiver!)), 2)} us`, `${fmt(median(rs.map((r) => r.cpu_us_per_msg_senders!)), 2)} us`,
         `${fmt(median(rs.map((r) => r.connect_s!)), 2)} s`, `${fmt(median(rs.map((r) => r.rss_mb_receiver!)))} MB`, `${fmt(median(rs.map((r) => r.rss_mb_senders!)))} MB`]
     }))
 }

@@ -17,21 +17,29 @@ class Tally {
   strays = 0
   firstAt = 0
   lastAt = 0
+  /** process.cpuUsage() at the first message, and its difference at the last (user + system, us). */
+  private cpuAtFirst: NodeJS.CpuUsage | null = null
+  cpuUs = 0
   constructor (readonly count: number) { this.seen = new Uint8Array(count) }
 
   /** True once every counter has arrived. */
   add (data: Uint8Array): boolean {
-    if (this.firstAt === 0) this.firstAt = wallNow()
+    if (this.firstAt === 0) { this.firstAt = wallNow(); this.cpuAtFirst = process.cpuUsage() }
     const c = counterOf(data)
     if (!(c < this.count)) this.strays++
     else if (this.seen[c] === 1) this.duplicates++
     else { this.seen[c] = 1; this.distinct++ }
-    if (this.distinct === this.count) { this.lastAt = wallNow(); return true }
+    if (this.distinct === this.count) {
+      this.lastAt = wallNow()
+      const cpu = process.cpuUsage(this.cpuAtFirst ?? undefined)
+      this.cpuUs = cpu.user + cpu.system
+      return true
+    }
     return false
   }
 
   report (): Record<string, unknown> {
-    return { firstAt: this.firstAt, lastAt: this.lastAt, distinct: this.distinct, missing: this.count - this.distinct, duplicates: this.duplicates, strays: this.strays }
+    return { firstAt: this.firstAt, lastAt: this.lastAt, cpuUs: this.cpuUs, distinct: this.distinct, missing: this.count - this.distinct, duplicates: this.duplicates, strays: this.strays }
   }
 }
 
@@ -130,11 +138,13 @@ export const roles: Record<string, ProcRole> = {
     io.ready({ connectMs })
     await io.signal('go')
     const firstAt = wallNow()
+    const cpuAtGo = process.cpuUsage()
     await Promise.all(peers.map(async ({ k, mq }) => {
       for (let s = 0; s < per; s++) await mq.send('bob', payload(k * per + s, size), { ttl: 600 })
     }))
     const sentAt = wallNow()
     await Promise.all(peers.map(({ mq }) => mq.drain()))
-    return { firstAt, sentAt, connectMs }
+    const cpu = process.cpuUsage(cpuAtGo)
+    return { firstAt, sentAt, connectMs, cpuUs: cpu.user + cpu.system }
   }
 }
