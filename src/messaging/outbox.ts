@@ -218,10 +218,19 @@ export class Unacked {
   }
 }
 
+/** How soon what an outbox woke its reader for is to be written (OutboxReader.wake). */
+export type Wake = typeof WAKE_TURN | typeof WAKE_PROMPT | typeof WAKE_NOW
+/** At the end of the event loop's turn, with whatever else comes meanwhile: messages come in runs. */
+export const WAKE_TURN = 0
+/** An RPC call or reply, which someone waits for: on a microtask if the connection has nothing in flight. */
+export const WAKE_PROMPT = 1
+/** Enough to fill a write: at once. */
+export const WAKE_NOW = 2
+
 /** What an outbox wakes when it has something to send: the session of the connection its peer is on. */
 export interface OutboxReader {
-  /** There is something to send; `urgent`: enough of it to write at once rather than at the end of the turn. */
-  wake (urgent: boolean): void
+  /** There is something to send, to be written as `when` says. */
+  wake (when: Wake): void
 }
 
 /** What an outbox asks of its owner. */
@@ -349,7 +358,7 @@ export class Outbox {
   attach (reader: OutboxReader): void {
     this.reader = reader
     this.rewind()
-    if (this.hasSendable) reader.wake(false)
+    if (this.hasSendable) reader.wake(WAKE_TURN)
     else this.pageIn()
   }
 
@@ -388,21 +397,25 @@ export class Outbox {
     return uuid
   }
 
-  /** add() for a caller that does not want the UUID (RPC's requests and replies): no string is made for it. */
+  /**
+   * add() for RPC's requests and replies: no string is made for the UUID, and a
+   * lone one is written promptly (WAKE_PROMPT), as its caller waits for it.
+   */
   post (data: Uint8Array, expiry: number, flags: number): void {
     const size = data.byteLength
     const at = reservePacket(size)
     const buf = slabs.buf
     fillUuid(buf, at, false)
-    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false))
+    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false), WAKE_PROMPT)
   }
 
   /**
    * Queues an entry (made with QueueEntry.create) after the others. A stored
    * one (state Storing) arriving while the in-memory window is full starts, or
-   * joins, the paged range once its write is done (see ready()).
+   * joins, the paged range once its write is done (see ready()). `when`: how
+   * soon it is to be written (WAKE_NOW anyway once a write's worth is queued).
    */
-  push (entry: QueueEntry): void {
+  push (entry: QueueEntry, when: Wake = WAKE_TURN): void {
     this.count++
     this.bytes += entry.size
     if (!entry.stored) { this.volatileCount++; this.volatileBytes += entry.size }
@@ -421,7 +434,7 @@ export class Outbox {
     }
     this.items.push(entry)
     const r = this.reader
-    if (r !== null && entry.state === EntryState.Queued) r.wake(this.bytes - this.unacked.bytes >= FLUSH_NOW_BYTES)
+    if (r !== null && entry.state === EntryState.Queued) r.wake(this.bytes - this.unacked.bytes >= FLUSH_NOW_BYTES ? WAKE_NOW : when)
   }
 
   /** More entries wait in memory, not in flight, than the window holds. */
@@ -441,7 +454,7 @@ export class Outbox {
       if (this.reader !== null && this.range !== null && !this.hasSendable) this.pageIn()
       return
     }
-    this.reader?.wake(false)
+    this.reader?.wake(WAKE_TURN)
   }
 
   /**
@@ -484,7 +497,7 @@ export class Outbox {
     }
     this.after = []
     this.afterHead = 0
-    if (this.hasSendable) this.reader?.wake(false)
+    if (this.hasSendable) this.reader?.wake(WAKE_TURN)
   }
 
   /** Marks an entry Done and updates the counts; the slot is reclaimed lazily. */
@@ -637,7 +650,7 @@ export class Outbox {
       else { range.count = 0; range.bytes = 0; range.minExpiry = Infinity; this.absorb() }
     }
     if (expired.length > 0) this.host.expiredOnRead(this, expired)
-    if (this.hasSendable) this.reader?.wake(false)
+    if (this.hasSendable) this.reader?.wake(WAKE_TURN)
     // Nothing of it to send after all (expired, or it joined the range during the read): read on.
     else if (this.reader !== null && this.range !== null && this.range.count > 0) this.pageInNext = true
   }

@@ -2,11 +2,12 @@
 // its channel on one path (each chunk through the packet decoder, each frame
 // read where it lies) and writes by one rule: whatever is to be sent (control
 // frames, acknowledgements, the peer's outbox) waits for one flush, scheduled
-// when the first of it appears: at the end of the chunk being read; else, for a
-// message on a connection with nothing in flight (a request, a reply), on a
-// microtask; else at the end of the event loop's turn (a stream, and
-// acknowledgements, so they go out in large writes); at once when the outbox
-// holds enough to fill a write. A flush writes one batch; while the
+// when the first of it appears: at the end of the chunk being read; else, for an
+// RPC call or reply on a connection with nothing in flight, on a microtask
+// (someone waits for it); else at the end of the event loop's turn (sent
+// messages, which come in runs, and acknowledgements, so they go out in large
+// writes: a thousand peers each starting a run would otherwise each write its
+// first message alone); at once when the outbox holds enough to fill a write. A flush writes one batch; while the
 // channel is congested nothing more is written, and once it owes the remote too
 // many acknowledgements the channel is not read either, so what a peer that does
 // not read can make this side hold stays bounded. Nothing here knows about sockets.
@@ -22,7 +23,7 @@ import {
 } from '../errors.ts'
 import type { Logger } from '../logging.ts'
 import { clearImmediate, setImmediate } from '../immediate.ts'
-import type { Outbox, OutboxReader, QueueEntry } from './outbox.ts'
+import { WAKE_NOW, WAKE_PROMPT, type Outbox, type OutboxReader, type QueueEntry, type Wake } from './outbox.ts'
 import type { KeepaliveOptions } from './types.ts'
 
 /** Most messages in one outgoing batch. */
@@ -253,7 +254,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     }
     // So is ACK (a well-formed one, on a connection that agreed to them).
     if (type === FrameType.Ack && this.acks && this.outbox !== null && end - start > 1 && (end - start - 1) % UUID_BYTES === 0) {
-      if (this.outbox.acked(buf, start + 1, end)) this.want(true)
+      if (this.outbox.acked(buf, start + 1, end)) this.want()
       return !this.stopped
     }
     const f = decodeFrame(buf.subarray(start, end))
@@ -387,17 +388,17 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   // ---- writing ---------------------------------------------------------------
 
   /** OutboxReader: the outbox has something to send. */
-  wake (urgent: boolean): void {
-    if (urgent && !this.reading) this.flushNow()
-    else this.want(true)
+  wake (when: Wake): void {
+    if (when === WAKE_NOW && !this.reading) this.flushNow()
+    else this.want(when === WAKE_PROMPT)
   }
 
-  /** There is something to send (`message`: a message): schedules the one flush (see the module's first lines). */
-  private want (message = false): void {
+  /** There is something to send (`prompt`: a request or reply, which someone waits for): schedules the one flush (see the module's first lines). */
+  private want (prompt = false): void {
     if (this.flushState !== FLUSH_NONE || this.stopped) return
     if (this.reading) { this.flushState = FLUSH_AT_CHUNK_END; return }
     const o = this.outbox
-    if (message && !this.wroteSinceRead && (o === null || o.inFlight === 0)) {
+    if (prompt && !this.wroteSinceRead && (o === null || o.inFlight === 0)) {
       this.flushState = FLUSH_MICROTASK
       void SETTLED.then(this.onFlushTask)
     } else {
