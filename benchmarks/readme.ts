@@ -14,7 +14,7 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { BENCH_DIR, failureOf, withProcs, type Proc, type ProcSpec } from './harness/proc.ts'
+import { BENCH_DIR, compileBenchmarks, failureOf, withProcs, type Proc, type ProcSpec } from './harness/proc.ts'
 
 const IMPLS = [
   { name: 'snakemq', title: 'this library', file: 'impl/readme/snakemq.ts' },
@@ -37,7 +37,10 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
   --markdown         also print the table as Markdown (as README.md shows it)
   --timeout SEC      kill a measurement's processes after SEC seconds (default 120)
   --profile DIR      a CPU profile of every child process into DIR (node --cpu-prof)
-  --node-args ARGS   extra node flags for every child, space-separated: --node-args=--trace-gc`
+  --node-args ARGS   extra node flags for every child, space-separated: --node-args=--trace-gc
+  --tsx              run the programs and the library's TypeScript under tsx, as this mode did
+                     until 2026-12-03; by default they are compiled with tsc first (into
+                     .bench-tmp/compiled) and run by node, as an application is deployed`
 
 function fail (msg: string): never {
   console.error(`${msg}\n${USAGE}`)
@@ -56,6 +59,7 @@ const { values: opt } = parseArgs({
     timeout: { type: 'string' },
     profile: { type: 'string' },
     'node-args': { type: 'string' },
+    tsx: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   },
   strict: true
@@ -106,7 +110,8 @@ function nodeArgsFor (tag: string): string[] {
   return [...extraNodeArgs, '--cpu-prof', `--cpu-prof-dir=${join(profileDir, `${tag}-${++profileSeq}`)}`]
 }
 
-const spec = (file: string, role: string, args: Record<string, unknown>): ProcSpec => ({ file, role, args })
+const compiled = !opt.tsx
+const spec = (file: string, role: string, args: Record<string, unknown>): ProcSpec => ({ file, role, args, compiled })
 const n = (r: Record<string, unknown>, key: string): number => {
   const v = r[key]
   if (typeof v !== 'number') throw new Error(`a child did not report ${key}`)
@@ -206,6 +211,10 @@ async function measure (sc: ScenarioId, who: ImplName | 'level', run: number, bo
 const machine = { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', mem_gb: Math.round(totalmem() / 1e9), os: `${platform()} ${release()}`, node: process.version }
 log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${runs} run(s)${quick ? ', quick' : ''}`)
 if (profileDir !== undefined) await mkdir(profileDir, { recursive: true })
+if (compiled) {
+  log('compiling the programs and the library with tsc (benchmarks/tsconfig.compiled.json); --tsx runs them under tsx instead')
+  compileBenchmarks()
+}
 const started = Date.now()
 
 for (let run = 0; run < runs; run++) {
@@ -325,13 +334,14 @@ if (opt.markdown) {
 console.log('')
 console.log(`medians of ${runs} run(s), all interleaved; a ratio is the library's figure over the reference's in the same run, median (min-max) over runs;`)
 console.log('for p50 lower is better (the ratio is library / raw); rates from the sender\'s first send to the receiver\'s last message; MB = 1e6 bytes')
+console.log(compiled ? 'every program and the library compiled by tsc and run by node (as deployed)' : 'every program and the library\'s TypeScript run under tsx (--tsx)')
 console.log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${((Date.now() - started) / 1000).toFixed(0)} s`)
 for (const e of errors) console.log(`error: ${e}`)
 
 if (jsonFile !== undefined) {
   const doc = {
     table: json,
-    meta: { date: new Date().toISOString(), command: ['npm', 'run', 'bench', '--', ...process.argv.slice(2)].join(' ').trimEnd(), runs, quick, machine, params: PARAMS, errors },
+    meta: { date: new Date().toISOString(), command: ['npm', 'run', 'bench', '--', ...process.argv.slice(2)].join(' ').trimEnd(), runs, quick, compiled, machine, params: PARAMS, errors },
     per_run: perRun
   }
   const tidy = (_k: string, v: unknown): unknown => typeof v === 'number' && !Number.isInteger(v) ? (Math.abs(v) >= 1000 ? Math.round(v) : Number(v.toPrecision(4))) : v

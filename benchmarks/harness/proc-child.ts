@@ -1,5 +1,6 @@
 // Entry point of a child started by harness/proc.ts:
 //   node --import tsx benchmarks/harness/proc-child.ts '<ProcSpec as JSON>'
+// or, compiled (ProcSpec.compiled), node .bench-tmp/compiled/benchmarks/harness/proc-child.js '<...>'
 // Imports the module, runs the role, posts its result (with the process's peak
 // RSS), then stays until the parent says `stop`, so a sender's sockets outlive
 // the receiver's last read. Exits by itself if the parent goes away.
@@ -57,7 +58,9 @@ const io: ProcIO = {
 }
 
 async function main (): Promise<void> {
-  const mod = await import(pathToFileURL(join(BENCH_DIR, spec.file)).href) as { roles?: Record<string, ProcRole> }
+  // Compiled (ProcSpec.compiled), this file is JavaScript next to the module's: its name ends in .js too.
+  const file = spec.compiled === true ? spec.file.replace(/\.ts$/, '.js') : spec.file
+  const mod = await import(pathToFileURL(join(BENCH_DIR, file)).href) as { roles?: Record<string, ProcRole> }
   const role = mod.roles?.[spec.role]
   if (role === undefined) throw new Error(`${spec.file} has no role ${spec.role}`)
   const value = await role(spec.args, io)

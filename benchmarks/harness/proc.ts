@@ -8,13 +8,25 @@
 // takes its timestamps on the wall clock (`performance.timeOrigin +
 // performance.now()`), which every process on the host shares, so the parent can
 // subtract one process's time from another's.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const BENCH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const REPO_ROOT = resolve(BENCH_DIR, '..')
 const CHILD_FILE = join(BENCH_DIR, 'harness', 'proc-child.ts')
+/** Where compileBenchmarks() puts the JavaScript (the repository's layout below it). */
+const COMPILED_DIR = join(REPO_ROOT, '.bench-tmp', 'compiled')
+
+/**
+ * Compiles the harness, the README programs (benchmarks/impl/readme) and the
+ * library with tsc (benchmarks/tsconfig.compiled.json), for ProcSpec.compiled.
+ * Throws if tsc fails.
+ */
+export function compileBenchmarks (): void {
+  const tsc = spawnSync(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(BENCH_DIR, 'tsconfig.compiled.json')], { cwd: REPO_ROOT, encoding: 'utf8' })
+  if (tsc.status !== 0) throw new Error(`tsc -p benchmarks/tsconfig.compiled.json failed:\n${tsc.stdout}${tsc.stderr}`)
+}
 
 /** What the parent sends a child: a named signal (`stop`, `go`, ...). */
 export interface ToProc { type: string }
@@ -35,6 +47,12 @@ export interface ProcSpec {
    * messages (`ready`, `result`, `error`; it exits on `stop`).
    */
   plain?: boolean
+  /**
+   * Run `file` and the library as tsc compiles them (compileBenchmarks(), into
+   * .bench-tmp/compiled), by `node` itself without tsx: as an application is
+   * deployed.
+   */
+  compiled?: boolean
 }
 
 export interface Proc {
@@ -69,7 +87,9 @@ function quiet<T> (p: Promise<T>): Promise<T> {
 
 export function startProc (spec: ProcSpec, nodeArgs: string[] = []): Proc {
   const spawnedAt = wallNow()
-  const entry = spec.plain === true ? [join(BENCH_DIR, spec.file)] : ['--import', 'tsx', CHILD_FILE]
+  const entry = spec.plain === true
+    ? [join(BENCH_DIR, spec.file)]
+    : spec.compiled === true ? [join(COMPILED_DIR, 'benchmarks', 'harness', 'proc-child.js')] : ['--import', 'tsx', CHILD_FILE]
   const child = spawn(process.execPath, [...nodeArgs, ...entry, JSON.stringify(spec)], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
