@@ -44,7 +44,10 @@ const SLAB_BYTES = 64 * 1024
  * its own, so a queued 16-byte message costs one small object and 45 slab
  * bytes, and the sender's buffer can be collected. A slab is freed once no entry
  * or pending write points into it; queues are FIFO, so slabs are freed roughly
- * in the order they were filled.
+ * in the order they were filled. A message sent again on a new connection gets
+ * its TTL rewritten in place: should a write of it still be pending on the old
+ * connection (one taken over while closing), that write carries the newer TTL,
+ * which is all that changes.
  */
 class Slabs {
   buf: Uint8Array = allocUnsafe(SLAB_BYTES)

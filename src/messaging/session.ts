@@ -7,10 +7,11 @@
 // (someone waits for it); else at the end of the event loop's turn (sent
 // messages, which come in runs, and acknowledgements, so they go out in large
 // writes: a thousand peers each starting a run would otherwise each write its
-// first message alone); at once when the outbox holds enough to fill a write. A flush writes one batch; while the
-// channel is congested nothing more is written, and once it owes the remote too
-// many acknowledgements the channel is not read either, so what a peer that does
-// not read can make this side hold stays bounded. Nothing here knows about sockets.
+// first message alone); at once when the outbox holds enough to fill a write.
+// A flush writes one batch; while the channel is congested nothing more is
+// written, and once it owes the remote too many acknowledgements the channel is
+// not read either, so what a peer that does not read can make this side hold
+// stays bounded. Nothing here knows about sockets.
 import type { Channel, ChannelReader } from '../link/channel.ts'
 import { PacketDecoder } from '../transforms/framing.ts'
 import {
