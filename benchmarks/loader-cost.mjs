@@ -111,7 +111,11 @@ else if (role === 'tx-raw' || role === 'tx-lib') {
   async function once (runner, impl) {
     const cmd = runner === 'node' ? process.execPath : tsx
     const rx = spawn(cmd, [here, `rx-${impl}`], { stdio: ['ignore', 'pipe', 'inherit'] })
-    const port = await new Promise((resolve) => { let s = ''; rx.stdout.on('data', (c) => { s += c; if (s.includes('\n')) resolve(Number(s.trim())) }) })
+    const port = await new Promise((resolve, reject) => {
+      let s = ''
+      rx.stdout.on('data', (c) => { s += c; if (s.includes('\n')) resolve(Number(s.trim())) })
+      rx.once('exit', (code) => { reject(new Error(`the ${impl} receiver under ${runner} exited with ${code} before listening`)) })
+    })
     const ms = Number(await run(cmd, [here, `tx-${impl}`, String(port)]))
     await new Promise((resolve) => { if (rx.exitCode !== null) resolve(); else rx.once('exit', resolve) })
     return ms

@@ -124,6 +124,7 @@ async function depthRun (): Promise<Record<string, number>> {
         queued_at_ready: n(t, 'queuedAtReady'),
         rss_mb_after_ready: n(t, 'rss_mb_after_ready'),
         rss_mb_peak_drain: n(t, 'rss_mb_peak_drain'),
+        heap_mb_peak_drain: n(t, 'heap_mb_peak_drain'),
         rss_mb_max_sender: n(t, 'maxRssMb'),
         imported_s: (n(t, 'importedAt') - startAt) / 1000,
         ready_s: (n(t, 'readyAt') - startAt) / 1000,
@@ -203,8 +204,8 @@ if (what === 'depth' || what === 'all') {
   console.log('')
   console.log(`depth: ${fmt(count)} persistent ${SIZE}-byte messages queued for an absent peer, then a fresh sender process on the same LevelStore (issue 20's goals in brackets)`)
   console.log(`times from the restarted process's start: its imports done (Node, ${opt.compiled ? 'the library from dist/' : 'tsx, the library'}), ready(), bob's first and last message`)
-  table(['run', 'fill sends/s', 'RSS after ready() [<= 160 MB]', 'peak RSS draining', 'imports done', 'ready()', 'first message [<= 0.5 s]', 'all delivered', 'drain msgs/s', 'exactly once'],
-    results.map((r, i) => [String(i + 1), fmt(r.fill_sends_per_s), `${fmt(r.rss_mb_after_ready)} MB`, `${fmt(r.rss_mb_peak_drain)} MB`,
+  table(['run', 'fill sends/s', 'RSS after ready() [<= 160 MB]', 'peak RSS draining', 'peak JS heap draining', 'imports done', 'ready()', 'first message [<= 0.5 s]', 'all delivered', 'drain msgs/s', 'exactly once'],
+    results.map((r, i) => [String(i + 1), fmt(r.fill_sends_per_s), `${fmt(r.rss_mb_after_ready)} MB`, `${fmt(r.rss_mb_peak_drain)} MB`, `${fmt(r.heap_mb_peak_drain)} MB`,
       `${fmt(r.imported_s, 3)} s`, `${fmt(r.ready_s, 3)} s`, `${fmt(r.first_message_s, 3)} s`, `${fmt(r.drained_s, 2)} s`, fmt(r.drain_msgs_per_s),
       r.exactly_once === 1 ? 'yes' : `no: ${r.missing} missing, ${r.duplicates} dup`]))
 }

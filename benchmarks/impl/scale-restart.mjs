@@ -22,16 +22,26 @@ try {
   const readyAt = wallNow()
   const rssAfterReady = process.memoryUsage.rss()
   const queuedAtReady = mq.queued('bob')
+  // RSS and the JavaScript heap (V8's heapTotal) at their highest while draining.
   let peak = rssAfterReady
-  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage.rss()) }, 50)
+  let heap = 0
+  const sample = () => {
+    const m = process.memoryUsage()
+    peak = Math.max(peak, m.rss)
+    heap = Math.max(heap, m.heapTotal)
+  }
+  sample()
+  const sampler = setInterval(sample, 50)
   const { drained, left } = await mq.drain()
   clearInterval(sampler)
+  sample()
   process.send({
     type: 'result',
     result: {
       startAt: performance.timeOrigin, importedAt, openedAt, readyAt, queuedAtReady, drained, left,
       rss_mb_after_ready: rssAfterReady / 1e6,
-      rss_mb_peak_drain: Math.max(peak, process.memoryUsage.rss()) / 1e6,
+      rss_mb_peak_drain: peak / 1e6,
+      heap_mb_peak_drain: heap / 1e6,
       maxRssMb: (process.resourceUsage().maxRSS * 1024) / 1e6
     }
   })

@@ -43,11 +43,24 @@ class Tally {
   }
 }
 
-/** Samples RSS every 50 ms; `peak()` is the highest seen (and stops sampling). */
-function rssSampler (): { peak(): number } {
-  let peak = process.memoryUsage.rss()
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage.rss()) }, 50)
-  return { peak () { clearInterval(t); return Math.max(peak, process.memoryUsage.rss()) } }
+/**
+ * Samples RSS and the JavaScript heap (V8's heapTotal) every 50 ms; `peak()` is
+ * the highest RSS seen (and stops sampling), `peakHeap()` the highest heap.
+ */
+function rssSampler (): { peak(): number, peakHeap(): number } {
+  let peak = 0
+  let heap = 0
+  const sample = (): void => {
+    const m = process.memoryUsage()
+    peak = Math.max(peak, m.rss)
+    heap = Math.max(heap, m.heapTotal)
+  }
+  sample()
+  const t = setInterval(sample, 50)
+  return {
+    peak () { clearInterval(t); sample(); return peak },
+    peakHeap () { return heap }
+  }
 }
 
 export const roles: Record<string, ProcRole> = {
@@ -111,7 +124,8 @@ export const roles: Record<string, ProcRole> = {
     return {
       startAt: performance.timeOrigin, importedAt, openedAt, readyAt, queuedAtReady, drained, left,
       rss_mb_after_ready: rssAfterReady / 1e6,
-      rss_mb_peak_drain: sampler.peak() / 1e6
+      rss_mb_peak_drain: sampler.peak() / 1e6,
+      heap_mb_peak_drain: sampler.peakHeap() / 1e6
     }
   },
 
