@@ -108,6 +108,23 @@ const subjects: Array<{ name: string, make: () => Promise<Subject> }> = [
       }
       return subject
     }
+  },
+  {
+    // Every write waits for LevelDB, as with `sync` (and as writes too large for the journal do).
+    name: 'LevelStore without the journal',
+    make: async () => {
+      const dir = await tempDir()
+      const subject: Subject = {
+        store: await LevelStore.open(dir, { journal: false }),
+        reload: async () => {
+          await subject.store.close()
+          subject.store = await LevelStore.open(dir, { journal: false })
+          return await subject.store.load()
+        },
+        close: async () => await subject.store.close()
+      }
+      return subject
+    }
   }
 ]
 
@@ -125,7 +142,7 @@ for (const { name, make } of subjects) {
     void test('a new store is empty', async () => {
       await withStore(async (s) => {
         assert.deepEqual(plain(await s.store.load()), expected([]))
-        assert.equal(s.store.durable, name === 'LevelStore')
+        assert.equal(s.store.durable, name !== 'MemoryStore')
       })
     })
 
@@ -444,8 +461,9 @@ void describe('LevelStore', () => {
     }
   })
 
+  // Group commit is what a write without the journal waits for (and what the journal is written behind).
   void test('merges the write() calls of one tick into one LevelDB batch', async () => {
-    const store = await LevelStore.open(await tempDir())
+    const store = await LevelStore.open(await tempDir(), { journal: false })
     try {
       const before = store.batchesWritten
       const writes: Array<Promise<void>> = []
@@ -459,7 +477,7 @@ void describe('LevelStore', () => {
   })
 
   void test('merges the write() calls made while a batch is in flight into the next batch', async () => {
-    const store = await LevelStore.open(await tempDir())
+    const store = await LevelStore.open(await tempDir(), { journal: false })
     try {
       const before = store.batchesWritten
       const first = store.write({ put: [msg('p', 0)] })
@@ -539,11 +557,11 @@ void describe('LevelStore', () => {
     }
   })
 
-  void test('a failing write rejects every merged call with StoreError, and none of it is stored', async () => {
+  void test('without the journal, a failing write rejects every merged call with StoreError, and none of it is stored', async () => {
     const dir = await tempDir()
     const errors: string[] = []
     const logger: Logger = { debug () {}, info () {}, warn () {}, error (message) { errors.push(message) } }
-    const store = await LevelStore.open(dir, { logger })
+    const store = await LevelStore.open(dir, { logger, journal: false })
     await store.write({ put: [msg('p', 0)] })
     const batches = store.batchesWritten
     // The database fails under the store, as it would on a broken disk.
@@ -568,9 +586,9 @@ void describe('LevelStore', () => {
     }
   })
 
-  void test('a batch that fails in LevelDB rejects its calls, and later batches still go through', async () => {
+  void test('without the journal, a batch that fails in LevelDB rejects its calls, and later batches still go through', async () => {
     const dir = await tempDir()
-    const store = await LevelStore.open(dir)
+    const store = await LevelStore.open(dir, { journal: false })
     try {
       const db = dbOf(store)
       // Make LevelDB's own write fail once: the batch is formed, then rejected.
@@ -735,8 +753,8 @@ void describe('LevelStore', () => {
 
   void describe('in a child process', () => {
     /** Starts the writer fixture and resolves once it printed "written" (its writes resolved). */
-    async function startWriter (dir: string, count: number, mode: 'burst' | 'serial' = 'burst'): Promise<ReturnType<typeof spawn>> {
-      const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, String(count), mode], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+    async function startWriter (dir: string, count: number, mode: 'burst' | 'serial' = 'burst', journal: 'journal' | 'no-journal' = 'journal'): Promise<ReturnType<typeof spawn>> {
+      const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, String(count), mode, journal], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
       let stdout = ''
       let stderr = ''
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
@@ -757,10 +775,11 @@ void describe('LevelStore', () => {
       assert.equal(await exited, 'SIGKILL')
     }
 
-    void test('every message whose write() resolved survives the writer being killed with SIGKILL', async () => {
+    for (const [mode, journal] of [['burst', 'journal'], ['serial', 'journal'], ['burst', 'no-journal']] as const) {
+    void test(`every message whose write() resolved survives the writer being killed with SIGKILL (${mode}, ${journal})`, async () => {
       const dir = await tempDir()
       const count = 5000
-      const child = await startWriter(dir, count)
+      const child = await startWriter(dir, count, mode, journal)
       await kill(child)
       const store = await LevelStore.open(dir)
       try {
@@ -778,6 +797,7 @@ void describe('LevelStore', () => {
         await store.close()
       }
     })
+    }
 
     /** Overwrites 64 bytes at offset 200 of the newest LevelDB log in `dir` with garbage. */
     async function damageLog (dir: string): Promise<void> {
@@ -799,7 +819,7 @@ void describe('LevelStore', () => {
 
     void test('5,000 queued, SIGKILL, garbage in the log: open refuses with StoreCorruptError naming the directory, and keeps refusing until salvaged', async () => {
       const dir = await tempDir()
-      await kill(await startWriter(dir, 5000))
+      await kill(await startWriter(dir, 5000, 'burst', 'no-journal'))
       await damageLog(dir)
       await assert.rejects(LevelStore.open(dir), (err: unknown) => {
         assert.ok(err instanceof StoreCorruptError, String(err))
@@ -834,7 +854,7 @@ void describe('LevelStore', () => {
 
     void test('garbage in a log of many batches: salvage reports, per peer, the messages the counts expected and those left', async () => {
       const dir = await tempDir()
-      await kill(await startWriter(dir, 3000, 'serial'))
+      await kill(await startWriter(dir, 3000, 'serial', 'no-journal'))
       await damageLog(dir)
       await assert.rejects(LevelStore.open(dir), StoreCorruptError)
       const salvaged = await LevelStore.open(dir, { salvage: true })

@@ -4,26 +4,40 @@
 // named, the checks of LevelDB's files that only Node can read), each as the
 // LevelStore of its entry point.
 //
-// Layout (format version 2), keys are ASCII strings:
-//   'v'                        -> format version, one byte (2)
+// Layout (format version 3), keys are ASCII strings:
+//   'v'                        -> format version, one byte (3)
 //   'c' + P                    -> the peer's TTL clock: offline f64 BE, since f64 BE, connected u8
 //   'm' + P + '.' + SSSSSSSSSSSSSS -> one queued message: uuid(16), expiry f64 BE (Infinity
 //                                 allowed), flags u32 BE, then the data
 //   'n' + P                    -> the peer's count: messages f64 BE, bytes of data f64 BE;
 //                                 absent when it has no messages
 //   'x'                        -> present only once the store was found corrupt: why, UTF-8
+//   'j'                        -> how far the journal is in LevelDB: epoch f64 BE, offset f64 BE
 // where P is the peer name as 4 lowercase hex digits per UTF-16 code unit (so any
 // JS string, lone surrogates included, maps to a distinct safe key) and S is the
 // seq as 14 zero-padded hex digits (2^56 > Number.MAX_SAFE_INTEGER). '.' sorts
 // below every hex digit, so key order is peer order (JS string order), then seq
 // order: a peer's queue is one contiguous FIFO run of keys. Format 1 had no
-// count keys; it is upgraded on open.
+// count keys, format 2 no journal; both are upgraded on open.
 //
 // Writes are group-committed: every write() made while the previous LevelDB batch
 // is in flight, or in the same tick, joins one db.batch, so a burst of persistent
 // sends costs one LevelDB write rather than one each. Each batch carries the new
 // counts of the peers it touches, so counts and messages never disagree after a
 // crash.
+//
+// In Node a write() first goes to a journal file (journal.ts) with one
+// synchronous append, and resolves then: the bytes are in the operating
+// system's hands, as LevelDB's own log would have them without `sync`, at a
+// microsecond instead of a round trip to LevelDB's worker thread. The groups
+// behind it are written as above, each with the 'j' key saying how far into the
+// journal LevelDB now has everything; open replays the records past it, in
+// one batch that moves 'j' to their end, and then starts the journal over. A
+// journaled group that LevelDB fails to write stays queued and is written once
+// the database is reopened (it is not lost: the journal has it). Reads wait
+// for the journaled groups that came before them. Batches over
+// JOURNAL_MAX_BATCH_BYTES, every write with `sync`, and writes while the
+// database is being reopened skip the journal and resolve once LevelDB has them.
 //
 // After a failed batch (a full disk) LevelDB's log may end in a torn record, and
 // LevelDB would go on appending after it; its recovery then drops everything
@@ -46,7 +60,7 @@ import { checkBatch, checkRead, storeClosedError, UUID_LENGTH } from './memory.t
 import type { PeerClock, QueueStore, QueueSummary, StoreBatch, StoreContents, StoredMessage, StoreSummary } from './types.ts'
 
 /** The on-disk layout this code writes (it reads, and upgrades, format 1 too). */
-export const LEVEL_STORE_FORMAT = 2
+export const LEVEL_STORE_FORMAT = 3
 
 export interface LevelStoreOptions {
   /**
@@ -58,8 +72,20 @@ export interface LevelStoreOptions {
    * last writes. With it, a write() resolves only once the data is on disk and
    * survives a power loss too. Group commit keeps the cost to one fsync per
    * batch, not per message, so with many writes in flight it stays cheap.
+   * With `sync` the journal is not used (see `journal`).
    */
   sync?: boolean
+  /**
+   * In Node, write each batch first to a journal file in the directory with one
+   * synchronous append, and resolve write() then; LevelDB is written behind it,
+   * and open replays what it had not got. Default true (false with `sync`). The
+   * durability is the same as without it (the data is in the operating system's
+   * hands, so it survives the process being killed, not a power loss); an
+   * awaited persistent send costs a few microseconds instead of LevelDB's round
+   * trip (50-60 us on the machine it was measured on). A journal left by an
+   * earlier open is replayed whatever this option says. Ignored in a browser.
+   */
+  journal?: boolean
   /** Where log lines go; default the `debug` namespace `snakemq:store`. */
   logger?: Logger
   /**
@@ -120,6 +146,33 @@ export interface LevelPlatform {
   missingFiles (location: string): Promise<string | null>
   /** What LevelDB's LOG says it dropped while recovering; null if nothing, or the runtime cannot tell. */
   recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null>
+  /** Opens and reads the journal of the store at `location`; absent where the runtime has none (a browser). */
+  openJournal?: (location: string) => JournalContents
+}
+
+/** The journal file, as the runtime keeps it (see journal.ts). */
+export interface JournalFile {
+  /** Bytes in the file. */
+  readonly size: number
+  /** The epoch in its header: one life of the file, from one start-over to the next. */
+  readonly epoch: number
+  /** Appends `payload`'s first `length` bytes as one record; returns the file's size after it. Throws if that fails, the file then as it was. */
+  append (payload: Uint8Array, length: number): number
+  /** Empties the file and starts it over under `epoch`. */
+  reset (epoch: number): void
+  close (): void
+}
+
+/** What opening a journal found. */
+export interface JournalContents {
+  file: JournalFile
+  path: string
+  /** The records that are whole, in order, each with the file offset where it ends. */
+  records: Array<{ end: number, payload: Uint8Array }>
+  /** A damaged record, or a header that is not a journal's: what, where. */
+  problem: string | null
+  /** Bytes of an append cut short at the end (a write that never resolved), dropped. */
+  tornBytes: number
 }
 
 interface Count { count: number, bytes: number }
@@ -136,6 +189,16 @@ interface Group {
   promise: Promise<void>
   resolve: () => void
   reject: (err: unknown) => void
+  /** Its writes are in the journal and have resolved: if LevelDB fails to write it, it is written again later. */
+  journaled: boolean
+  /** The journal's epoch, and the offset its records reach, written with the group as 'j'; 0: no record in it. */
+  epoch: number
+  journalEnd: number
+  /** Written to LevelDB. */
+  done: boolean
+  /** Settles (never rejects) after the next attempt to write it, which reads wait on. */
+  attempt: Promise<void>
+  attempted: () => void
 }
 
 /** Why the database is closed after a failed write, and when to try opening it again. */
@@ -156,6 +219,7 @@ export interface Opened {
 
 const VERSION_KEY = 'v'
 const MARKER_KEY = 'x'
+const JOURNAL_KEY = 'j'
 const MESSAGE_PREFIX = 'm'
 const CLOCK_PREFIX = 'c'
 const COUNT_PREFIX = 'n'
@@ -179,6 +243,17 @@ const LOAD_STEP = 1000
 /** First wait before reopening again after a reopen failed, ms; doubled each time up to the max. */
 const REOPEN_DELAY_MIN = 50
 const REOPEN_DELAY_MAX = 2000
+/** A batch with more bytes of data than this skips the journal (a synchronous append of it would hold up the event loop). */
+const JOURNAL_MAX_BATCH_BYTES = 256 * 1024
+/** The journal is started over once LevelDB has everything in it and it has grown past this. */
+const JOURNAL_RESET_BYTES = 256 * 1024
+/** Past this, writes skip the journal until LevelDB has caught up with it, so that it can be started over. */
+const JOURNAL_PAUSE_BYTES = 2 * 1024 * 1024
+/** Past this many bytes of journaled writes LevelDB does not have yet, write() resolves once LevelDB has taken some of them. */
+const JOURNAL_MAX_BEHIND_BYTES = 256 * 1024
+const JOURNAL_PUT = 1
+const JOURNAL_DEL = 2
+const JOURNAL_CLOCK = 3
 
 /**
  * Directories this process has open, or is opening. LevelDB refuses a second
@@ -227,6 +302,24 @@ export class LevelStoreBase implements QueueStore {
   /** Last peer encoded, and its key fragment: queues are usually written a peer at a time. */
   private lastPeer = ''
   private lastPeerHex = ''
+  /** The journal writes go to first (Node, without `sync`); null when not used. */
+  private journal: JournalFile | null = null
+  private journalPath = ''
+  /** Writes skip the journal until LevelDB has all of it, so that it can start over. */
+  private journalPaused = false
+  /** Journaled groups not yet written to LevelDB, and the newest of them (what a read waits for). */
+  private journaledPending = 0
+  /** Bytes of the values in those groups. */
+  private journaledBytes = 0
+  /** The group being written to LevelDB. */
+  private inFlight: Group | null = null
+  private newestJournaled: Group | null = null
+  /** When a journaled group that failed is tried again. */
+  private retryTimer: ReturnType<typeof setTimeout> | null = null
+  /** Why a journaled group is waiting to be written again: until it is, write() fails at once. */
+  private stalled: { error: unknown } | null = null
+  /** Where journal records are encoded (reused: the append is synchronous). */
+  private scratch: Uint8Array = allocUnsafe(0)
 
   protected constructor (opened: Opened, directory: string, options: LevelStoreOptions, log: Logger, private readonly platform: LevelPlatform) {
     this.db = opened.db
@@ -258,8 +351,79 @@ export class LevelStoreBase implements QueueStore {
       throw err
     }
     const store = make(opened, located, log)
-    log.info('queue store opened', { directory: located, sync: options.sync === true, peers: opened.counts.size })
+    try {
+      await store.startJournal(options, opened)
+    } catch (err) {
+      await store.close().catch(() => {})
+      throw err
+    }
+    log.info('queue store opened', { directory: located, sync: options.sync === true, journal: store.journal !== null, peers: opened.counts.size })
     return store
+  }
+
+  /**
+   * Replays what the journal holds past what LevelDB has, then starts the
+   * journal over and, unless `sync` or `journal: false`, writes go to it from now.
+   */
+  private async startJournal (options: LevelStoreOptions, opened: Opened): Promise<void> {
+    const open = this.platform.openJournal
+    if (open === undefined) return
+    let contents: JournalContents
+    try {
+      contents = open(this.directory)
+    } catch (err) {
+      throw new StoreError(`cannot open the queue store's journal in ${this.directory}: ${errorMessage(err)}`, { cause: err })
+    }
+    const { file } = contents
+    try {
+      const mark = decodeJournalMark(await this.db.get(JOURNAL_KEY))
+      if (mark === undefined) throw new StoreCorruptError(this.directory, ['malformed journal mark (key "j")'])
+      const past = mark !== null && mark.epoch === file.epoch ? mark.offset : 0
+      const records = contents.records.filter((r) => r.end > past)
+      const problems: string[] = contents.problem === null ? [] : [contents.problem]
+      // The records go back into one group as the keys and values they were made of.
+      const group = newGroup(false)
+      const peers = new Map<string, string>()
+      let replayed = 0
+      for (const r of records) {
+        // Each record on its own first: one that cannot be read adds none of its operations.
+        const one: Replayed = { keys: [], values: [], deltas: new Map(), bytes: 0 }
+        const wrong = replayRecord(r.payload, one, peers)
+        if (wrong !== null) {
+          problems.push(`its journal ${contents.path} has a record it cannot read, ending at byte ${r.end}: ${wrong}`)
+          break
+        }
+        for (let i = 0; i < one.keys.length; i++) {
+          group.keys.push(one.keys[i]!)
+          group.values.push(one.values[i])
+        }
+        group.bytes += one.bytes
+        for (const [peer, d] of one.deltas) addDelta(group, peer, d.count, d.bytes)
+        replayed++
+      }
+      if (problems.length > 0) {
+        if (opened.salvaged === null) throw new StoreCorruptError(this.directory, problems)
+        opened.salvaged.problems.push(...problems.map((p) => `${p} (what follows it is dropped)`))
+        this.log.error('queue store salvaged', { directory: this.directory, problems: problems.join('; ') })
+      }
+      if (contents.tornBytes > 0) this.log.info('queue store journal ended in a write cut short, dropped', { directory: this.directory, bytes: contents.tornBytes })
+      if (replayed > 0) {
+        group.epoch = file.epoch
+        group.journalEnd = records[replayed - 1]!.end
+        this.groups.push(group)
+        this.flush()
+        await group.promise
+        this.log.info('queue store journal replayed', { directory: this.directory, batches: replayed })
+      }
+      file.reset(Math.max(file.epoch, mark?.epoch ?? 0) + 1)
+    } catch (err) {
+      file.close()
+      if (err instanceof StoreError) throw err
+      throw new StoreError(`replaying the queue store's journal ${contents.path} failed: ${errorMessage(err)}`, { cause: err })
+    }
+    this.journalPath = contents.path
+    if (options.sync === true || options.journal === false) file.close()
+    else this.journal = file
   }
 
   claim (owner: object): void {
@@ -316,7 +480,7 @@ export class LevelStoreBase implements QueueStore {
             } else if (kind === COUNT_PREFIX) {
               const peer = decodePeer(key.slice(1)) ?? this.fail(`malformed peer in key ${JSON.stringify(key)}`)
               counted.set(peer, decodeCount(value) ?? this.fail(`malformed count (key ${JSON.stringify(key)})`))
-            } else if (key !== VERSION_KEY) {
+            } else if (key !== VERSION_KEY && key !== JOURNAL_KEY) {
               throw this.corrupt(`unknown key ${JSON.stringify(key)}`)
             }
           }
@@ -435,26 +599,117 @@ export class LevelStoreBase implements QueueStore {
     } catch (err) {
       return Promise.reject(err as Error)
     }
-    const group = this.openGroup()
+    if (this.stalled !== null) return Promise.reject(this.stalledError(this.stalled.error))
+    const journaled = this.journalTakes(batch)
+    const group = this.openGroup(journaled)
+    const start = group.keys.length
+    this.addOps(group, batch)
+    if (journaled) {
+      try {
+        group.journalEnd = this.append(group, start, batch)
+        group.epoch = this.journal!.epoch
+      } catch (err) {
+        group.keys.length = start
+        group.values.length = start
+        return Promise.reject(new StoreError(`writing to the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err }))
+      }
+    }
+    const bytes = group.bytes
+    this.addDeltas(group, batch)
+    this.scheduleFlush()
+    if (!journaled) return group.promise
+    this.journaledBytes += group.bytes - bytes
+    // What LevelDB does not have yet is held in memory: past a bound, the write resolves once the
+    // group being written is done (a loop of awaited writes never yields to LevelDB otherwise).
+    if (this.journaledBytes > JOURNAL_MAX_BEHIND_BYTES) return (this.inFlight ?? this.groups[0]!).attempt
+    return RESOLVED
+  }
+
+  /** Why a write fails while journaled writes wait to be written again. */
+  private stalledError (error: unknown): StoreError {
+    const cause = error instanceof StoreError && error.cause !== undefined ? error.cause : error
+    return new StoreError(
+      `writing to the queue store ${this.directory} failed: ${errorMessage(cause)}; the writes before it are kept in its journal, and written to LevelDB once it can be`, { cause })
+  }
+
+  /** The batch goes to the journal, and write() resolves once it is there. */
+  private journalTakes (batch: StoreBatch): boolean {
+    const journal = this.journal
+    if (journal === null || this.journalPaused || this.broken !== null || this.recovering !== null || this.fatal !== null) return false
+    if (journal.size > JOURNAL_PAUSE_BYTES) {
+      this.journalPaused = true
+      return false
+    }
+    let bytes = 0
+    for (const m of batch.put ?? []) bytes += m.data.byteLength
+    return bytes <= JOURNAL_MAX_BATCH_BYTES
+  }
+
+  private addOps (group: Group, batch: StoreBatch): void {
     const { keys, values } = group
     for (const m of batch.put ?? []) {
-      const value = encodeMessage(m)
-      group.bytes += value.byteLength
       keys.push(this.messageKey(m.peer, m.seq))
-      values.push(value)
-      addDelta(group, m.peer, 1, m.data.byteLength)
+      values.push(encodeMessage(m))
     }
     for (const r of batch.del ?? []) {
       keys.push(this.messageKey(r.peer, r.seq))
       values.push(undefined)
-      addDelta(group, r.peer, -1, -r.size)
     }
     for (const [peer, clock] of batch.clocks ?? []) {
       keys.push(CLOCK_PREFIX + encodePeer(peer))
       values.push(encodeClock(clock))
     }
-    this.scheduleFlush()
-    return group.promise
+  }
+
+  private addDeltas (group: Group, batch: StoreBatch): void {
+    for (const m of batch.put ?? []) {
+      group.bytes += HEADER_LENGTH + m.data.byteLength
+      addDelta(group, m.peer, 1, m.data.byteLength)
+    }
+    for (const r of batch.del ?? []) addDelta(group, r.peer, -1, -r.size)
+  }
+
+  /**
+   * Appends the operations `group` got from `start` on (those of `batch`) to the
+   * journal as one record; returns the journal's size after it. Throws if the
+   * append fails; a journal that cannot be cut back after that is given up.
+   */
+  private append (group: Group, start: number, batch: StoreBatch): number {
+    const { keys, values } = group
+    const dels = batch.del ?? []
+    const firstDel = start + (batch.put?.length ?? 0)
+    let need = 0
+    for (let i = start; i < keys.length; i++) need += 1 + 4 + keys[i]!.length + 8 + (values[i]?.byteLength ?? 0)
+    if (this.scratch.byteLength < need) this.scratch = allocUnsafe(Math.max(need, 64 * 1024))
+    const buf = this.scratch
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+    let at = 0
+    for (let i = start; i < keys.length; i++) {
+      const key = keys[i]!
+      const value = values[i]
+      buf[at] = value === undefined ? JOURNAL_DEL : i < firstDel ? JOURNAL_PUT : JOURNAL_CLOCK
+      view.setUint32(at + 1, key.length, false)
+      at += 5
+      for (let k = 0; k < key.length; k++) buf[at + k] = key.charCodeAt(k)
+      at += key.length
+      if (value === undefined) {
+        view.setFloat64(at, dels[i - firstDel]!.size, false)
+        at += 8
+      } else {
+        view.setUint32(at, value.byteLength, false)
+        buf.set(value, at + 4)
+        at += 4 + value.byteLength
+      }
+    }
+    try {
+      return this.journal!.append(buf, at)
+    } catch (err) {
+      if ((err as { name?: string }).name === 'JournalBrokenError') {
+        this.log.error('queue store journal given up: it could not be cut back after a failed write', { directory: this.directory, error: err })
+        this.journal = null
+      }
+      throw err
+    }
   }
 
   /** Waits for every write() already made, then closes the database (ending any claim). Idempotent. */
@@ -469,7 +724,14 @@ export class LevelStoreBase implements QueueStore {
 
   private async shutdown (): Promise<void> {
     if (this.writing || this.groups.length > 0) {
-      await new Promise<void>((resolve) => { this.onIdle = resolve })
+      const idle = new Promise<void>((resolve) => { this.onIdle = resolve })
+      // A journaled group waiting to be tried again is tried now, once: closing does not wait for a disk to come back.
+      if (this.retryTimer !== null) {
+        clearTimeout(this.retryTimer)
+        this.retryTimer = null
+        this.flush()
+      }
+      await idle
     }
     if (this.recovering !== null) await this.recovering
     await this.readsFinished()
@@ -482,17 +744,22 @@ export class LevelStoreBase implements QueueStore {
     } catch (err) {
       throw new StoreError(`closing the queue store ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
     } finally {
+      this.journal?.close()
+      this.journal = null
       openInThisProcess.delete(this.directory)
     }
     this.log.debug('queue store closed', { directory: this.directory })
   }
 
-  private openGroup (): Group {
+  /** The group that takes the next write: journaled writes and the others are never in one group. */
+  private openGroup (journaled: boolean): Group {
     let group = this.groups.at(-1)
-    if (group === undefined || group.bytes >= MAX_GROUP_BYTES) {
-      group = newGroup()
+    if (group === undefined || group.bytes >= MAX_GROUP_BYTES || group.journaled !== journaled) {
+      group = newGroup(journaled)
       this.groups.push(group)
+      if (journaled) this.journaledPending++
     }
+    if (journaled) this.newestJournaled = group
     return group
   }
 
@@ -506,7 +773,7 @@ export class LevelStoreBase implements QueueStore {
 
   /** Writes the oldest group, then (when done) the next, one LevelDB batch at a time. */
   private flush (): void {
-    if (this.writing) return
+    if (this.writing || this.retryTimer !== null) return
     const group = this.groups.shift()
     if (group === undefined) {
       const onIdle = this.onIdle
@@ -515,14 +782,62 @@ export class LevelStoreBase implements QueueStore {
       return
     }
     this.writing = true
-    this.writeGroup(group).then(group.resolve, group.reject).finally(() => {
+    this.inFlight = group
+    const attempted = group.attempted
+    this.writeGroup(group).then(() => {
+      group.done = true
+      if (group.journaled) {
+        this.stalled = null
+        this.journalCaughtUp(group)
+      }
+      group.resolve()
+    }, (err: unknown) => {
+      if (group.journaled && this.closing === null) {
+        // Its writes resolved: they are in the journal, and go to LevelDB once it can be written again.
+        // Until then writes fail (StoreError), and so do those waiting for LevelDB behind it: nothing is written out of order.
+        this.stalled = { error: err }
+        for (const g of this.groups) if (!g.journaled) g.reject(this.stalledError(err))
+        const kept = this.groups.filter((g) => g.journaled)
+        this.groups.length = 0
+        this.groups.push(group, ...kept)
+        group.attempt = new Promise((resolve) => { group.attempted = resolve })
+        // Not unref'd: the process stays up until LevelDB has these writes, or close() leaves them to the journal.
+        this.retryTimer = setTimeout(() => { this.retryTimer = null; this.flush() }, Math.max(REOPEN_DELAY_MIN, (this.broken?.retryAt ?? 0) - Date.now()))
+      } else {
+        // Closing: a journaled group is left to the journal, which the next open replays.
+        if (group.journaled) this.journalCaughtUp(group)
+        group.reject(err)
+      }
+    }).finally(() => {
       this.writing = false
+      this.inFlight = null
+      attempted()
       this.flush()
     })
   }
 
+  /** A journaled group is written (or left to the journal): start the journal over once LevelDB has all of it. */
+  private journalCaughtUp (group: Group): void {
+    this.journaledPending--
+    this.journaledBytes -= group.bytes
+    if (this.newestJournaled === group) this.newestJournaled = null
+    const journal = this.journal
+    if (journal === null || this.journaledPending > 0 || this.closing !== null) return
+    if (journal.size > JOURNAL_RESET_BYTES) {
+      try {
+        journal.reset(journal.epoch + 1)
+        this.journalPaused = false
+      } catch (err) {
+        // Not started over, and maybe without a header now: given up, so nothing is appended to it.
+        this.log.warn('queue store journal could not be started over; writes go to LevelDB only', { directory: this.directory, journal: this.journalPath, error: err })
+        journal.close()
+        this.journal = null
+      }
+    }
+  }
+
   private async writeGroup (group: Group): Promise<void> {
-    if (group.keys.length === 0) return
+    if (group.keys.length === 0 && group.journalEnd === 0) return
     await this.usable()
     let ops: ReturnType<Db['batch']> | undefined
     const after: Array<[string, Count]> = []
@@ -543,6 +858,7 @@ export class LevelStoreBase implements QueueStore {
         if (count.count > 0) ops.put(key, encodeCount(count))
         else ops.del(key)
       }
+      if (group.journalEnd > 0) ops.put(JOURNAL_KEY, encodeJournalMark(group.epoch, group.journalEnd))
       await ops.write(this.batchOptions)
     } catch (err) {
       await ops?.close().catch(() => {})
@@ -616,6 +932,15 @@ export class LevelStoreBase implements QueueStore {
 
   /** Waits until the database can be read, and counts a read in progress (recovery waits for it). */
   private async startRead (): Promise<Db> {
+    // Journaled writes resolve before LevelDB has them: a read waits for those made before it.
+    const behind = this.newestJournaled
+    if (behind !== null) {
+      while (!behind.done) {
+        if (this.closing !== null) throw storeClosedError()
+        await this.usable()
+        await behind.attempt
+      }
+    }
     for (;;) {
       if (this.closing !== null) throw storeClosedError()
       // Counted in the same turn as the check, so a reopen cannot start in between.
@@ -679,7 +1004,7 @@ export class LevelStoreBase implements QueueStore {
   private mark (problems: readonly string[]): void {
     if (this.marked || this.closing !== null) return
     this.marked = true
-    const group = this.openGroup()
+    const group = this.openGroup(false)
     group.keys.push(MARKER_KEY)
     group.values.push(encodeMarker(problems, 0))
     this.scheduleFlush()
@@ -702,14 +1027,109 @@ const nextTick: (callback: () => void) => void = (globalThis as { process?: { ne
 const HEX_SEQ = /^[0-9a-f]{14}$/
 const HEX_PEER = /^(?:[0-9a-f]{4})*$/
 
-function newGroup (): Group {
+const RESOLVED = Promise.resolve()
+
+function newGroup (journaled: boolean): Group {
   let resolve!: () => void
   let reject!: (err: unknown) => void
   const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-  return { keys: [], values: [], deltas: new Map(), bytes: 0, promise, resolve, reject }
+  // A journaled group's writes have resolved already: nobody awaits its promise.
+  if (journaled) promise.catch(() => {})
+  let attempted!: () => void
+  const attempt = new Promise<void>((res) => { attempted = res })
+  return { keys: [], values: [], deltas: new Map(), bytes: 0, promise, resolve, reject, journaled, epoch: 0, journalEnd: 0, done: false, attempt, attempted }
 }
 
-function addDelta (group: Group, peer: string, count: number, bytes: number): void {
+/** The journal mark's value: the journal's epoch, and how far into it LevelDB has everything. */
+function encodeJournalMark (epoch: number, offset: number): Uint8Array {
+  const value = allocUnsafe(16)
+  const view = new DataView(value.buffer, value.byteOffset, 16)
+  view.setFloat64(0, epoch, false)
+  view.setFloat64(8, offset, false)
+  return value
+}
+
+/** The mark; null when there is none; undefined when it is malformed. */
+function decodeJournalMark (value: Uint8Array | undefined): { epoch: number, offset: number } | null | undefined {
+  if (value === undefined) return null
+  if (value.byteLength !== 16) return undefined
+  const view = new DataView(value.buffer, value.byteOffset, 16)
+  const epoch = view.getFloat64(0, false)
+  const offset = view.getFloat64(8, false)
+  return Number.isSafeInteger(epoch) && Number.isSafeInteger(offset) && offset >= 0 ? { epoch, offset } : undefined
+}
+
+const latin1 = new TextDecoder('latin1')
+
+/** What a journal record adds to a group. */
+type Replayed = Pick<Group, 'keys' | 'values' | 'deltas' | 'bytes'>
+
+/**
+ * Adds a journal record's operations to `group`, as the keys and values they
+ * were written from, with their count changes; returns what is wrong with it,
+ * or null. `peers` caches the peer of each key's hex.
+ */
+function replayRecord (payload: Uint8Array, group: Replayed, peers: Map<string, string>): string | null {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+  const peerOf = (hex: string): string | undefined => {
+    let peer = peers.get(hex)
+    if (peer === undefined && (peer = decodePeer(hex)) !== undefined) peers.set(hex, peer)
+    return peer
+  }
+  let at = 0
+  while (at < payload.byteLength) {
+    if (payload.byteLength - at < 5) return 'an operation cut short'
+    const kind = payload[at]!
+    const keyLength = view.getUint32(at + 1, false)
+    at += 5
+    if (payload.byteLength - at < keyLength) return 'a key cut short'
+    const key = latin1.decode(payload.subarray(at, at + keyLength))
+    at += keyLength
+    if (kind === JOURNAL_DEL || kind === JOURNAL_PUT) {
+      const sep = key.length - SEQ_DIGITS - 1
+      const peer = sep >= 1 && key.charAt(0) === MESSAGE_PREFIX && key.charAt(sep) === SEQ_SEPARATOR && HEX_SEQ.test(key.slice(sep + 1)) ? peerOf(key.slice(1, sep)) : undefined
+      if (peer === undefined) return `a malformed message key ${JSON.stringify(key)}`
+      if (kind === JOURNAL_DEL) {
+        if (payload.byteLength - at < 8) return 'a delete cut short'
+        const size = view.getFloat64(at, false)
+        at += 8
+        if (!Number.isSafeInteger(size) || size < 0) return `a delete of ${JSON.stringify(key)} with a size of ${size}`
+        group.keys.push(key)
+        group.values.push(undefined)
+        addDelta(group, peer, -1, -size)
+        continue
+      }
+      const value = takeValue()
+      if (typeof value === 'string') return value
+      if (value.byteLength < HEADER_LENGTH) return `a message ${JSON.stringify(key)} shorter than its header`
+      group.keys.push(key)
+      group.values.push(value)
+      group.bytes += value.byteLength
+      addDelta(group, peer, 1, value.byteLength - HEADER_LENGTH)
+    } else if (kind === JOURNAL_CLOCK) {
+      const value = takeValue()
+      if (typeof value === 'string') return value
+      if (key.charAt(0) !== CLOCK_PREFIX || decodePeer(key.slice(1)) === undefined || typeof decodeClock(value) === 'string') return `a malformed clock ${JSON.stringify(key)}`
+      group.keys.push(key)
+      group.values.push(value)
+    } else {
+      return `an operation of unknown kind ${kind}`
+    }
+  }
+  return null
+
+  function takeValue (): Uint8Array | string {
+    if (payload.byteLength - at < 4) return 'a value cut short'
+    const length = view.getUint32(at, false)
+    at += 4
+    if (payload.byteLength - at < length) return 'a value cut short'
+    const value = payload.subarray(at, at + length)
+    at += length
+    return value
+  }
+}
+
+function addDelta (group: Pick<Group, 'deltas'>, peer: string, count: number, bytes: number): void {
   const delta = group.deltas.get(peer)
   if (delta === undefined) group.deltas.set(peer, { count, bytes })
   else {
@@ -968,6 +1388,12 @@ async function prepareFormat (db: Db, location: string, log: Logger): Promise<Ma
     return new Map()
   }
   if (version.byteLength === 1 && version[0] === LEVEL_STORE_FORMAT) return await readCounts(db, location)
+  if (version.byteLength === 1 && version[0] === 2) {
+    // Format 2 is format 3 without a journal: only the version changes (so that a version reading format 2, which knows no journal, refuses it).
+    await db.put(VERSION_KEY, Uint8Array.of(LEVEL_STORE_FORMAT), { sync: true })
+    log.info('queue store upgraded from format 2', { directory: location })
+    return await readCounts(db, location)
+  }
   if (version.byteLength === 1 && version[0] === 1) {
     // Format 1 kept no counts: count once, and write them with the new version in one batch.
     const counts = await countMessages(db, location)
@@ -1056,7 +1482,7 @@ async function salvageStore (db: Db, location: string, counts: ReadonlyMap<strin
           if (!good) ops.del(key)
           continue // rewritten below (a malformed one is not a lost message)
         } else {
-          good = key === VERSION_KEY || key === MARKER_KEY
+          good = key === VERSION_KEY || key === MARKER_KEY || (key === JOURNAL_KEY && decodeJournalMark(value) !== undefined)
         }
         if (!good) {
           malformed++

@@ -4,6 +4,7 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join, resolve as resolvePath } from 'node:path'
 import { errorMessage, LevelStoreBase, type LevelPlatform, type LevelStoreOptions } from './level-base.ts'
+import { openNodeJournal } from './journal.ts'
 
 export { LEVEL_STORE_FORMAT } from './level-base.ts'
 export type { LevelStoreOptions, SalvageReport, SalvagedQueue } from './level-base.ts'
@@ -61,7 +62,7 @@ async function recoveryDrops (location: string): Promise<{ bytes: number, text: 
   return { bytes, text: `dropped ${bytes} bytes of its log while recovering (${records} report${records === 1 ? '' : 's'}, the first: ${first})` }
 }
 
-const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, recoveryDrops }
+const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, recoveryDrops, openJournal: openNodeJournal }
 
 /** A queue store in a LevelDB directory; `durable` is true. Open it with {@link LevelStore.open}. */
 export class LevelStore extends LevelStoreBase {
