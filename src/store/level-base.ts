@@ -792,7 +792,8 @@ export class LevelStoreBase implements QueueStore {
       }
       group.resolve()
     }, (err: unknown) => {
-      if (group.journaled && this.closing === null) {
+      // A store found corrupt while reopening is not written again: what the journal has stays there, for an open with salvage.
+      if (group.journaled && this.closing === null && this.fatal === null) {
         // Its writes resolved: they are in the journal, and go to LevelDB once it can be written again.
         // Until then writes fail (StoreError), and so do those waiting for LevelDB behind it: nothing is written out of order.
         this.stalled = { error: err }
@@ -804,8 +805,11 @@ export class LevelStoreBase implements QueueStore {
         // Not unref'd: the process stays up until LevelDB has these writes, or close() leaves them to the journal.
         this.retryTimer = setTimeout(() => { this.retryTimer = null; this.flush() }, Math.max(REOPEN_DELAY_MIN, (this.broken?.retryAt ?? 0) - Date.now()))
       } else {
-        // Closing: a journaled group is left to the journal, which the next open replays.
-        if (group.journaled) this.journalCaughtUp(group)
+        // Closing (or corrupt): a journaled group is left to the journal, which the next open replays.
+        if (group.journaled) {
+          if (this.fatal !== null) this.stalled = { error: this.fatal }
+          this.journalCaughtUp(group)
+        }
         group.reject(err)
       }
     }).finally(() => {
