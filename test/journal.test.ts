@@ -257,3 +257,28 @@ test('a format-2 store (before the journal) is upgraded to format 3 on open, con
     await check.close()
   }
 })
+
+test('a loop of awaited journaled writes still yields to the event loop: LevelDB is written during it, and what it has not got stays bounded', async () => {
+  const store = await LevelStore.open(await tempDir())
+  let turns = 0
+  let ticking = true
+  const tick = (): void => { turns++; if (ticking) setImmediate(tick) }
+  setImmediate(tick)
+  try {
+    const during: number[] = []
+    let largestBehind = 0
+    for (let seq = 0; seq < 20_000; seq++) {
+      await store.write({ put: [msg('p', seq, 16)] })
+      largestBehind = Math.max(largestBehind, (store as unknown as { journaledBytes: number }).journaledBytes)
+      if (seq % 2000 === 1999) during.push(store.batchesWritten)
+    }
+    ticking = false
+    assert.ok(turns > 0, 'the event loop turned during the loop')
+    assert.ok(during.at(-1)! > during[0]!, `LevelDB batches written during the loop: ${during.join(', ')}`)
+    // The bound (256 KiB) plus the one write that crossed it.
+    assert.ok(largestBehind <= 256 * 1024 + 128, `${largestBehind} bytes were waiting for LevelDB`)
+  } finally {
+    ticking = false
+    await store.close()
+  }
+})
