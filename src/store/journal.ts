@@ -15,7 +15,6 @@
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { allocUnsafe } from '../bytes.ts'
 import type { JournalContents, JournalFile } from './level-base.ts'
 
 /** The journal's file name in the store's directory (LevelDB leaves names it does not know alone). */
@@ -27,22 +26,22 @@ const RECORD_HEAD = 8
 
 class NodeJournal implements JournalFile {
   size: number
-  private head = allocUnsafe(RECORD_HEAD)
+  readonly headRoom = RECORD_HEAD
 
   constructor (private fd: number | null, readonly path: string, public epoch: number, size: number) {
     this.size = size
   }
 
-  append (payload: Uint8Array, length: number): number {
+  append (record: Uint8Array, end: number): number {
     const fd = this.descriptor()
-    const head = this.head
-    const view = new DataView(head.buffer, head.byteOffset, RECORD_HEAD)
+    const length = end - RECORD_HEAD
+    const view = new DataView(record.buffer, record.byteOffset, RECORD_HEAD)
     view.setUint32(0, length, false)
-    view.setUint32(4, crc32(payload.subarray(0, length)), false)
+    view.setUint32(4, crc32(record.subarray(RECORD_HEAD, end)), false)
     const start = this.size
     try {
-      writeAll(fd, head, RECORD_HEAD)
-      writeAll(fd, payload, length)
+      // Head and payload in one write(2).
+      writeAll(fd, record, end)
     } catch (err) {
       // A torn record must not stay in front of the next one: cut the file back to where it was.
       try {
@@ -53,7 +52,7 @@ class NodeJournal implements JournalFile {
       }
       throw err
     }
-    this.size = start + RECORD_HEAD + length
+    this.size = start + end
     return this.size
   }
 

@@ -156,8 +156,14 @@ export interface JournalFile {
   readonly size: number
   /** The epoch in its header: one life of the file, from one start-over to the next. */
   readonly epoch: number
-  /** Appends `payload`'s first `length` bytes as one record; returns the file's size after it. Throws if that fails, the file then as it was. */
-  append (payload: Uint8Array, length: number): number
+  /** Bytes the record's head takes in front of its payload. */
+  readonly headRoom: number
+  /**
+   * Appends `record[0, end)` as one record, its payload from `headRoom` on (the
+   * head in front of it is filled in here); returns the file's size after it.
+   * Throws if that fails, the file then as it was.
+   */
+  append (record: Uint8Array, end: number): number
   /** Empties the file and starts it over under `epoch`. */
   reset (epoch: number): void
   close (): void
@@ -678,12 +684,13 @@ export class LevelStoreBase implements QueueStore {
     const { keys, values } = group
     const dels = batch.del ?? []
     const firstDel = start + (batch.put?.length ?? 0)
-    let need = 0
+    const journal = this.journal!
+    let need = journal.headRoom
     for (let i = start; i < keys.length; i++) need += 1 + 4 + keys[i]!.length + 8 + (values[i]?.byteLength ?? 0)
     if (this.scratch.byteLength < need) this.scratch = allocUnsafe(Math.max(need, 64 * 1024))
     const buf = this.scratch
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-    let at = 0
+    let at = journal.headRoom
     for (let i = start; i < keys.length; i++) {
       const key = keys[i]!
       const value = values[i]
@@ -702,7 +709,7 @@ export class LevelStoreBase implements QueueStore {
       }
     }
     try {
-      return this.journal!.append(buf, at)
+      return journal.append(buf, at)
     } catch (err) {
       if ((err as { name?: string }).name === 'JournalBrokenError') {
         this.log.error('queue store journal given up: it could not be cut back after a failed write', { directory: this.directory, error: err })
