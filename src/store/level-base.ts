@@ -255,6 +255,8 @@ const JOURNAL_MAX_BATCH_BYTES = 256 * 1024
 const JOURNAL_RESET_BYTES = 256 * 1024
 /** Past this, writes skip the journal until LevelDB has caught up with it, so that it can be started over. */
 const JOURNAL_PAUSE_BYTES = 2 * 1024 * 1024
+/** A journaled group this big is handed to LevelDB at once, without waiting for the writer to yield. */
+const JOURNAL_START_BYTES = 32 * 1024
 /** Past this many bytes of journaled writes LevelDB does not have yet, write() resolves once LevelDB has taken some of them. */
 const JOURNAL_MAX_BEHIND_BYTES = 256 * 1024
 const JOURNAL_PUT = 1
@@ -625,6 +627,9 @@ export class LevelStoreBase implements QueueStore {
     this.scheduleFlush()
     if (!journaled) return group.promise
     this.journaledBytes += group.bytes - bytes
+    // A loop of awaited writes runs on microtasks, and the flush scheduled above would wait for it to
+    // end: once a group is worth a batch, hand it to LevelDB now, whose worker writes it while the loop goes on.
+    if (!this.writing && group.bytes >= JOURNAL_START_BYTES && this.groups[0] === group) this.flush()
     // What LevelDB does not have yet is held in memory: past a bound, the write resolves once the
     // group being written is done (a loop of awaited writes never yields to LevelDB otherwise).
     if (this.journaledBytes > JOURNAL_MAX_BEHIND_BYTES) return (this.inFlight ?? this.groups[0]!).attempt
@@ -1028,7 +1033,7 @@ export class LevelStoreBase implements QueueStore {
       this.lastPeer = peer
     }
     const s = seq.toString(16)
-    return this.lastPeerHex + '0'.repeat(SEQ_DIGITS - s.length) + s
+    return this.lastPeerHex + ZEROS[SEQ_DIGITS - s.length]! + s
   }
 }
 
@@ -1036,6 +1041,8 @@ export class LevelStoreBase implements QueueStore {
 const nextTick: (callback: () => void) => void = (globalThis as { process?: { nextTick?: (callback: () => void) => void } }).process?.nextTick ?? queueMicrotask
 
 const HEX_SEQ = /^[0-9a-f]{14}$/
+/** '0'.repeat(n) for n up to SEQ_DIGITS, made once. */
+const ZEROS = Array.from({ length: SEQ_DIGITS + 1 }, (_, n) => '0'.repeat(n))
 const HEX_PEER = /^(?:[0-9a-f]{4})*$/
 
 const RESOLVED = Promise.resolve()
@@ -1156,7 +1163,7 @@ function nextPrefix (prefix: string): string {
 
 function messageKey (hex: string, seq: number): string {
   const s = seq.toString(16)
-  return MESSAGE_PREFIX + hex + SEQ_SEPARATOR + '0'.repeat(SEQ_DIGITS - s.length) + s
+  return MESSAGE_PREFIX + hex + SEQ_SEPARATOR + ZEROS[SEQ_DIGITS - s.length]! + s
 }
 
 /** The peer (as hex and decoded) and seq of a message key; undefined if malformed. */
@@ -1191,12 +1198,16 @@ function decodePeer (hex: string): string | undefined {
   return peer
 }
 
+/** Where encodeMessage puts a message's expiry and flags first: one per process, not a DataView per message. */
+const headScratch = new Uint8Array(12)
+const headView = new DataView(headScratch.buffer)
+
 function encodeMessage (m: StoredMessage): Uint8Array {
   const value = allocUnsafe(HEADER_LENGTH + m.data.byteLength)
-  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
   value.set(m.uuid, 0)
-  view.setFloat64(UUID_LENGTH, m.expiry, false)
-  view.setUint32(UUID_LENGTH + 8, m.flags, false)
+  headView.setFloat64(0, m.expiry, false)
+  headView.setUint32(8, m.flags, false)
+  value.set(headScratch, UUID_LENGTH)
   value.set(m.data, HEADER_LENGTH)
   return value
 }
