@@ -165,7 +165,8 @@ async function s4 (file: string, p: typeof PARAMS.S4, tag: string): Promise<Figu
         sends_per_s: n(f, 'sends_per_s'),
         drain_s: (n(r, 'lastAt') - n(t, 'openAt')) / 1000,
         drain_from_process_start_s: (n(r, 'lastAt') - n(t, 'startAt')) / 1000,
-        open_to_ready_ms: n(t, 'readyAt') - n(t, 'openAt')
+        open_to_ready_ms: n(t, 'readyAt') - n(t, 'openAt'),
+        journal_replayed: n(t, 'replayed')
       }
     })
   } finally {

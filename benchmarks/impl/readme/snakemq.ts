@@ -88,7 +88,10 @@ export const roles: Record<string, ProcRole> = {
   async restartedSender (args) {
     const { Link, Messaging, LevelStore } = await lib()
     const openAt = wallNow()
-    const store = await LevelStore.open(str(args, 'dir'))
+    // What the open had to replay from the store's journal (the writes LevelDB did not have when the first process was killed).
+    let replayed = 0
+    const logger = { debug () {}, info (message: string, fields?: Record<string, unknown>) { if (message === 'queue store journal replayed') replayed = Number(fields?.batches) }, warn () {}, error () {} }
+    const store = await LevelStore.open(str(args, 'dir'), { logger })
     const link = new Link()
     link.connect({ host: HOST, port: num(args, 'port') })
     const mq = new Messaging(link, { identity: 'alice', store })
@@ -96,7 +99,7 @@ export const roles: Record<string, ProcRole> = {
     const readyAt = wallNow()
     const queuedAtReady = mq.queued('bob')
     await mq.drain()
-    return { startAt: performance.timeOrigin, openAt, readyAt, queuedAtReady }
+    return { startAt: performance.timeOrigin, openAt, readyAt, queuedAtReady, replayed }
   },
 
   /** The floor under S4: `level`'s own awaited round trips on a fresh LevelDB. */
