@@ -324,6 +324,8 @@ export class LevelStoreBase implements QueueStore {
   private newestJournaled: Group | null = null
   /** When a journaled group that failed is tried again. */
   private retryTimer: ReturnType<typeof setTimeout> | null = null
+  /** A journaled group was given up on (the store closing, or found corrupt): the journal holds writes LevelDB never got. */
+  private journalKept = false
   /** Why a journaled group is waiting to be written again: until it is, write() fails at once. */
   private stalled: { error: unknown } | null = null
   /** Where journal records are encoded (reused: the append is synchronous). */
@@ -820,6 +822,8 @@ export class LevelStoreBase implements QueueStore {
         // Closing (or corrupt): a journaled group is left to the journal, which the next open replays.
         if (group.journaled) {
           if (this.fatal !== null) this.stalled = { error: this.fatal }
+          // Its records are only in the journal now: it is never started over while this store is open.
+          this.journalKept = true
           this.journalCaughtUp(group)
         }
         group.reject(err)
@@ -838,7 +842,7 @@ export class LevelStoreBase implements QueueStore {
     this.journaledBytes -= group.bytes
     if (this.newestJournaled === group) this.newestJournaled = null
     const journal = this.journal
-    if (journal === null || this.journaledPending > 0 || this.closing !== null) return
+    if (journal === null || this.journaledPending > 0 || this.closing !== null || this.journalKept) return
     if (journal.size > JOURNAL_RESET_BYTES) {
       try {
         journal.reset(journal.epoch + 1)
