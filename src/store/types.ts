@@ -127,7 +127,9 @@ export interface QueueStore {
   read (peer: string, fromSeq: number, limit: number): Promise<StoredMessage[]>
   /**
    * Applies a batch atomically. Concurrent calls may be merged into one write;
-   * the promise resolves once this batch is written (rejects with StoreError if not).
+   * the promise resolves once this batch is written where it survives the
+   * process (LevelStore in Node: its journal, with LevelDB written behind it),
+   * and rejects with StoreError if it is not.
    */
   write (batch: StoreBatch): Promise<void>
   /** Finishes pending writes and releases the store (and any claim); idempotent. */
