@@ -9,9 +9,10 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { ProtocolError } from '../errors.ts'
 import { allocUnsafe, fromHex, readUint32, writeUint32 } from '../bytes.ts'
-
-const NO_BYTES = new Uint8Array(0)
 import { COPY_LIMIT, LENGTH_BYTES, writeLength, type PacketPayload } from './framing.ts'
+
+/** FrameWriter's buffer before its first packet: it allocates when one comes. */
+const NO_BYTES = new Uint8Array(0)
 
 /** Frame type numbers. 0-5 are snakeMQ 1.6's; 16 and up are this library's extensions. */
 export const FrameType = {
