@@ -174,8 +174,8 @@ test('a damaged record inside the journal: open refuses with StoreCorruptError n
   } finally {
     await salvaged.close()
   }
-  const after = await LevelStore.open(dir)
-  await after.close()
+  const reopened = await LevelStore.open(dir)
+  await reopened.close()
 })
 
 test('LevelDB failing under journaled writes: the writes that resolved are written once it is reopened; writes meanwhile fail with StoreError', async () => {
