@@ -2,7 +2,7 @@
 // them end rejected: to see what a message or a call costs in promises. Load it
 // into every child of a benchmark run:
 //   npm run bench -- --scenario S3b --impl snakemq --runs 1 --node-args=--import=./benchmarks/promise-count.mjs
-// Each process that made more than PROMISE_COUNT_MIN (default 50,000) prints,
+// Each process that made at least PROMISE_COUNT_MIN (default 50,000) prints,
 // on stderr as it exits, its totals and the ten commonest creation sites (from
 // one promise in PROMISE_COUNT_EVERY, default 7, scaled back up).
 // Caveats: promise hooks turn off V8's fast path for `await` on a native
