@@ -126,7 +126,16 @@ async function stream (file: string, p: { count: number, size: number }, tag: st
     const tx = start(spec(file, 'sender', { port, count: p.count, size: p.size }))
     const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
     const s = (n(r, 'lastAt') - n(t, 'firstAt')) / 1000
-    return { msgs_per_s: p.count / s, mb_per_s: (p.count * p.size) / 1e6 / s, seconds: s, rss_mb_sender: n(t, 'maxRssMb'), rss_mb_receiver: n(r, 'maxRssMb') }
+    return {
+      msgs_per_s: p.count / s,
+      mb_per_s: (p.count * p.size) / 1e6 / s,
+      seconds: s,
+      // CPU each side used (all its threads), from its first message to its last (the sender's: to the end of its drain), per message.
+      cpu_us_per_msg_sender: (n(t, 'cpuMs') * 1000) / p.count,
+      cpu_us_per_msg_receiver: (n(r, 'cpuMs') * 1000) / p.count,
+      rss_mb_sender: n(t, 'maxRssMb'),
+      rss_mb_receiver: n(r, 'maxRssMb')
+    }
   })
 }
 
@@ -138,7 +147,7 @@ async function rpc (file: string, p: Record<string, unknown>, tag: string): Prom
     const cli = start(spec(file, 'rpcClient', { ...p, port }))
     const r = await Promise.race([cli.result, failureOf(srv.result)])
     const out: Figures = {}
-    for (const k of ['p50_us', 'p99_us', 'calls_per_s']) if (typeof r[k] === 'number') out[k] = r[k]
+    for (const k of ['p50_us', 'p99_us', 'calls_per_s', 'cpu_us_per_call_client']) if (typeof r[k] === 'number') out[k] = r[k]
     return out
   })
 }

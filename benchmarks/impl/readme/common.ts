@@ -6,6 +6,12 @@
 /** Wall-clock ms, shared by every process on the host. */
 export const wallNow = (): number => performance.timeOrigin + performance.now()
 
+/** CPU time this process has used so far (user and system, all threads), ms. */
+export function cpuMs (): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
 /** A fresh `size`-byte buffer with `i` as an 8-byte big-endian counter in front. */
 export function payload (i: number, size: number): Buffer {
   const b = Buffer.alloc(size)
@@ -26,18 +32,21 @@ export class Received {
   readonly seen = new Set<number>()
   firstAt = 0
   lastAt = 0
+  /** CPU time at the first and the last message (see cpuMs). */
+  firstCpu = 0
+  lastCpu = 0
   duplicates = 0
   bytes = 0
   constructor (readonly count: number) {}
 
   /** Records one message; true once `count` distinct counters have arrived. */
   add (data: Uint8Array): boolean {
-    if (this.seen.size === 0 && this.duplicates === 0) this.firstAt = wallNow()
+    if (this.seen.size === 0 && this.duplicates === 0) { this.firstAt = wallNow(); this.firstCpu = cpuMs() }
     const c = counterOf(data)
     if (this.seen.has(c)) this.duplicates++
     else this.seen.add(c)
     this.bytes += data.length
-    if (this.seen.size === this.count) { this.lastAt = wallNow(); return true }
+    if (this.seen.size === this.count) { this.lastAt = wallNow(); this.lastCpu = cpuMs(); return true }
     return false
   }
 
@@ -46,7 +55,7 @@ export class Received {
     let missing = 0
     for (let i = 0; i < this.count; i++) if (!this.seen.has(i)) missing++
     if (missing > 0 || this.duplicates > 0) throw new Error(`received ${this.seen.size} of ${this.count}: ${missing} missing, ${this.duplicates} duplicates`)
-    return { firstAt: this.firstAt, lastAt: this.lastAt, received: this.seen.size, bytes: this.bytes }
+    return { firstAt: this.firstAt, lastAt: this.lastAt, received: this.seen.size, bytes: this.bytes, cpuMs: this.lastCpu - this.firstCpu }
   }
 }
 
@@ -87,9 +96,10 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
     while (next <= a.calls) await check(next++)
   }
   const t0 = performance.now()
+  const cpu0 = cpuMs()
   await Promise.all(Array.from({ length: a.inFlight }, worker))
   const ms = performance.now() - t0
-  return { calls_per_s: a.calls / (ms / 1000) }
+  return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls }
 }
 
 export function num (args: Record<string, unknown>, key: string): number {

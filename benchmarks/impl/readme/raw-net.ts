@@ -6,7 +6,7 @@
 // 4-byte call id in front of the body and keeps one pending promise per call.
 import net from 'node:net'
 import { once } from 'node:events'
-import { Received, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
+import { Received, cpuMs, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
@@ -73,6 +73,7 @@ export const roles: Record<string, ProcRole> = {
     const socket = net.connect({ host: HOST, port: num(args, 'port') })
     await once(socket, 'connect')
     const firstAt = wallNow()
+    const firstCpu = cpuMs()
     let frames: Buffer[] = []
     let bytes = 0
     for (let i = 0; i < count; i++) {
@@ -88,7 +89,7 @@ export const roles: Record<string, ProcRole> = {
     }
     socket.end()
     await once(socket, 'finish')
-    return { firstAt }
+    return { firstAt, cpuMs: cpuMs() - firstCpu }
   },
 
   async echoServer (_args, io) {

@@ -3,7 +3,7 @@
 // message, `for await (const m of mq.messages())` on the other side, RPC through
 // `new RpcClient(mq).proxy('server', 'svc').echo(body)`, and persistent sends
 // into a LevelStore with `await` on each one. Default options throughout.
-import { Received, driveCalls, num, payload, str, wallNow, aborted, type CallArgs } from './common.ts'
+import { Received, cpuMs, driveCalls, num, payload, str, wallNow, aborted, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
@@ -41,10 +41,11 @@ export const roles: Record<string, ProcRole> = {
     const mq = new Messaging(link, { identity: 'alice' })
     await mq.whenConnected('bob')
     const firstAt = wallNow()
+    const firstCpu = cpuMs()
     for (let i = 0; i < count; i++) await mq.send('bob', payload(i, size), { ttl: 600 })
     const sentAt = wallNow()
     await mq.drain()
-    return { firstAt, sentAt }
+    return { firstAt, sentAt, cpuMs: cpuMs() - firstCpu }
   },
 
   async echoServer (_args, io) {
