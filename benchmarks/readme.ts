@@ -148,6 +148,9 @@ async function rpc (file: string, p: Record<string, unknown>, tag: string): Prom
     const r = await Promise.race([cli.result, failureOf(srv.result)])
     const out: Figures = {}
     for (const k of ['p50_us', 'p99_us', 'calls_per_s', 'cpu_us_per_call_client']) if (typeof r[k] === 'number') out[k] = r[k]
+    // The server's CPU from its ready() to the stop, which comes once the client is done: the warm-up call and the calls.
+    srv.stop()
+    out.cpu_us_per_call_server = (n(await srv.result, 'cpuMs') * 1000) / (n(p, 'calls') + 1)
     return out
   })
 }

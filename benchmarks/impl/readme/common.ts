@@ -82,6 +82,7 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
   if (a.mode === 'seq') {
     const us: number[] = []
     const t0 = performance.now()
+    const cpu0 = cpuMs()
     for (let i = 1; i <= a.calls; i++) {
       const s = performance.now()
       await check(i)
@@ -89,7 +90,8 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
     }
     const ms = performance.now() - t0
     us.sort((x, y) => x - y)
-    return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000) }
+    const cpu = cpuMs() - cpu0
+    return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: (cpu * 1000) / a.calls }
   }
   let next = 1
   const worker = async (): Promise<void> => {

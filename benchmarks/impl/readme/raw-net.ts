@@ -98,9 +98,11 @@ export const roles: Record<string, ProcRole> = {
       socket.on('error', () => {})
     })
     io.ready({ port: await listen(server) })
+    const readyCpu = cpuMs()
     await aborted(io.stop)
+    const cpu = cpuMs() - readyCpu
     server.close()
-    return {}
+    return { cpuMs: cpu }
   },
 
   async rpcClient (args) {

@@ -55,9 +55,11 @@ export const roles: Record<string, ProcRole> = {
     const mq = new Messaging(link, { identity: 'server' })
     new RpcServer(mq).register('svc', { echo (body: Uint8Array) { return body } })
     io.ready({ port: listener.port })
+    const readyCpu = cpuMs()
     await aborted(io.stop)
+    const cpu = cpuMs() - readyCpu
     await mq.close()
-    return {}
+    return { cpuMs: cpu }
   },
 
   async rpcClient (args) {

@@ -49,13 +49,15 @@ export const roles: Record<string, ProcRole> = {
     const router = new zmq.Router()
     await router.bind(`tcp://${HOST}:*`)
     io.ready({ port: portOf(router.lastEndpoint) })
-    void aborted(io.stop).then(() => { router.linger = 0; router.close() })
+    const readyCpu = cpuMs()
+    let cpu = 0
+    void aborted(io.stop).then(() => { cpu = cpuMs() - readyCpu; router.linger = 0; router.close() })
     try {
       for await (const [peer, req] of router) await router.send([peer!, req!])
     } catch (err) {
       if (!router.closed) throw err
     }
-    return {}
+    return { cpuMs: cpu }
   },
 
   async rpcClient (args) {
