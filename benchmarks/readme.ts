@@ -31,6 +31,10 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
   --impl LIST        comma-separated, of ${IMPLS.map((i) => i.name).join(',')} (default all)
   --runs N           runs of everything, interleaved (default 3, --quick 1)
   --quick            a tenth of the messages and one run: a smoke test
+  --times N          N times the messages and calls of every scenario: a longer run, most of it
+                     past the JIT's warm-up (not the sizes of issue 19; the output says so)
+  --tenths           for S3b, the client's CPU per call and the rate over each tenth of the
+                     calls in turn (the JIT's warm-up shows in the first ones)
   --json FILE        where the figures go (default benchmarks/results-readme.json after a full
                      run; none by default with --quick, --scenario or --impl)
   --no-json          write no JSON
@@ -53,6 +57,8 @@ const { values: opt } = parseArgs({
     impl: { type: 'string' },
     runs: { type: 'string' },
     quick: { type: 'boolean', default: false },
+    times: { type: 'string' },
+    tenths: { type: 'boolean', default: false },
     json: { type: 'string' },
     markdown: { type: 'boolean', default: false },
     'no-json': { type: 'boolean', default: false },
@@ -82,19 +88,23 @@ const scenarios = pick(opt.scenario, SCENARIOS, 'scenario')
 const implNames = pick(opt.impl, IMPLS.map((i) => i.name), 'implementation')
 const impls = IMPLS.filter((i) => implNames.includes(i.name))
 const cwd = process.env.INIT_CWD ?? process.cwd()
-const partial = quick || opt.scenario !== undefined || opt.impl !== undefined
+const partial = quick || opt.times !== undefined || opt.scenario !== undefined || opt.impl !== undefined
 const jsonFile = opt['no-json'] || (partial && opt.json === undefined) ? undefined : resolve(cwd, opt.json ?? join(BENCH_DIR, 'results-readme.json'))
 const profileDir = opt.profile === undefined ? undefined : resolve(cwd, opt.profile)
 const extraNodeArgs = (opt['node-args'] ?? '').split(' ').filter((a) => a !== '')
-const scale = quick ? 10 : 1
+const times = opt.times === undefined ? 1 : Number(opt.times)
+if (!(times >= 1) || !Number.isInteger(times)) fail(`--times must be a whole number >= 1, got ${opt.times}`)
+if (quick && times !== 1) fail('--quick and --times do not go together')
+/** A scenario's count, as issue 19 gives it: a tenth with --quick, `times` as many with --times. */
+const sized = (n: number): number => (quick ? n / 10 : n * times)
 
 /** The sizes, as issue 19 gives them. */
 const PARAMS = {
-  S1: { count: 200_000 / scale, size: 16 },
-  S2: { count: 256 / (quick ? 4 : 1), size: 1 << 20 },
-  S3a: { mode: 'seq', calls: 5_000 / scale, inFlight: 1, size: 16 },
-  S3b: { mode: 'inflight', calls: 20_000 / scale, inFlight: 100, size: 16 },
-  S4: { count: 20_000 / scale, size: 16, floorCount: 10_000 / scale }
+  S1: { count: sized(200_000), size: 16 },
+  S2: { count: quick ? 64 : 256 * times, size: 1 << 20 },
+  S3a: { mode: 'seq', calls: sized(5_000), inFlight: 1, size: 16 },
+  S3b: { mode: 'inflight', calls: sized(20_000), inFlight: 100, size: 16 },
+  S4: { count: sized(20_000), size: 16, floorCount: sized(10_000) }
 } as const
 
 const log = (s: string): void => { process.stderr.write(`${s}\n`) }
@@ -151,6 +161,10 @@ async function rpc (file: string, p: Record<string, unknown>, tag: string): Prom
     // The server's CPU from its ready() to the stop, which comes once the client is done: the warm-up call and the calls.
     srv.stop()
     out.cpu_us_per_call_server = (n(await srv.result, 'cpuMs') * 1000) / (n(p, 'calls') + 1)
+    if (opt.tenths && Array.isArray(r.tenths)) {
+      const t = r.tenths as Array<{ cpu_us_per_call: number, calls_per_s: number }>
+      log(`${tag}, each tenth of the calls in turn: client CPU us/call ${t.map((x) => x.cpu_us_per_call.toFixed(1)).join(' ')}; calls/s ${t.map((x) => fmt(x.calls_per_s, 0)).join(' ')}`)
+    }
     return out
   })
 }
@@ -347,6 +361,7 @@ if (opt.markdown) {
 console.log('')
 console.log(`medians of ${runs} run(s), all interleaved; a ratio is the library's figure over the reference's in the same run, median (min-max) over runs;`)
 console.log('for p50 lower is better (the ratio is library / raw); rates from the sender\'s first send to the receiver\'s last message; MB = 1e6 bytes')
+if (times !== 1) console.log(`--times ${times}: ${times} times the messages and calls of issue 19's sizes, so most of each run is past the JIT's warm-up; not the issue's scenarios`)
 console.log(compiled ? 'every program and the library compiled by tsc and run by node (as deployed)' : 'every program and the library\'s TypeScript run under tsx (--tsx)')
 console.log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${((Date.now() - started) / 1000).toFixed(0)} s`)
 for (const e of errors) console.log(`error: ${e}`)

@@ -94,14 +94,27 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
     return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: (cpu * 1000) / a.calls }
   }
   let next = 1
+  // CPU and wall time as each tenth of the calls completes: how the cost per call changes as the JIT warms up.
+  const tenth = Math.max(1, Math.floor(a.calls / 10))
+  const marks: Array<[number, number]> = []
+  let completed = 0
   const worker = async (): Promise<void> => {
-    while (next <= a.calls) await check(next++)
+    while (next <= a.calls) {
+      await check(next++)
+      if (++completed % tenth === 0) marks.push([cpuMs(), performance.now()])
+    }
   }
   const t0 = performance.now()
   const cpu0 = cpuMs()
   await Promise.all(Array.from({ length: a.inFlight }, worker))
   const ms = performance.now() - t0
-  return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls }
+  const tenths: Array<{ cpu_us_per_call: number, calls_per_s: number }> = []
+  let prev: [number, number] = [cpu0, t0]
+  for (const m of marks) {
+    tenths.push({ cpu_us_per_call: ((m[0] - prev[0]) * 1000) / tenth, calls_per_s: tenth / ((m[1] - prev[1]) / 1000) })
+    prev = m
+  }
+  return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls, tenths }
 }
 
 export function num (args: Record<string, unknown>, key: string): number {
