@@ -736,6 +736,46 @@ test('100 concurrent calls all resolve, run at most `concurrency` at a time', as
   }
 })
 
+test('replies made while one chunk of requests is read go out as they pile up, not all at the chunk\'s end', async () => {
+  // The server's side of its connection, watched: how many writes each chunk it reads leads to while that chunk is handled.
+  const linkA = new Link()
+  const writesPerChunk: number[] = []
+  linkA.on('connection', (c) => {
+    const read = c.read.bind(c)
+    const write = c.write.bind(c)
+    let writes = -1
+    c.read = (reader) => {
+      read({
+        data: (chunk) => { writes = 0; reader.data(chunk); writesPerChunk.push(writes); writes = -1 },
+        end: (error) => { reader.end(error) }
+      })
+    }
+    c.write = (chunks) => { if (writes >= 0) writes++; return write(chunks) }
+  })
+  const listener = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice' })
+  const linkB = new Link()
+  const b = new Messaging(linkB, { identity: 'bob' })
+  linkB.connect({ port: listener.port })
+  const server = new RpcServer(a)
+  server.register('calc', { add (x: number, y: number): number { return x + y } })
+  const client = new RpcClient(b)
+  const calc = client.proxy<Calc>('alice', 'calc')
+  try {
+    assert.equal(await calc.add(0, 0), 0)
+    writesPerChunk.length = 0
+    // 64 calls made together go out in one write, and the server reads them as one chunk.
+    const sums = await Promise.all(Array.from({ length: 64 }, (_, i) => calc.add(i, 1)))
+    assert.deepEqual(sums, Array.from({ length: 64 }, (_, i) => i + 1))
+    assert.ok(Math.max(...writesPerChunk) >= 2, `writes per chunk read: ${writesPerChunk.join(', ')}`)
+  } finally {
+    await client.close()
+    await server.close()
+    await b.close()
+    await a.close()
+  }
+})
+
 test('past maxQueued waiting calls the server stops taking requests, and takes them again as calls finish', async () => {
   const t = await setup({ concurrency: 1, maxQueued: 2 })
   const started = new EventEmitter()

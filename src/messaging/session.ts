@@ -2,7 +2,8 @@
 // its channel on one path (each chunk through the packet decoder, each frame
 // read where it lies) and writes by one rule: whatever is to be sent (control
 // frames, acknowledgements, the peer's outbox) waits for one flush, scheduled
-// when the first of it appears: at the end of the chunk being read; else, for an
+// when the first of it appears: at the end of the chunk being read (or as soon
+// as handling it made MID_CHUNK_MESSAGES messages, replies); else, for an
 // RPC call or reply on a connection with nothing in flight, on a microtask
 // (someone waits for it); else at the end of the event loop's turn (sent
 // messages, which come in runs, and acknowledgements, so they go out in large
@@ -45,6 +46,13 @@ export const MAX_UNACKED_LIMIT = MAX_OWED_ACKS
 /** `then` on a settled promise: a microtask without the async-context tracking of queueMicrotask. */
 const SETTLED = Promise.resolve()
 
+/**
+ * Messages made while one received chunk is handled (an RPC server's replies)
+ * after which they are written at once instead of at the chunk's end, so the
+ * remote starts on them while the rest are made: 100 calls in flight otherwise
+ * go back and forth as one batch each way, each side idle while the other works.
+ */
+const MID_CHUNK_MESSAGES = 16
 /** When the pending flush runs. */
 const FLUSH_NONE = 0
 const FLUSH_AT_CHUNK_END = 1
@@ -113,8 +121,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   private ackCount = 0
   private flushState = FLUSH_NONE
   private immediate: ReturnType<typeof setImmediate> | undefined = undefined
-  /** A received chunk is being handled: what it makes is sent at its end. */
+  /** A received chunk is being handled: what it makes is sent at its end, or every MID_CHUNK_MESSAGES messages. */
   private reading = false
+  /** Messages the outbox was given while this chunk was handled and not written yet. */
+  private madeWhileReading = 0
   /** Messages were written and nothing was read since: the remote may be busy answering them. */
   private wroteSinceRead = false
   /** Sending only what is owed (no new messages), then ending the connection. */
@@ -187,6 +197,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     this.lastRecv = Date.now()
     this.wroteSinceRead = false
     this.reading = true
+    this.madeWhileReading = 0
     try {
       this.decoder.each(chunk, this.onPacket)
     } catch (err) {
@@ -251,6 +262,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     // MESSAGE, the frame nearly every packet carries, is read in place.
     if (type === FrameType.Message && end - start >= 1 + MESSAGE_HEADER_BYTES && this.outbox !== null) {
       this.host.received(this, buf, start + 1, end)
+      if (this.madeWhileReading >= MID_CHUNK_MESSAGES && this.flushState === FLUSH_AT_CHUNK_END && !this.stopped) this.flushNow()
       return !this.stopped
     }
     // So is ACK (a well-formed one, on a connection that agreed to them).
@@ -390,6 +402,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   /** OutboxReader: the outbox has something to send. */
   wake (when: Wake): void {
+    if (this.reading) this.madeWhileReading++
     if (when === WAKE_NOW && !this.reading) this.flushNow()
     else this.want(when === WAKE_PROMPT)
   }
@@ -416,6 +429,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   private flushNow (): void {
     if (this.flushState === FLUSH_IMMEDIATE) clearImmediate(this.immediate)
     this.flushState = FLUSH_NONE
+    this.madeWhileReading = 0
     if (this.stopped || this.endCalled) return
     const channel = this.connection
     if (!channel.isOpen) return
