@@ -144,7 +144,9 @@ async function stream (file: string, p: { count: number, size: number }, tag: st
       cpu_us_per_msg_sender: (n(t, 'cpuMs') * 1000) / p.count,
       cpu_us_per_msg_receiver: (n(r, 'cpuMs') * 1000) / p.count,
       rss_mb_sender: n(t, 'maxRssMb'),
-      rss_mb_receiver: n(r, 'maxRssMb')
+      rss_mb_receiver: n(r, 'maxRssMb'),
+      // This library's sender only: what its queue held, sampled every 1,024 sends.
+      ...(typeof t.queuedMax === 'number' ? { queued_max: t.queuedMax, queued_mean: n(t, 'queuedMean') } : {})
     }
   })
 }

@@ -274,6 +274,48 @@ test('a consumer that stops pulling stops the socket from being read: the sender
   }
 })
 
+test('a loop of awaited sends keeps to the pace of a slower reader: the queue stays near the pacing limit, not its own', async () => {
+  // bob's window of 64 fills at once; alice reads a message a turn, acknowledging each as she goes.
+  const { a, b } = await pair({}, { maxUnacked: 64 })
+  const count = 20_000
+  try {
+    const reading = (async () => {
+      let n = 0
+      for await (const m of a.messages()) {
+        assert.equal(Buffer.from(m.data).readUInt32BE(0), n)
+        if (++n === count) break
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      return n
+    })()
+    let most = 0
+    for (let i = 0; i < count; i++) {
+      await b.send('alice', payload(i))
+      most = Math.max(most, b.queued('alice'))
+    }
+    assert.equal(await reading, count)
+    // 2,048 unsent past which send() paces, the 64 in flight, and one batch's slack; unpaced, bob ran thousands ahead.
+    assert.ok(most <= 2048 + 64 + 256, `bob held up to ${most} messages for alice`)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('a remote that reads but acknowledges nothing does not hold send() up: past a short wait the queue takes the backlog', async () => {
+  // alice's buffer takes everything, and she never pulls, so she never acknowledges: bob's window of 64 stays full.
+  const { a, b } = await pair({ receiveBuffer: 100_000 }, { maxUnacked: 64, queueLimits: { messages: 100_000 } })
+  try {
+    for (let i = 0; i < 5000; i++) await b.send('alice', payload(i))
+    assert.ok(b.queued('alice') >= 5000 - 64, `bob holds ${b.queued('alice')}`)
+    const got = await take(a, 5000)
+    assert.deepEqual(got.map((m) => Buffer.from(m.data).readUInt32BE(0)), Array.from({ length: 5000 }, (_, i) => i))
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
 test('break out of for await frees the consumer; the next consumer gets the following messages', async () => {
   const { a, b } = await pair()
   try {

@@ -330,6 +330,8 @@ export class Outbox {
   savedMinExpiry = Infinity
   /** Senders waiting for room. */
   readonly roomWaiters = new Set<() => void>()
+  /** When (Date.now()) an acknowledgement last took messages out of flight on the current connection, or it came up. */
+  lastAckAt = 0
   /** Senders waiting for the connection to catch up (see Messaging.send). */
   private paceWaiters: Array<() => void> = []
   /** The session this peer's messages go out on while it is connected. */
@@ -360,6 +362,7 @@ export class Outbox {
   /** Starts sending on `reader`'s connection (the peer connected), from the oldest entry. */
   attach (reader: OutboxReader): void {
     this.reader = reader
+    this.lastAckAt = Date.now()
     this.rewind()
     if (this.hasSendable) reader.wake(WAKE_TURN)
     else this.pageIn()
@@ -373,9 +376,13 @@ export class Outbox {
     this.wakePaced()
   }
 
-  /** Resolves at the next wakePaced(). */
-  paced (): Promise<void> {
-    return new Promise((resolve) => { this.paceWaiters.push(resolve) })
+  /** Resolves at the next wakePaced(), or after `within` ms if that comes first. */
+  paced (within = Infinity): Promise<void> {
+    return new Promise((resolve) => {
+      if (within === Infinity) { this.paceWaiters.push(resolve); return }
+      const timer = setTimeout(resolve, within)
+      this.paceWaiters.push(() => { clearTimeout(timer); resolve() })
+    })
   }
 
   /** Wakes the senders waiting in paced(): entries were taken to be sent, or the peer went away. */
@@ -684,7 +691,9 @@ export class Outbox {
       const e = unacked.find(packet, i)
       if (e !== undefined) this.host.delivered(this, e)
     }
-    return unacked.size < before
+    if (unacked.size >= before) return false
+    this.lastAckAt = Date.now()
+    return true
   }
 
   /** Messages read from the store at a time. */
