@@ -239,7 +239,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * peer acknowledged it. While the peer is connected but its connection is behind
    * (over 2,048 messages or 8 MiB queued and not yet sent), the promise also waits
    * until the connection has taken more, so a loop of `await send()` goes at the
-   * connection's pace instead of filling the queue to its limit. Data of up to
+   * connection's pace (a slower reader's too) instead of filling the queue to its
+   * limit; a peer that acknowledges nothing for 100 ms does not hold it up. Data of up to
    * 1 KiB is copied; larger `data` is not: do not modify it afterwards.
    */
   send (to: string, data: Uint8Array | string, options: SendOptions = NO_OPTIONS): Promise<SendResult> {
