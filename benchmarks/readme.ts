@@ -33,8 +33,8 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
   --quick            a tenth of the messages and one run: a smoke test
   --times N          N times the messages and calls of every scenario: a longer run, most of it
                      past the JIT's warm-up (not the sizes of issue 19; the output says so)
-  --tenths           for S3b, the client's CPU per call and the rate over each tenth of the
-                     calls in turn (the JIT's warm-up shows in the first ones)
+  --tenths           for S1, S2 and S3b, the sender's (client's) CPU per message (call) and its
+                     rate over each tenth of the run in turn (the JIT's warm-up shows in the first ones)
   --json FILE        where the figures go (default benchmarks/results-readme.json after a full
                      run; none by default with --quick, --scenario or --impl)
   --no-json          write no JSON
@@ -128,6 +128,13 @@ const n = (r: Record<string, unknown>, key: string): number => {
   return v
 }
 
+/** With --tenths: a child's CPU per step and its rate over each tenth of the run (impl/readme/common.ts, Tenths). */
+function logTenths (tag: string, steps: string, cpuLabel: string, rateLabel: string, tenths: unknown): void {
+  if (!Array.isArray(tenths)) return
+  const t = tenths as Array<{ cpu_us: number, per_s: number }>
+  log(`${tag}, each tenth of the ${steps} in turn: ${cpuLabel} ${t.map((x) => x.cpu_us.toFixed(2)).join(' ')}; ${rateLabel} ${t.map((x) => fmt(x.per_s, 0)).join(' ')}`)
+}
+
 /** S1, S2: one sender, one receiver. */
 async function stream (file: string, p: { count: number, size: number }, tag: string): Promise<Figures> {
   return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
@@ -136,6 +143,7 @@ async function stream (file: string, p: { count: number, size: number }, tag: st
     const tx = start(spec(file, 'sender', { port, count: p.count, size: p.size }))
     const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
     const s = (n(r, 'lastAt') - n(t, 'firstAt')) / 1000
+    if (opt.tenths) logTenths(tag, 'messages', 'sender CPU us/msg', 'sends/s', t.tenths)
     return {
       msgs_per_s: p.count / s,
       mb_per_s: (p.count * p.size) / 1e6 / s,
@@ -163,10 +171,7 @@ async function rpc (file: string, p: Record<string, unknown>, tag: string): Prom
     // The server's CPU from its ready() to the stop, which comes once the client is done: the warm-up call and the calls.
     srv.stop()
     out.cpu_us_per_call_server = (n(await srv.result, 'cpuMs') * 1000) / (n(p, 'calls') + 1)
-    if (opt.tenths && Array.isArray(r.tenths)) {
-      const t = r.tenths as Array<{ cpu_us_per_call: number, calls_per_s: number }>
-      log(`${tag}, each tenth of the calls in turn: client CPU us/call ${t.map((x) => x.cpu_us_per_call.toFixed(1)).join(' ')}; calls/s ${t.map((x) => fmt(x.calls_per_s, 0)).join(' ')}`)
-    }
+    if (opt.tenths) logTenths(tag, 'calls', 'client CPU us/call', 'calls/s', r.tenths)
     return out
   })
 }

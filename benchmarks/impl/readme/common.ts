@@ -62,6 +62,42 @@ export class Received {
   }
 }
 
+/** One tenth of a run, as Tenths reports it. */
+export interface Tenth {
+  /** CPU per step over that tenth, us. */
+  cpu_us: number
+  /** Steps per second over it. */
+  per_s: number
+}
+
+/**
+ * CPU and wall time at each tenth of `count` steps (calls completed, messages
+ * sent), from its construction: how the cost of a step changes as the JIT warms up.
+ */
+export class Tenths {
+  private readonly every: number
+  private readonly marks: Array<[number, number]>
+  private done = 0
+  constructor (count: number) {
+    this.every = Math.max(1, Math.floor(count / 10))
+    this.marks = [[cpuMs(), performance.now()]]
+  }
+
+  step (): void {
+    if (++this.done % this.every === 0) this.marks.push([cpuMs(), performance.now()])
+  }
+
+  report (): Tenth[] {
+    const out: Tenth[] = []
+    for (let i = 1; i < this.marks.length; i++) {
+      const [cpu, at] = this.marks[i]!
+      const [cpu0, at0] = this.marks[i - 1]!
+      out.push({ cpu_us: ((cpu - cpu0) * 1000) / this.every, per_s: this.every / ((at - at0) / 1000) })
+    }
+    return out
+  }
+}
+
 export interface CallArgs {
   /** 'seq': one call at a time, each timed; 'inflight': `inFlight` calls outstanding at all times. */
   mode: 'seq' | 'inflight'
@@ -97,27 +133,18 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
     return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: (cpu * 1000) / a.calls }
   }
   let next = 1
-  // CPU and wall time as each tenth of the calls completes: how the cost per call changes as the JIT warms up.
-  const tenth = Math.max(1, Math.floor(a.calls / 10))
-  const marks: Array<[number, number]> = []
-  let completed = 0
+  const t0 = performance.now()
+  const cpu0 = cpuMs()
+  const tenths = new Tenths(a.calls)
   const worker = async (): Promise<void> => {
     while (next <= a.calls) {
       await check(next++)
-      if (++completed % tenth === 0) marks.push([cpuMs(), performance.now()])
+      tenths.step()
     }
   }
-  const t0 = performance.now()
-  const cpu0 = cpuMs()
   await Promise.all(Array.from({ length: a.inFlight }, worker))
   const ms = performance.now() - t0
-  const tenths: Array<{ cpu_us_per_call: number, calls_per_s: number }> = []
-  let prev: [number, number] = [cpu0, t0]
-  for (const m of marks) {
-    tenths.push({ cpu_us_per_call: ((m[0] - prev[0]) * 1000) / tenth, calls_per_s: tenth / ((m[1] - prev[1]) / 1000) })
-    prev = m
-  }
-  return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls, tenths }
+  return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls, tenths: tenths.report() }
 }
 
 export function num (args: Record<string, unknown>, key: string): number {

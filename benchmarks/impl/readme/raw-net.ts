@@ -6,7 +6,7 @@
 // 4-byte call id in front of the body and keeps one pending promise per call.
 import net from 'node:net'
 import { once } from 'node:events'
-import { Received, cpuMs, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
+import { Received, Tenths, cpuMs, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
@@ -74,12 +74,14 @@ export const roles: Record<string, ProcRole> = {
     await once(socket, 'connect')
     const firstAt = wallNow()
     const firstCpu = cpuMs()
+    const tenths = new Tenths(count)
     let frames: Buffer[] = []
     let bytes = 0
     for (let i = 0; i < count; i++) {
       const f = frame(payload(i, size))
       frames.push(f)
       bytes += f.length
+      tenths.step()
       if (bytes >= BATCH || i === count - 1) {
         const ok = socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes))
         frames = []
@@ -89,7 +91,7 @@ export const roles: Record<string, ProcRole> = {
     }
     socket.end()
     await once(socket, 'finish')
-    return { firstAt, cpuMs: cpuMs() - firstCpu }
+    return { firstAt, cpuMs: cpuMs() - firstCpu, tenths: tenths.report() }
   },
 
   async echoServer (_args, io) {

@@ -3,7 +3,7 @@
 // message, `for await (const m of mq.messages())` on the other side, RPC through
 // `new RpcClient(mq).proxy('server', 'svc').echo(body)`, and persistent sends
 // into a LevelStore with `await` on each one. Default options throughout.
-import { Received, cpuMs, driveCalls, num, payload, str, wallNow, aborted, type CallArgs } from './common.ts'
+import { Received, Tenths, cpuMs, driveCalls, num, payload, str, wallNow, aborted, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
@@ -46,8 +46,10 @@ export const roles: Record<string, ProcRole> = {
     let queuedMax = 0
     let queuedSum = 0
     let samples = 0
+    const tenths = new Tenths(count)
     for (let i = 0; i < count; i++) {
       await mq.send('bob', payload(i, size), { ttl: 600 })
+      tenths.step()
       if ((i & 1023) === 0) {
         const q = mq.queued('bob')
         queuedSum += q
@@ -57,7 +59,7 @@ export const roles: Record<string, ProcRole> = {
     }
     const sentAt = wallNow()
     await mq.drain()
-    return { firstAt, sentAt, cpuMs: cpuMs() - firstCpu, queuedMax, queuedMean: queuedSum / samples }
+    return { firstAt, sentAt, cpuMs: cpuMs() - firstCpu, queuedMax, queuedMean: queuedSum / samples, tenths: tenths.report() }
   },
 
   async echoServer (_args, io) {

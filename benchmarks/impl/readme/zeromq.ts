@@ -5,7 +5,7 @@
 // (zeromq.js allows one send() that has to wait at a time and rejects a second
 // one with EBUSY, which 100 calls in flight do meet: the client chains its
 // sends, each after the previous one, as an application has to).
-import { Received, cpuMs, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
+import { Received, Tenths, cpuMs, aborted, driveCalls, num, payload, wallNow, type CallArgs } from './common.ts'
 import type { ProcRole } from '../../harness/proc-child.ts'
 
 const HOST = '127.0.0.1'
@@ -38,10 +38,14 @@ export const roles: Record<string, ProcRole> = {
     push.connect(`tcp://${HOST}:${num(args, 'port')}`)
     const firstAt = wallNow()
     const firstCpu = cpuMs()
-    for (let i = 0; i < count; i++) await push.send(payload(i, size))
+    const tenths = new Tenths(count)
+    for (let i = 0; i < count; i++) {
+      await push.send(payload(i, size))
+      tenths.step()
+    }
     // The socket stays open (the process exits when the harness says stop): closing it
     // now could lose what libzmq has not written yet.
-    return { firstAt, cpuMs: cpuMs() - firstCpu }
+    return { firstAt, cpuMs: cpuMs() - firstCpu, tenths: tenths.report() }
   },
 
   async echoServer (_args, io) {
