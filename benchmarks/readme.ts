@@ -15,6 +15,7 @@ import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { BENCH_DIR, compileBenchmarks, failureOf, withProcs, type Proc, type ProcSpec } from './harness/proc.ts'
+import { FLOOR_KINDS } from './impl/readme/floor.ts'
 
 const IMPLS = [
   { name: 'snakemq', title: 'this library', file: 'impl/readme/snakemq.ts' },
@@ -22,6 +23,8 @@ const IMPLS = [
   { name: 'zeromq', title: 'zeromq.js', file: 'impl/readme/zeromq.ts' }
 ] as const
 type ImplName = typeof IMPLS[number]['name']
+/** Who a figure is of: a program, or a floor (S1's README shape without a transport, S4's LevelDB). */
+type Who = ImplName | 'level' | 'floor'
 
 const SCENARIOS = ['S1', 'S2', 'S3a', 'S3b', 'S4'] as const
 type ScenarioId = typeof SCENARIOS[number]
@@ -111,7 +114,7 @@ const log = (s: string): void => { process.stderr.write(`${s}\n`) }
 
 type Figures = Record<string, number>
 /** figures[scenario][impl] = one Figures per run that succeeded (undefined for a failed run). */
-const perRun: Partial<Record<ScenarioId, Partial<Record<ImplName | 'level', Array<Figures | undefined>>>>> = {}
+const perRun: Partial<Record<ScenarioId, Partial<Record<Who, Array<Figures | undefined>>>>> = {}
 const errors: string[] = []
 let profileSeq = 0
 
@@ -220,7 +223,20 @@ async function levelFloor (p: typeof PARAMS.S4, tag: string): Promise<Figures> {
   }
 }
 
-function record (sc: ScenarioId, who: ImplName | 'level', run: number, f: Figures | undefined): void {
+/**
+ * The floor under S1: the README's per-message shape with no transport
+ * (impl/readme/floor.ts), each kind in a fresh process, cold like S1.
+ */
+async function s1Floor (p: typeof PARAMS.S1, tag: string): Promise<Figures> {
+  const out: Figures = {}
+  for (const kind of FLOOR_KINDS) {
+    out[`${kind}_us`] = await withProcs(timeoutMs, nodeArgsFor(`${tag}-${kind}`), async (start) =>
+      n(await start(spec('impl/readme/floor.ts', 'shape', { kind, count: p.count, size: p.size })).result, 'cpu_us_per_msg'))
+  }
+  return out
+}
+
+function record (sc: ScenarioId, who: Who, run: number, f: Figures | undefined): void {
   const list = ((perRun[sc] ??= {})[who] ??= [])
   list[run] = f
 }
@@ -228,7 +244,7 @@ function record (sc: ScenarioId, who: ImplName | 'level', run: number, f: Figure
 const fmt = (v: number | undefined, digits = 0): string =>
   v === undefined || !Number.isFinite(v) ? '-' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 
-async function measure (sc: ScenarioId, who: ImplName | 'level', run: number, body: (tag: string) => Promise<Figures>): Promise<void> {
+async function measure (sc: ScenarioId, who: Who, run: number, body: (tag: string) => Promise<Figures>): Promise<void> {
   const tag = `${sc}-${who}-run${run + 1}`
   try {
     const f = await body(tag)
@@ -263,6 +279,7 @@ for (let run = 0; run < runs; run++) {
         ? stream(impl.file, PARAMS[sc], tag)
         : rpc(impl.file, PARAMS[sc], tag))
     }
+    if (sc === 'S1' && impls.some((i) => i.name === 'snakemq')) await measure(sc, 'floor', run, (tag) => s1Floor(PARAMS.S1, tag))
   }
 }
 
@@ -274,9 +291,9 @@ const median = (xs: number[]): number | undefined => {
   const m = s.length >> 1
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
 }
-const values = (sc: ScenarioId, who: ImplName | 'level', key: string): number[] =>
+const values = (sc: ScenarioId, who: Who, key: string): number[] =>
   (perRun[sc]?.[who] ?? []).map((f) => f?.[key]).filter((v): v is number => v !== undefined && Number.isFinite(v))
-const med = (sc: ScenarioId, who: ImplName | 'level', key: string): number | undefined => median(values(sc, who, key))
+const med = (sc: ScenarioId, who: Who, key: string): number | undefined => median(values(sc, who, key))
 /** The library's figure over the reference's, run by run (only runs where both succeeded). */
 function ratios (sc: ScenarioId, ref: ImplName, key: string): number[] {
   const a = perRun[sc]?.snakemq ?? []
@@ -320,6 +337,32 @@ const atMost = (r: number | undefined, v: number): boolean | undefined => r === 
 const both = (a: boolean | undefined, b: boolean | undefined): boolean | undefined => a === undefined ? b : b === undefined ? a : a && b
 
 rateRow('S1', `S1 ${fmt(PARAMS.S1.count)} x 16 B, msgs/s`, 'msgs_per_s', '', '>= 1.0x raw, >= 3x zmq', (r, z) => both(atLeast(r, 1), atLeast(z, 3)))
+if (scenarios.includes('S1') && perRun.S1?.floor !== undefined) {
+  const f = (key: string): number | undefined => med('S1', 'floor', key)
+  const rawTx = med('S1', 'raw_net', 'cpu_us_per_msg_sender')
+  const rawRx = med('S1', 'raw_net', 'cpu_us_per_msg_receiver')
+  // Raw node:net's time per message (1 / its rate) less the floor of a for-await receiver, run by run: what a
+  // library's receiver, on a core of its own and busy all the time, has per message for its transport, framing,
+  // protocol and queues if it is to keep raw's rate.
+  const left: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const r = perRun.S1?.raw_net?.[i]?.msgs_per_s
+    const it = perRun.S1?.floor?.[i]?.iterate_us
+    if (r !== undefined && it !== undefined) left.push(1e6 / r - it)
+  }
+  const l = median(left)
+  rows.push({
+    scenario: 'S1 floor, no transport, CPU/msg: await send, payload; for await+Set, Set',
+    lib: `${fmt(f('send_us'), 3)}, ${fmt(f('payload_us'), 3)}; ${fmt(f('iterate_us'), 3)}, ${fmt(f('set_us'), 3)} us`,
+    raw: rawTx === undefined ? '' : `CPU ${fmt(rawTx, 3)}; ${fmt(rawRx, 3)} us`,
+    zmq: '',
+    vsRaw: l === undefined ? '' : `${fmt(l, 3)} us left at raw's rate`,
+    vsZmq: '',
+    goal: '',
+    met: ''
+  })
+  json.S1_floor = { send_us: f('send_us'), payload_us: f('payload_us'), iterate_us: f('iterate_us'), set_us: f('set_us'), raw_net_cpu_us_per_msg_sender: rawTx, raw_net_cpu_us_per_msg_receiver: rawRx, us_per_msg_at_raw_rate_beyond_iterate_floor: l }
+}
 rateRow('S2', `S2 ${PARAMS.S2.count} x 1 MiB, MB/s`, 'mb_per_s', '', '>= 1.0x raw', (r) => atLeast(r, 1))
 rateRow('S3a', `S3a ${fmt(PARAMS.S3a.calls)} sequential RPC calls, p50 us`, 'p50_us', ' us', '<= 1.5x raw', (r) => atMost(r, 1.5))
 rateRow('S3b', `S3b ${fmt(PARAMS.S3b.calls)} RPC calls, 100 in flight, calls/s`, 'calls_per_s', '', '>= 1.0x raw', (r) => atLeast(r, 1))
