@@ -11,7 +11,7 @@ export type { Transport, TransportServer, TransportEvents, TransportListenOption
 export { MAX_MESSAGE_BYTES as WEBSOCKET_MAX_MESSAGE_BYTES, DEFAULT_MAX_PAYLOAD as WEBSOCKET_DEFAULT_MAX_PAYLOAD } from './link/ws-messages.ts'
 export { Messaging, messagingDefaults, MAX_IDENTITY_LENGTH } from './messaging/messaging.ts'
 export type {
-  Message, MessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
+  Message, MessagesOptions, BatchMessagesOptions, MessagingEvents, MessagingOptions, SendOptions, SendResult, KeepaliveOptions, QueueLimits, PeerEvent,
   MessagingEvent, MessagingEventType, EventsOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts
 } from './messaging/types.ts'
 export {

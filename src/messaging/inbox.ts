@@ -107,12 +107,24 @@ export interface MessageHandler {
   (m: Message): void
 }
 
-/** One `messages()` iteration, or one handler (see MessageHandler). */
+/** `then` on a settled promise: a microtask without the async-context tracking of queueMicrotask. */
+const SETTLED = Promise.resolve()
+
+/**
+ * One `messages()` iteration, or one handler (see MessageHandler), or, with
+ * `batchMax` > 0, one `messages({ batch })` iteration (see MessageBatches).
+ */
 export class Consumer implements AsyncIterableIterator<Message> {
   private buffer: InboundMessage[] = []
   private head = 0
   private waiting: ((r: IteratorResult<Message>) => void) | null = null
   private last: InboundMessage | null = null
+  /** A batch consumer's next() waiting for messages. */
+  private waitingBatch: ((r: IteratorResult<Message[]>) => void) | null = null
+  /** A batch consumer's last batch (auto acknowledgement): received once the next one is asked for, or the loop ends. */
+  private lastBatch: InboundMessage[] | null = null
+  /** A waiting batch is handed over on a microtask, so the rest of the chunk being read joins it. */
+  private batchDue = false
   private ended = false
   private readonly prefix: Uint8Array | null
   private readonly filter: ((m: Message) => boolean) | null
@@ -129,7 +141,9 @@ export class Consumer implements AsyncIterableIterator<Message> {
     private readonly options: MessagesOptions,
     private readonly handler: MessageHandler | null = null,
     /** Called once when this consumer ends (its signal, the Messaging closing). */
-    private readonly onEnd: (() => void) | null = null
+    private readonly onEnd: (() => void) | null = null,
+    /** The most messages a batch holds; 0 for a consumer of single messages. */
+    private readonly batchMax = 0
   ) {
     if (handler !== null && options.ack === 'manual') throw new TypeError('a handler consumer acknowledges automatically')
     this.prefix = toPrefix(options.prefix)
@@ -173,6 +187,58 @@ export class Consumer implements AsyncIterableIterator<Message> {
     this.buffer.push(m)
     this.inbox.buffered++
     this.inbox.bufferedBytes += m.data.byteLength
+    if (this.waitingBatch !== null && !this.batchDue) {
+      this.batchDue = true
+      void SETTLED.then(this.handOverBatch)
+    }
+  }
+
+  /** A waiting batch next() gets what arrived meanwhile (a whole chunk's messages, typically). */
+  private readonly handOverBatch = (): void => {
+    this.batchDue = false
+    const w = this.waitingBatch
+    if (w === null || this.head === this.buffer.length) return
+    this.waitingBatch = null
+    w({ value: this.takeBatch(), done: false })
+  }
+
+  /** Takes up to batchMax messages from the buffer, in order. */
+  private takeBatch (): InboundMessage[] {
+    const n = Math.min(this.batchMax, this.buffer.length - this.head)
+    let out: InboundMessage[]
+    if (this.head === 0 && n === this.buffer.length) {
+      out = this.buffer
+      this.buffer = []
+    } else {
+      out = this.buffer.slice(this.head, this.head + n)
+      this.head += n
+      if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
+    }
+    for (const m of out) {
+      this.inbox.taken(m)
+      if (this.manual) this.take(m)
+    }
+    if (!this.manual) this.lastBatch = out
+    return out
+  }
+
+  /** What the loop holds (auto acknowledgement) counts as received: the last message, or the last batch. */
+  private releaseLast (): void {
+    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    const b = this.lastBatch
+    if (b !== null) {
+      this.lastBatch = null
+      for (const m of b) m.ack()
+    }
+  }
+
+  /** @internal next() of a batch consumer (MessageBatches). */
+  nextBatch (): Promise<IteratorResult<Message[]>> {
+    this.releaseLast()
+    if (this.head < this.buffer.length) return Promise.resolve({ value: this.takeBatch(), done: false })
+    if (this.ended) return Promise.resolve({ value: undefined, done: true })
+    if (this.waitingBatch !== null) return Promise.reject(new AlreadyIteratingError('next() called again before the previous call settled'))
+    return new Promise((resolve) => { this.waitingBatch = resolve })
   }
 
   private take (m: InboundMessage): void {
@@ -209,7 +275,8 @@ export class Consumer implements AsyncIterableIterator<Message> {
   }
 
   next (): Promise<IteratorResult<Message>> {
-    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    if (this.batchMax > 0) return Promise.reject(new TypeError('a batch consumer is iterated through MessageBatches'))
+    this.releaseLast()
     if (this.head < this.buffer.length) {
       const m = this.buffer[this.head++]!
       if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
@@ -224,14 +291,14 @@ export class Consumer implements AsyncIterableIterator<Message> {
 
   /** Leaving the loop: the last message taken counts as received; the ones not taken go back to the inbox. */
   async return (): Promise<IteratorResult<Message>> {
-    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    this.releaseLast()
     this.end()
     return { value: undefined, done: true }
   }
 
   /** @internal The Messaging is closing: the message the loop holds counts as received (as when leaving the loop). */
   close (): void {
-    if (this.last !== null) { const l = this.last; this.last = null; l.ack() }
+    this.releaseLast()
     this.end()
   }
 
@@ -253,6 +320,9 @@ export class Consumer implements AsyncIterableIterator<Message> {
     const w = this.waiting
     this.waiting = null
     w?.({ value: undefined, done: true })
+    const wb = this.waitingBatch
+    this.waitingBatch = null
+    wb?.({ value: undefined, done: true })
     this.onEnd?.()
   }
 
@@ -260,6 +330,26 @@ export class Consumer implements AsyncIterableIterator<Message> {
     if (this.handler !== null) throw new TypeError('a handler consumer is not iterated')
     if (this.iterating) throw new AlreadyIteratingError('this messages() iterator is already being iterated; call messages() again for another consumer')
     this.iterating = true
+    return this
+  }
+}
+
+/**
+ * `messages({ batch })`: the messages of one consumer in arrays, each what has
+ * arrived since the last one (at least one message, at most the batch size), so
+ * a loop awaits once per batch instead of once per message.
+ */
+export class MessageBatches implements AsyncIterableIterator<Message[]> {
+  constructor (private readonly consumer: Consumer) {}
+  next (): Promise<IteratorResult<Message[]>> { return this.consumer.nextBatch() }
+  /** Leaving the loop: the last batch counts as received (auto acknowledgement); what was not taken goes back to the inbox. */
+  async return (): Promise<IteratorResult<Message[]>> {
+    await this.consumer.return()
+    return { value: undefined, done: true }
+  }
+
+  [Symbol.asyncIterator] (): this {
+    this.consumer[Symbol.asyncIterator]()
     return this
   }
 }
@@ -302,8 +392,8 @@ export class Inbox {
     await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
   }
 
-  consumer (options: MessagesOptions, handler: MessageHandler | null = null, onEnd: (() => void) | null = null): Consumer {
-    const c = new Consumer(this, options, handler, onEnd)
+  consumer (options: MessagesOptions, handler: MessageHandler | null = null, onEnd: (() => void) | null = null, batchMax = 0): Consumer {
+    const c = new Consumer(this, options, handler, onEnd, batchMax)
     if (this.closed || options.signal?.aborted === true) { c.end(); return c }
     this.consumers.push(c)
     if (this.unrouted.length > 0) {

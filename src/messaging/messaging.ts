@@ -16,13 +16,13 @@ import { setImmediate } from '../immediate.ts'
 import { utf8 } from '../bytes.ts'
 import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
 import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
-import { Inbox, InboundMessage, type Consumer, type MessageHandler } from './inbox.ts'
+import { Inbox, InboundMessage, MessageBatches, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
-  DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
+  BatchMessagesOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
   SendOptions, SendResult
 } from './types.ts'
 
@@ -361,10 +361,18 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   /**
    * Received messages, as an async iterable. Each call makes a consumer of its
-   * own; see MessagesOptions for filters and acknowledgement.
+   * own; see MessagesOptions for filters and acknowledgement. With `batch` (see
+   * BatchMessagesOptions), arrays of the messages that arrived together: one
+   * await per batch instead of one per message.
    */
-  messages (options: MessagesOptions = {}): AsyncIterableIterator<Message> {
+  messages (options?: MessagesOptions & { batch?: undefined | false }): AsyncIterableIterator<Message>
+  messages (options: BatchMessagesOptions): AsyncIterableIterator<Message[]>
+  messages (options: MessagesOptions & { batch?: boolean | number | undefined } = {}): AsyncIterableIterator<Message> | AsyncIterableIterator<Message[]> {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('messages: options must be an object')
+    const batch = options.batch
+    if (batch !== undefined && batch !== false && batch !== true && !(typeof batch === 'number' && Number.isInteger(batch) && batch > 0)) {
+      throw new InvalidArgumentError(`messages: batch must be true or a positive integer, got ${String(batch)}`)
+    }
     if (options.ack !== undefined && options.ack !== 'auto' && options.ack !== 'manual') {
       throw new InvalidArgumentError(`messages: ack must be 'auto' or 'manual', got ${JSON.stringify(options.ack)}`)
     }
@@ -372,7 +380,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (options.prefix !== undefined && typeof options.prefix !== 'string' && !(options.prefix instanceof Uint8Array)) {
       throw new InvalidArgumentError('messages: prefix must be a string or a Uint8Array')
     }
-    return this.inbox.consumer(options)
+    if (batch === undefined || batch === false) return this.inbox.consumer(options)
+    return new MessageBatches(this.inbox.consumer(options, null, null, batch === true ? Infinity : batch))
   }
 
   /**

@@ -165,6 +165,20 @@ export interface MessagesOptions {
   signal?: AbortSignal
 }
 
+/**
+ * `messages({ batch })`: the same consumer, iterated as arrays of messages. Each
+ * array holds what arrived since the last one was taken (at least one message),
+ * so a loop awaits once per batch instead of once per message.
+ */
+export interface BatchMessagesOptions extends MessagesOptions {
+  /**
+   * The most messages in one array: a positive integer, or `true` for all that
+   * wait (the receive buffer bounds those). With `ack: 'auto'` a batch counts as
+   * received once the next one is asked for or the loop is left.
+   */
+  batch: true | number
+}
+
 export interface PeerEvent {
   /** The remote's identity. */
   ident: string
