@@ -38,6 +38,8 @@ const USAGE = `usage: npm run bench -- [options]            (the default mode; -
                      past the JIT's warm-up (not the sizes of issue 19; the output says so)
   --tenths           for S1, S2 and S3b, the sender's (client's) CPU per message (call) and its
                      rate over each tenth of the run in turn (the JIT's warm-up shows in the first ones)
+  --batch            S1 and S2: this library's receiver reads messages({ batch: true }), arrays of
+                     the messages that arrived together (not the README's program; the output says so)
   --json FILE        where the figures go (default benchmarks/results-readme.json after a full
                      run; none by default with --quick, --scenario or --impl)
   --no-json          write no JSON
@@ -62,6 +64,7 @@ const { values: opt } = parseArgs({
     quick: { type: 'boolean', default: false },
     times: { type: 'string' },
     tenths: { type: 'boolean', default: false },
+    batch: { type: 'boolean', default: false },
     json: { type: 'string' },
     markdown: { type: 'boolean', default: false },
     'no-json': { type: 'boolean', default: false },
@@ -91,7 +94,7 @@ const scenarios = pick(opt.scenario, SCENARIOS, 'scenario')
 const implNames = pick(opt.impl, IMPLS.map((i) => i.name), 'implementation')
 const impls = IMPLS.filter((i) => implNames.includes(i.name))
 const cwd = process.env.INIT_CWD ?? process.cwd()
-const partial = quick || opt.times !== undefined || opt.scenario !== undefined || opt.impl !== undefined
+const partial = quick || opt.batch || opt.times !== undefined || opt.scenario !== undefined || opt.impl !== undefined
 const jsonFile = opt['no-json'] || (partial && opt.json === undefined) ? undefined : resolve(cwd, opt.json ?? join(BENCH_DIR, 'results-readme.json'))
 const profileDir = opt.profile === undefined ? undefined : resolve(cwd, opt.profile)
 const extraNodeArgs = (opt['node-args'] ?? '').split(' ').filter((a) => a !== '')
@@ -141,7 +144,7 @@ function logTenths (tag: string, steps: string, cpuLabel: string, rateLabel: str
 /** S1, S2: one sender, one receiver. */
 async function stream (file: string, p: { count: number, size: number }, tag: string): Promise<Figures> {
   return await withProcs(timeoutMs, nodeArgsFor(tag), async (start) => {
-    const rx = start(spec(file, 'receiver', { count: p.count }))
+    const rx = start(spec(file, 'receiver', { count: p.count, ...(opt.batch ? { batch: true } : {}) }))
     const { port } = await rx.ready
     const tx = start(spec(file, 'sender', { port, count: p.count, size: p.size }))
     const [r, t] = await Promise.all([Promise.race([rx.result, failureOf(tx.result)]), tx.result])
@@ -411,6 +414,7 @@ if (opt.markdown) {
 console.log('')
 console.log(`medians of ${runs} run(s), all interleaved; a ratio is the library's figure over the reference's in the same run, median (min-max) over runs;`)
 console.log('for p50 lower is better (the ratio is library / raw); rates from the sender\'s first send to the receiver\'s last message; MB = 1e6 bytes')
+if (opt.batch) console.log('--batch: this library\'s S1 and S2 receiver reads messages({ batch: true }), not the README\'s per-message loop; not the issue\'s programs')
 if (times !== 1) console.log(`--times ${times}: ${times} times the messages and calls of issue 19's sizes, so most of each run is past the JIT's warm-up; not the issue's scenarios`)
 console.log(compiled ? 'every program and the library compiled by tsc and run by node (as deployed)' : 'every program and the library\'s TypeScript run under tsx (--tsx)')
 console.log(`node ${machine.node}, ${machine.nproc} cpus (${machine.cpu}), ${machine.os}; ${((Date.now() - started) / 1000).toFixed(0)} s`)

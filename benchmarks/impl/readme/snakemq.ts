@@ -12,7 +12,7 @@ const lib = async (): Promise<typeof import('../../../src/index.ts')> => await i
 
 interface Svc { echo(body: Uint8Array): Promise<Uint8Array> }
 
-/** bob: listens, counts every message into the Set, leaves the loop after the last one. */
+/** bob: listens, counts every message into the Set, leaves the loop after the last one (with `batch`, reading batches). */
 const receiver: ProcRole = async (args, io) => {
   const { Link, Messaging } = await lib()
   const got = new Received(num(args, 'count'))
@@ -20,8 +20,15 @@ const receiver: ProcRole = async (args, io) => {
   const listener = await link.listen({ host: HOST, port: 0 })
   const mq = new Messaging(link, { identity: 'bob' })
   io.ready({ port: listener.port })
-  for await (const m of mq.messages()) {
-    if (got.add(m.data)) break
+  if (args.batch === true) {
+    // --batch: arrays of the messages that arrived together (not the README's first loop).
+    outer: for await (const batch of mq.messages({ batch: true })) {
+      for (const m of batch) if (got.add(m.data)) break outer
+    }
+  } else {
+    for await (const m of mq.messages()) {
+      if (got.add(m.data)) break
+    }
   }
   // Stay up until the harness is done with the sender, so its drain() sees the acknowledgements.
   const report = got.report()
