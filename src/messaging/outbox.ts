@@ -153,6 +153,26 @@ export class QueueEntry {
 }
 
 /**
+ * Removes the first `n` items of `items` in place. The queues' arrays are
+ * compacted this way rather than replaced: V8 takes a field that has only ever
+ * held one value for a constant, and the first store of a new array into it
+ * (thousands of messages into a run) threw away the optimized code of every
+ * function that had read it, send() among them, to be compiled again.
+ */
+function dropFront<T> (items: T[], n: number): void {
+  const left = items.length - n
+  for (let i = 0; i < left; i++) items[i] = items[i + n]!
+  items.length = left
+}
+
+// An entry's state changes for the first time when the first batch is written.
+// V8 holds a field for a constant until some object of its shape is stored to a
+// second time, and that first change then discards the optimized code that had
+// assumed it (the queue's push() among it). One entry made and changed here, as
+// the module loads, settles the field as variable before anything is compiled.
+QueueEntry.create(allocUnsafe(0), -1, Infinity, 0, false).state = EntryState.Done
+
+/**
  * Entries sent on the current connection and not yet acknowledged, in the order
  * they were sent. Acknowledgements mostly come back in that order, so each is
  * first compared with the oldest entry, byte for byte; only when one does not
@@ -198,7 +218,7 @@ export class Unacked {
     if (this.size === 0) {
       this.clear()
     } else if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head)
+      dropFront(this.items, this.head)
       this.head = 0
     }
   }
@@ -563,17 +583,17 @@ export class Outbox {
     this.totals.bytes += bytes
   }
 
-  /** Drops leading Done entries; shrinks the array now and then. */
+  /** Drops leading Done entries; shrinks the array now and then (in place: see dropFront). */
   private compact (): void {
     const items = this.items
     while (this.head < items.length && items[this.head]!.state === EntryState.Done) this.head++
     if (this.cursor < this.head) this.cursor = this.head
     if (this.head === items.length) {
-      this.items = []
+      items.length = 0
       this.head = 0
       this.cursor = 0
     } else if (this.head > 1024 && this.head * 2 > items.length) {
-      this.items = items.slice(this.head)
+      dropFront(items, this.head)
       this.cursor -= this.head
       this.head = 0
     }
