@@ -41,6 +41,15 @@ test('the decoder yields the same packets whatever the chunk boundaries', () => 
   assertDecodesInSteps(payloads, [1, 2, 3, 4, 5, 7, 64, 1000])
 })
 
+test('a packet joined from several chunks is the same kind of buffer as the chunks (a Buffer in Node), like one read in place', () => {
+  const wire = concat(encodePacketBatch([Buffer.from('first'), Buffer.from('second packet'), Buffer.from('third')]))
+  const d = new PacketDecoder()
+  // Split inside the second packet, so it is joined from the two chunks; the first and third are read where they lie.
+  const out = [...d.push(wire.subarray(0, 15)), ...d.push(wire.subarray(15))]
+  assert.deepEqual(out.map((p) => Buffer.from(p).toString()), ['first', 'second packet', 'third'])
+  for (const p of out) assert.ok(Buffer.isBuffer(p), 'a Buffer, whether joined or not')
+})
+
 test('an oversized length header is refused before any payload is buffered', () => {
   const d = new PacketDecoder({ maxPacketSize: 1024 })
   assert.throws(() => d.push(Buffer.from('00000401', 'hex')), (err: unknown) => {

@@ -104,7 +104,11 @@ export class PacketDecoder {
         if (!onPacket(chunk, offset, offset + missing)) return false
       } else {
         this.pending.append(chunk.subarray(offset, offset + missing))
-        const packet = this.pending.subarray()
+        // Joined into a buffer of the kind the chunks are (a Buffer in Node), not the plain
+        // Uint8Array the list would make: packets of one kind keep the code reading them monomorphic.
+        const packet = allocUnsafe(this.pending.byteLength)
+        let pos = 0
+        for (const part of this.pending) { packet.set(part, pos); pos += part.length }
         this.pending.consume(this.pending.byteLength)
         if (!onPacket(packet, 0, packet.length)) return false
       }
