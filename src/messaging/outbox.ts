@@ -160,9 +160,8 @@ export class QueueEntry {
  * function that had read it, send() among them, to be compiled again.
  */
 function dropFront<T> (items: T[], n: number): void {
-  const left = items.length - n
-  for (let i = 0; i < left; i++) items[i] = items[i + n]!
-  items.length = left
+  // A builtin, quick from the first call: a loop copying thousands of entries ran interpreted early in a run.
+  items.splice(0, n)
 }
 
 // An entry's state changes for the first time when the first batch is written.
