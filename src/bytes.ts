@@ -41,8 +41,8 @@ const encoder = new TextEncoder()
 /** A string as UTF-8 (lone surrogates become U+FFFD). */
 export function utf8 (text: string): Uint8Array { return encoder.encode(text) }
 
-/** Chunks back to back in a new array (never one of them). */
-export function copyBytes (chunks: readonly Uint8Array[]): Uint8Array {
+/** Chunks back to back in a new array (never one of them); `chunks` is read twice. */
+export function copyBytes (chunks: Iterable<Uint8Array>): Uint8Array {
   let n = 0
   for (const c of chunks) n += c.length
   const out = allocUnsafe(n)

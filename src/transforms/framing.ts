@@ -4,7 +4,7 @@
 // synchronous operations rather than a promise per packet per stage.
 import { Uint8ArrayList } from 'uint8arraylist'
 import { PacketTooLargeError, TruncatedPacketError } from '../errors.ts'
-import { allocUnsafe, readUint32, writeUint32 } from '../bytes.ts'
+import { allocUnsafe, copyBytes, readUint32, writeUint32 } from '../bytes.ts'
 
 /** Default largest packet payload accepted: 64 MiB. */
 export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
@@ -106,9 +106,7 @@ export class PacketDecoder {
         this.pending.append(chunk.subarray(offset, offset + missing))
         // Joined into a buffer of the kind the chunks are (a Buffer in Node), not the plain
         // Uint8Array the list would make: packets of one kind keep the code reading them monomorphic.
-        const packet = allocUnsafe(this.pending.byteLength)
-        let pos = 0
-        for (const part of this.pending) { packet.set(part, pos); pos += part.length }
+        const packet = copyBytes(this.pending)
         this.pending.consume(this.pending.byteLength)
         if (!onPacket(packet, 0, packet.length)) return false
       }
