@@ -202,6 +202,11 @@ export class Consumer implements AsyncIterableIterator<Message> {
     w({ value: this.takeBatch(), done: false })
   }
 
+  /** After messages were taken from the front of the buffer: drops the taken part once it is all of it, or large. */
+  private trimBuffer (): void {
+    if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
+  }
+
   /** Takes up to batchMax messages from the buffer, in order. */
   private takeBatch (): InboundMessage[] {
     const n = Math.min(this.batchMax, this.buffer.length - this.head)
@@ -212,7 +217,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
     } else {
       out = this.buffer.slice(this.head, this.head + n)
       this.head += n
-      if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
+      this.trimBuffer()
     }
     for (const m of out) {
       this.inbox.taken(m)
@@ -275,11 +280,10 @@ export class Consumer implements AsyncIterableIterator<Message> {
   }
 
   next (): Promise<IteratorResult<Message>> {
-    if (this.batchMax > 0) return Promise.reject(new TypeError('a batch consumer is iterated through MessageBatches'))
     this.releaseLast()
     if (this.head < this.buffer.length) {
       const m = this.buffer[this.head++]!
-      if (this.head === this.buffer.length) { this.buffer = []; this.head = 0 } else if (this.head > 4096) { this.buffer = this.buffer.slice(this.head); this.head = 0 }
+      this.trimBuffer()
       this.inbox.taken(m)
       this.take(m)
       return Promise.resolve({ value: m, done: false })
