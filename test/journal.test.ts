@@ -51,6 +51,29 @@ function dbOf (store: LevelStore): { close: () => Promise<void> } {
   return (store as unknown as { db: { close: () => Promise<void> } }).db
 }
 
+/** The store's journal mark, read from its LevelDB (a closed store): how far into the journal LevelDB has every record. */
+async function journalMark (dir: string): Promise<{ epoch: number, offset: number }> {
+  const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+  try {
+    const value = await db.get('j')
+    assert.ok(value?.byteLength === 16, 'a journal mark')
+    const view = new DataView(value.buffer, value.byteOffset, 16)
+    return { epoch: view.getFloat64(0, false), offset: view.getFloat64(8, false) }
+  } finally {
+    await db.close()
+  }
+}
+
+/** Overwrites 8 bytes of the journal at `at`. */
+async function damageJournal (dir: string, at: number): Promise<void> {
+  const file = await open(join(dir, JOURNAL_FILE), 'r+')
+  try {
+    await file.write(new Uint8Array(8).fill(0x5a), 0, 8, at)
+  } finally {
+    await file.close()
+  }
+}
+
 /** Runs the writer fixture to its end: it exits by SIGKILL, its own or ours. */
 async function runWriter (dir: string, count: number, mode: 'burst' | 'serial', end: 'wait' | 'kill-self'): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dir, String(count), mode, 'journal', end], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -149,13 +172,10 @@ test('a damaged record inside the journal: open refuses with StoreCorruptError n
   await runWriter(dir, 2000, 'serial', 'kill-self')
   const path = join(dir, JOURNAL_FILE)
   const size = (await stat(path)).size
-  assert.ok(size > 4096, `a journal of ${size} bytes`)
-  const file = await open(path, 'r+')
-  try {
-    await file.write(new Uint8Array(8).fill(0x5a), 0, 8, Math.floor(size / 2))
-  } finally {
-    await file.close()
-  }
+  // Past the mark: in records LevelDB has not got, with more records after them.
+  const { offset } = await journalMark(dir)
+  assert.ok(size - offset > 4096, `a journal of ${size} bytes, LevelDB has ${offset} of it`)
+  await damageJournal(dir, Math.floor((offset + size) / 2))
   const journalBefore = await readFile(path)
   await assert.rejects(LevelStore.open(dir), (err: unknown) => {
     assert.ok(err instanceof StoreCorruptError, String(err))
@@ -176,6 +196,26 @@ test('a damaged record inside the journal: open refuses with StoreCorruptError n
   }
   const reopened = await LevelStore.open(dir)
   await reopened.close()
+})
+
+test('damage in the journal before its mark (records LevelDB already has) does not refuse the open, and nothing is lost', async () => {
+  const dir = await tempDir()
+  await runWriter(dir, 2000, 'serial', 'kill-self')
+  const { offset } = await journalMark(dir)
+  const size = (await stat(join(dir, JOURNAL_FILE))).size
+  assert.ok(offset > 4096 && size > offset, `LevelDB has ${offset} of a journal of ${size} bytes: records on both sides of the mark`)
+  await damageJournal(dir, Math.floor(offset / 2))
+  const logger = recorder()
+  const store = await LevelStore.open(dir, { logger })
+  try {
+    // What lies past the mark is replayed as though nothing were wrong before it.
+    assert.ok(logger.lines.includes('info queue store journal replayed'), logger.lines.join('\n'))
+    assert.ok(!logger.lines.some((l) => l.startsWith('error ')), logger.lines.join('\n'))
+    const seqs = (await store.load()).messages.map((m) => m.seq).sort((a, b) => a - b)
+    assert.deepEqual(seqs, Array.from({ length: 2000 }, (_, i) => i))
+  } finally {
+    await store.close()
+  }
 })
 
 test('LevelDB failing under journaled writes: the writes that resolved are written once it is reopened; writes meanwhile fail with StoreError', async () => {

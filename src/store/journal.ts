@@ -15,7 +15,7 @@
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import type { JournalContents, JournalFile } from './level-base.ts'
+import type { JournalContents, JournalFile, JournalMark } from './level-base.ts'
 
 /** The journal's file name in the store's directory (LevelDB leaves names it does not know alone). */
 export const JOURNAL_FILE = 'snakemq-journal'
@@ -108,8 +108,12 @@ function header (epoch: number): Uint8Array {
  * the end of the file is a write that never finished (its write() never
  * resolved): it is reported as `tornBytes`, not as a problem. A bad record with
  * more after it, or a header that is not a journal's, is a `problem`.
+ *
+ * `known`: how far into the journal of that epoch LevelDB already has every
+ * record (the store's mark). Reading starts there, at a record's end: what lies
+ * before it is neither needed nor checked, so damage there cannot refuse an open.
  */
-export function openNodeJournal (directory: string): JournalContents {
+export function openNodeJournal (directory: string, known: JournalMark | null = null): JournalContents {
   const path = join(directory, JOURNAL_FILE)
   let bytes: Uint8Array
   try {
@@ -132,6 +136,7 @@ export function openNodeJournal (directory: string): JournalContents {
     } else {
       epoch = view.getFloat64(8, false)
       let at = HEADER_LENGTH
+      if (known !== null && known.epoch === epoch && known.offset > at) at = Math.min(known.offset, bytes.byteLength)
       while (at < bytes.byteLength) {
         const left = bytes.byteLength - at
         if (left < RECORD_HEAD) { tornBytes = left; break }

@@ -147,7 +147,7 @@ export interface LevelPlatform {
   /** What LevelDB's LOG says it dropped while recovering; null if nothing, or the runtime cannot tell. */
   recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null>
   /** Opens and reads the journal of the store at `location`; absent where the runtime has none (a browser). */
-  openJournal?: (location: string) => JournalContents
+  openJournal?: (location: string, known: JournalMark | null) => JournalContents
 }
 
 /** The journal file, as the runtime keeps it (see journal.ts). */
@@ -168,6 +168,9 @@ export interface JournalFile {
   reset (epoch: number): void
   close (): void
 }
+
+/** How far into the journal of one epoch LevelDB has every record (an offset at a record's end). */
+export interface JournalMark { epoch: number, offset: number }
 
 /** What opening a journal found. */
 export interface JournalContents {
@@ -378,16 +381,23 @@ export class LevelStoreBase implements QueueStore {
   private async startJournal (options: LevelStoreOptions, opened: Opened): Promise<void> {
     const open = this.platform.openJournal
     if (open === undefined) return
+    let value: Uint8Array | undefined
+    try {
+      value = await this.db.get(JOURNAL_KEY)
+    } catch (err) {
+      throw new StoreError(`reading the queue store's journal mark in ${this.directory} failed: ${errorMessage(err)}`, { cause: err })
+    }
+    const mark = decodeJournalMark(value)
+    if (mark === undefined) throw new StoreCorruptError(this.directory, ['malformed journal mark (key "j")'])
     let contents: JournalContents
     try {
-      contents = open(this.directory)
+      // Read from the mark on: LevelDB has the records before it, so damage there loses nothing and is not looked for.
+      contents = open(this.directory, mark)
     } catch (err) {
       throw new StoreError(`cannot open the queue store's journal in ${this.directory}: ${errorMessage(err)}`, { cause: err })
     }
     const { file } = contents
     try {
-      const mark = decodeJournalMark(await this.db.get(JOURNAL_KEY))
-      if (mark === undefined) throw new StoreCorruptError(this.directory, ['malformed journal mark (key "j")'])
       const past = mark !== null && mark.epoch === file.epoch ? mark.offset : 0
       const records = contents.records.filter((r) => r.end > past)
       const problems: string[] = contents.problem === null ? [] : [contents.problem]
@@ -1072,7 +1082,7 @@ function encodeJournalMark (epoch: number, offset: number): Uint8Array {
 }
 
 /** The mark; null when there is none; undefined when it is malformed. */
-function decodeJournalMark (value: Uint8Array | undefined): { epoch: number, offset: number } | null | undefined {
+function decodeJournalMark (value: Uint8Array | undefined): JournalMark | null | undefined {
   if (value === undefined) return null
   if (value.byteLength !== 16) return undefined
   const view = new DataView(value.buffer, value.byteOffset, 16)
