@@ -6,22 +6,51 @@
 // own writes are). In the OS temp directory, which the tests and benchmarks
 // use too.
 //   node benchmarks/journal-append.mjs [--count N] [--rounds R]
-import { closeSync, mkdtempSync, openSync, rmSync, write, writeSync } from 'node:fs'
+//
+// With --latency S: S seconds of appends, each timed, yielding to the event loop
+// every 1,000 as a loop of sends does, the file cut back every 2 MiB as the
+// journal is started over; prints the distribution of one append's time (the
+// event loop waits that long). Run it beside a large write to see what the
+// kernel's dirty-page throttling does to it, in a directory on a real disk:
+//   dd if=/dev/zero of=/var/tmp/big bs=1M count=25000 & node benchmarks/journal-append.mjs --latency 40 --dir /var/tmp; wait; rm /var/tmp/big
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, write, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { setImmediate } from 'node:timers'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { crc32 } from 'node:zlib'
 
-const { values } = parseArgs({ options: { count: { type: 'string', default: '50000' }, rounds: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { count: { type: 'string', default: '50000' }, rounds: { type: 'string', default: '3' }, latency: { type: 'string' }, dir: { type: 'string' } } })
 const count = Number(values.count)
 const rounds = Number(values.rounds)
-const dir = mkdtempSync(join(tmpdir(), 'snakemq-journal-append-'))
+const dir = mkdtempSync(join(values.dir ?? tmpdir(), 'snakemq-journal-append-'))
 const fd = openSync(join(dir, 'journal'), 'a')
 const record = Buffer.alloc(98, 7)
 const view = new DataView(record.buffer, record.byteOffset, 8)
 
+/** --latency: every append timed for `seconds`. */
+async function latency (seconds) {
+  const times = []
+  let size = 0
+  const end = performance.now() + seconds * 1000
+  while (performance.now() < end) {
+    const t = performance.now()
+    view.setUint32(0, record.length - 8)
+    view.setUint32(4, crc32(record.subarray(8)))
+    writeSync(fd, record)
+    times.push(performance.now() - t)
+    size += record.length
+    if (size > 2 * 1024 * 1024) { ftruncateSync(fd, 16); size = 16 }
+    if (times.length % 1000 === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  times.sort((a, b) => a - b)
+  const us = (p) => Number((times[Math.min(times.length - 1, Math.floor(p * times.length))] * 1000).toFixed(1))
+  console.log(JSON.stringify({ appends: times.length, p50_us: us(0.5), p99_us: us(0.99), p999_us: us(0.999), max_ms: Number(times[times.length - 1].toFixed(2)), over_1ms: times.filter((x) => x > 1).length, over_10ms: times.filter((x) => x > 10).length }))
+}
+
 try {
-  for (let r = 1; r <= rounds; r++) {
+  if (values.latency !== undefined) await latency(Number(values.latency))
+  for (let r = 1; values.latency === undefined && r <= rounds; r++) {
     let t = performance.now()
     for (let i = 0; i < count; i++) {
       view.setUint32(0, record.length - 8)
