@@ -4,7 +4,9 @@
 // functions that took longest, and the deoptimizations, by reason, with those
 // caused by a change V8 had assumed would not happen ("code dependencies": a
 // field held for a constant, a map that stopped being stable) apart. Those last
-// ones throw away code that was fine and compile it again.
+// ones throw away code that was fine and compile it again; they are counted
+// apart for the measured stretch and for the teardown after it (drain, close),
+// which the benchmark's children mark in the output when V8's tracing is on.
 //
 //   npm run bench -- --scenario S1 --impl snakemq --runs 1 "--node-args=--trace-opt --trace-deopt" > /tmp/jit.txt 2>&1
 //   npx tsx benchmarks/jit-summary.ts /tmp/jit.txt [--top 15] [--only src/]
@@ -28,7 +30,18 @@ const jobs: Job[] = []
 const deopts = new Map<string, number>()
 const dependents = new Map<string, number>()
 let dependentTotal = 0
+// When tracing, harness/proc-child.ts marks each child's start and impl/readme/common.ts the end of the
+// measured stretch (the last message received, the last call answered): what comes after a run's first
+// end, until the next start, is teardown (drain, close), which no rate counts.
+let measuring = true
+const afterwards = new Map<string, number>()
+let afterwardsTotal = 0
 for (const line of lines) {
+  if (line.startsWith('[bench] ')) {
+    if (line.endsWith(' started')) measuring = true
+    else if (line === '[bench] measured stretch over') measuring = false
+    continue
+  }
   // [completed compiling 0x... <JSFunction name (sfi = 0x...)> (target TURBOFAN) - took 0.016, 2.102, 0.023 ms]
   const c = /^\[completed compiling .*?<JSFunction (\S*) .*?took ([\d.]+), ([\d.]+), ([\d.]+) ms/.exec(line)
   if (c !== null) {
@@ -43,9 +56,14 @@ for (const line of lines) {
   }
   const m = /^\[marking dependent code \S+ <Code \w+> \(\S+ <SharedFunctionInfo ([^>]*)>\).*reason: ([^\]]+)\]/.exec(line)
   if (m !== null) {
-    dependentTotal++
     const key = `${m[1]}: ${m[2]}`
-    dependents.set(key, (dependents.get(key) ?? 0) + 1)
+    if (measuring) {
+      dependentTotal++
+      dependents.set(key, (dependents.get(key) ?? 0) + 1)
+    } else {
+      afterwardsTotal++
+      afterwards.set(key, (afterwards.get(key) ?? 0) + 1)
+    }
   }
 }
 const only = opt.only
@@ -66,4 +84,5 @@ const list = (title: string, m: Map<string, number>, count: number): void => {
   for (const [k, n] of [...m].sort((a, b) => b[1] - a[1])) if (only === undefined || k.includes(only)) console.log(`  ${String(n).padStart(3)}  ${k}`)
 }
 list('deoptimizations (bailouts)', deopts, [...deopts.values()].reduce((s, n) => s + n, 0))
-list('optimized code thrown away for a broken assumption (marking dependent code)', dependents, dependentTotal)
+list('optimized code thrown away for a broken assumption (marking dependent code), while measuring', dependents, dependentTotal)
+list('the same after a run\'s first measured stretch was over (drain, close: no rate counts it)', afterwards, afterwardsTotal)

@@ -63,6 +63,9 @@ async function main (): Promise<void> {
   const mod = await import(pathToFileURL(join(BENCH_DIR, file)).href) as { roles?: Record<string, ProcRole> }
   const role = mod.roles?.[spec.role]
   if (role === undefined) throw new Error(`${spec.file} has no role ${spec.role}`)
+  // Under V8's tracing flags, mark where the role starts in the stream they print to (the end of what is
+  // measured is marked by impl/readme/common.ts's stretchOver()), for benchmarks/jit-summary.ts.
+  if (process.execArgv.some((a) => a.startsWith('--trace-opt') || a.startsWith('--trace-deopt'))) process.stdout.write(`[bench] ${spec.role} started\n`)
   const value = await role(spec.args, io)
   await post({ type: 'result', result: { ...value, maxRssMb: (process.resourceUsage().maxRSS * 1024) / 1e6 } })
   await io.signal('stop')

@@ -25,6 +25,19 @@ function mainThreadMs (): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_S
 }
 
+/** Under V8's tracing flags (--trace-opt, --trace-deopt), the stream they print to gets markers (see stretchOver). */
+const tracing = process.execArgv.some((a) => a.startsWith('--trace-opt') || a.startsWith('--trace-deopt'))
+
+/**
+ * Marks the end of the measured stretch (the last message received, the last
+ * call answered) in the output V8's tracing writes to, so that
+ * benchmarks/jit-summary.ts can tell what the JIT did while measuring from the
+ * teardown after it. Nothing without those flags.
+ */
+export function stretchOver (): void {
+  if (tracing) process.stdout.write('[bench] measured stretch over\n')
+}
+
 /** CPU time this process has used so far (user and system, all threads; see cpuKind for the others), ms. */
 export function cpuMs (): number {
   if (cpuKind === 'main') return mainThreadMs()
@@ -66,7 +79,7 @@ export class Received {
     if (this.seen.has(c)) this.duplicates++
     else this.seen.add(c)
     this.bytes += data.length
-    if (this.seen.size === this.count) { this.lastAt = wallNow(); this.lastCpu = cpuMs(); return true }
+    if (this.seen.size === this.count) { this.lastAt = wallNow(); this.lastCpu = cpuMs(); stretchOver(); return true }
     return false
   }
 
@@ -145,6 +158,7 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
       us.push((performance.now() - s) * 1000)
     }
     const ms = performance.now() - t0
+    stretchOver()
     us.sort((x, y) => x - y)
     const cpu = cpuMs() - cpu0
     return { p50_us: percentile(us, 0.5), p99_us: percentile(us, 0.99), calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: (cpu * 1000) / a.calls }
@@ -161,6 +175,7 @@ export async function driveCalls (call: (body: Buffer) => Promise<Uint8Array>, a
   }
   await Promise.all(Array.from({ length: a.inFlight }, worker))
   const ms = performance.now() - t0
+  stretchOver()
   return { calls_per_s: a.calls / (ms / 1000), cpu_us_per_call_client: ((cpuMs() - cpu0) * 1000) / a.calls, tenths: tenths.report() }
 }
 
