@@ -88,7 +88,11 @@ export class DedupWindow {
    * application still has it, true if it was received.
    */
   get (bytes: Uint8Array, at: number): boolean | undefined {
-    const s = this.find(word(bytes, at), word(bytes, at + 4), word(bytes, at + 8), word(bytes, at + 12))
+    const w0 = word(bytes, at)
+    const w1 = word(bytes, at + 4)
+    const w2 = word(bytes, at + 8)
+    const w3 = word(bytes, at + 12)
+    const s = this.find(w0, w1, w2, w3, mix(w0, w1, w2, w3))
     return s === 0 ? undefined : this.done[s - 1] === 1
   }
 
@@ -115,23 +119,13 @@ export class DedupWindow {
     const w2 = word(bytes, at + 8)
     const w3 = word(bytes, at + 12)
     const h = mix(w0, w1, w2, w3)
-    const table = this.table
-    const ring = this.ring
-    const mask = this.mask
-    for (let b = h & mask; ; b = (b + 1) & mask) {
-      const s = table[2 * b]!
-      if (s === 0) break
-      const o = (s - 1) * 4
-      if (table[2 * b + 1] === h && ring[o] === w0 && ring[o + 1] === w1 && ring[o + 2] === w2 && ring[o + 3] === w3) {
-        return this.done[s - 1] === 1 ? SEEN_DONE : SEEN_PENDING
-      }
-    }
+    const s = this.find(w0, w1, w2, w3, h)
+    if (s !== 0) return this.done[s - 1] === 1 ? SEEN_DONE : SEEN_PENDING
     return this.insert(w0, w1, w2, w3, h)
   }
 
-  /** The ring slot + 1 holding the UUID of these words, or 0. */
-  private find (w0: number, w1: number, w2: number, w3: number): number {
-    const h = mix(w0, w1, w2, w3)
+  /** The ring slot + 1 holding the UUID of these words (whose hash is `h`), or 0. */
+  private find (w0: number, w1: number, w2: number, w3: number, h: number): number {
     const table = this.table
     const ring = this.ring
     const mask = this.mask
