@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
 import { AlreadyIteratingError, ClosedError } from '../errors.ts'
 import { channelId, type Channel, type ChannelReader, type Direction } from './channel.ts'
+import { settleFields } from '../settle.ts'
 
 /** What a socket tells of its TLS peer: nothing for plain TCP. Shared with the WebSocket channel (wss: runs on such a socket). */
 export function tlsPeer (socket: Socket): Pick<Channel, 'encrypted' | 'peerCertificate' | 'peerAuthorized' | 'peerAuthorizationError'> {
@@ -65,6 +66,7 @@ export class SocketChannel implements Channel {
         resolve()
       })
     })
+    settleFields(this, 'closing', 'isClosed', 'readEnded', 'error')
   }
 
   get isOpen (): boolean { return !this.isClosed && !this.socket.destroyed }

@@ -11,6 +11,7 @@ import type { Channel, Direction } from './channel.ts'
 import { MessageChannelBase } from './message-channel.ts'
 import { tlsPeer } from './socket-channel.ts'
 import { toMessages, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
+import { settleFields } from '../settle.ts'
 
 /** How long end() waits for the remote to answer the closing handshake before the socket is dropped, in ms. */
 const END_TIMEOUT = 2000
@@ -93,6 +94,7 @@ export class WsChannel extends MessageChannelBase implements Channel {
         resolve()
       })
     })
+    settleFields(this, 'closing', 'isClosed', 'error')
   }
 
   get isOpen (): boolean { return !this.isClosed && this.ws.readyState === this.ws.OPEN }

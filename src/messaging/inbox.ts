@@ -11,6 +11,7 @@ import { uuidHex } from './uuid.ts'
 import type { Message, MessagesOptions } from './types.ts'
 import type { Logger } from '../logging.ts'
 import type { DedupWindow } from './dedup.ts'
+import { settleFields } from '../settle.ts'
 
 /** Counts the consumers still holding a message; the last one acknowledges it. */
 interface AckTracker { ackRefs: number, ackDone: boolean, ackShared: boolean }
@@ -168,6 +169,7 @@ export class Consumer implements AsyncIterableIterator<Message> {
       this.onAbort = () => { this.end() }
       signal.addEventListener('abort', this.onAbort, { once: true })
     }
+    settleFields(this, 'buffer', 'head', 'ended', 'waiting', 'waitingBatch')
   }
 
   get filtered (): boolean { return this.prefix !== null || this.filter !== null }

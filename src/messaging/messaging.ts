@@ -25,6 +25,7 @@ import type {
   BatchMessagesOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
   SendOptions, SendResult
 } from './types.ts'
+import { settleFields } from '../settle.ts'
 
 /** snakeMQ cuts identities to 50 characters; we refuse longer ones instead of cutting them. */
 export const MAX_IDENTITY_LENGTH = 50
@@ -203,6 +204,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     this.loaded.catch(() => {})
     link.on('connection', this.onConnection)
     for (const c of link.takeUnclaimed()) this.accept(c)
+    settleFields(this, 'draining', 'closing')
   }
 
   /** Resolves once queues are loaded from the store (at once without a store); rejects with StoreError if loading failed. */

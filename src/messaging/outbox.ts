@@ -11,6 +11,7 @@ import type { PeerClock, StoredMessage } from '../store/types.ts'
 import { fillUuid, sameUuid, uuidHex, uuidKey } from './uuid.ts'
 import { allocUnsafe } from '../bytes.ts'
 import { FLAG_UNACKED, frameMessageInPlace, MESSAGE_PACKET_HEAD, MESSAGE_UUID_OFFSET, messageDataAt, TTL_INFINITE } from '../transforms/frames.ts'
+import { settleFields } from '../settle.ts'
 
 /** Entry states. */
 export const EntryState = {
@@ -360,9 +361,8 @@ export class Outbox {
 
   constructor (readonly peer: string, now: number, private readonly host: OutboxHost, private readonly totals: QueueTotals) {
     this.clock = { offline: 0, since: now, connected: false }
-    // Written a second time so that V8 does not take them for constants (see QueueEntry): the first compaction, thousands of messages in, threw away take().
-    this.head = 0
-    this.cursor = 0
+    // The first compaction, thousands of messages in, threw away take() (see settle.ts).
+    settleFields(this, 'head', 'cursor')
   }
 
   /** The offline clock's reading at wall time `now`. */

@@ -27,6 +27,7 @@ import type { Logger } from '../logging.ts'
 import { clearImmediate, setImmediate } from '../immediate.ts'
 import { WAKE_NOW, WAKE_PROMPT, type Outbox, type OutboxReader, type QueueEntry, type Wake } from './outbox.ts'
 import type { KeepaliveOptions } from './types.ts'
+import { settleFields } from '../settle.ts'
 
 /** Most messages in one outgoing batch. */
 const BATCH_MESSAGES = 4096
@@ -149,6 +150,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   constructor (private readonly host: SessionHost<C>, readonly connection: C) {
     this.decoder = new PacketDecoder({ maxPacketSize: host.maxPacketSize })
+    settleFields(this, 'ending', 'stopped')
   }
 
   start (): void {

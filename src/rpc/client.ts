@@ -31,6 +31,7 @@ import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, ID_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
   copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
+import { settleFields } from '../settle.ts'
 
 /** V8's Error.captureStackTrace (Node, Chromium); other engines have none, and keep the stack they made. */
 const captureStackTrace = (Error as { captureStackTrace?: (target: object) => void }).captureStackTrace?.bind(Error)
@@ -168,6 +169,7 @@ export class RpcClient implements AsyncDisposable {
     )
     this.pickledReplies = mq.consume({ prefix: SNAKEMQ_REPLY_PREFIX }, (m) => { this.onSnakeReply(m) })
     this.pickledRequests = mq.consume({ prefix: SNAKEMQ_REQUEST_PREFIX, filter: () => !hasServer(mq) }, (m) => { this.snakeNoServer(m) })
+    settleFields(this, 'closed')
   }
 
   /**

@@ -12,6 +12,7 @@
 // no counter: KeyedResultCache keeps those by caller and id, with the same rules.
 import { CounterTable } from './counter-table.ts'
 import { CLIENT_ID_BYTES, HEADER_BYTES, readCounter } from './wire.ts'
+import { settleFields } from '../settle.ts'
 
 export const RUNNING = 0
 export const DONE = 1
@@ -43,8 +44,7 @@ interface CachedClient {
 class NumberFifo {
   private readonly items: number[] = []
   private head = 0
-  // Written a second time so that V8 does not take it for a constant (see QueueEntry in messaging/outbox.ts).
-  constructor () { this.head = 0 }
+  constructor () { settleFields(this, 'head') }
   get length (): number { return this.items.length - this.head }
   /** The oldest item, left in place (-1 when empty). */
   peek (): number { return this.head < this.items.length ? this.items[this.head]! : -1 }
@@ -53,7 +53,7 @@ class NumberFifo {
     if (this.head === this.items.length) return -1
     const item = this.items[this.head++]!
     if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      // In place, not a new array: see the constructor.
+      // In place, not a new array (see settle.ts).
       this.items.splice(0, this.head)
       this.head = 0
     }
@@ -90,9 +90,8 @@ export class ResultCache {
   private readonly held = new NumberFifo()
 
   constructor (private readonly maxEntries: number, private readonly maxBytes: number) {
-    // Written a second time so that V8 does not take it for a constant (see QueueEntry in messaging/outbox.ts):
-    // the first call forgotten, maxEntries calls in, threw away the optimized start() and append().
-    this.head = 0
+    // The first call forgotten, maxEntries calls in, threw away the optimized start() and append() (see settle.ts).
+    settleFields(this, 'head')
   }
 
   get size (): number { return this.count }
