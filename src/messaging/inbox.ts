@@ -88,9 +88,9 @@ export class InboundMessage implements Message {
   }
 
   // The fields a message changes after it is made are settled as variable here,
-  // before anything is compiled: V8 takes a field only ever written once for a
-  // constant, and the first acknowledged message otherwise threw away the
-  // optimized constructor (see QueueEntry in outbox.ts).
+  // once, before anything is compiled (see settle.ts; a message is made per
+  // message received, too often to settle each): the first acknowledged message
+  // otherwise threw away the optimized constructor.
   static {
     const m = new InboundMessage('', new Uint8Array(0), new Uint8Array(0), 0, -1, null, 0, 0, null as unknown as Inbox)
     m.acked = true
