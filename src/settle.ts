@@ -10,12 +10,13 @@
 /**
  * Writes each field `keys` of `obj` again with its own value (see above): call
  * it at the end of a constructor, with the fields that change after it.
- * Throws for a name the object does not have (it would add a field instead).
+ * Throws for a name that is not one of the object's own fields (it would add a
+ * field, or call an inherited setter, instead).
  */
 export function settleFields (obj: object, ...keys: string[]): void {
   const o = obj as Record<string, unknown>
   for (const k of keys) {
-    if (!(k in o)) throw new TypeError(`settleFields: no field ${k}`)
+    if (!Object.hasOwn(o, k)) throw new TypeError(`settleFields: no field ${k}`)
     const value = o[k]
     o[k] = value
   }

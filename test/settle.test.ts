@@ -19,8 +19,10 @@ test('settleFields keeps every value and adds no property', () => {
   assert.equal(e.closed, true)
 })
 
-test('settleFields throws TypeError for a field the object does not have', () => {
+test('settleFields throws TypeError for a name that is not an own field of the object', () => {
   const o = { a: 1 }
   assert.throws(() => { settleFields(o, 'a', 'b') }, (err: unknown) => err instanceof TypeError && /no field b/.test(err.message))
+  // Inherited (here a getter of the class): not a field of the object.
+  assert.throws(() => { settleFields(new (class { get g (): number { return 1 } })(), 'g') }, TypeError)
   assert.deepEqual(Object.keys(o), ['a'])
 })
