@@ -28,6 +28,13 @@ const fd = openSync(join(dir, 'journal'), 'a')
 const record = Buffer.alloc(98, 7)
 const view = new DataView(record.buffer, record.byteOffset, 8)
 
+/** One record checksummed and appended, as src/store/journal.ts does. */
+function appendRecord () {
+  view.setUint32(0, record.length - 8)
+  view.setUint32(4, crc32(record.subarray(8)))
+  writeSync(fd, record)
+}
+
 /** --latency: every append timed for `seconds`. */
 async function latency (seconds) {
   const times = []
@@ -35,9 +42,7 @@ async function latency (seconds) {
   const end = performance.now() + seconds * 1000
   while (performance.now() < end) {
     const t = performance.now()
-    view.setUint32(0, record.length - 8)
-    view.setUint32(4, crc32(record.subarray(8)))
-    writeSync(fd, record)
+    appendRecord()
     times.push(performance.now() - t)
     size += record.length
     if (size > 2 * 1024 * 1024) { ftruncateSync(fd, 16); size = 16 }
@@ -50,20 +55,21 @@ async function latency (seconds) {
 
 try {
   if (values.latency !== undefined) await latency(Number(values.latency))
-  for (let r = 1; values.latency === undefined && r <= rounds; r++) {
+  else await compare()
+} finally {
+  closeSync(fd)
+  rmSync(dir, { recursive: true, force: true })
+}
+
+/** The default: `rounds` of `count` appends, then a tenth as many awaited writes. */
+async function compare () {
+  for (let r = 1; r <= rounds; r++) {
     let t = performance.now()
-    for (let i = 0; i < count; i++) {
-      view.setUint32(0, record.length - 8)
-      view.setUint32(4, crc32(record.subarray(8)))
-      writeSync(fd, record)
-    }
+    for (let i = 0; i < count; i++) appendRecord()
     const syncUs = ((performance.now() - t) * 1000) / count
     t = performance.now()
     for (let i = 0; i < count / 10; i++) await new Promise((resolve, reject) => { write(fd, record, (err) => { if (err) reject(err); else resolve() }) })
     const asyncUs = ((performance.now() - t) * 1000) / (count / 10)
     console.log(`round ${r}: crc32 + writeSync ${syncUs.toFixed(2)} us per record; awaited fs.write ${asyncUs.toFixed(1)} us`)
   }
-} finally {
-  closeSync(fd)
-  rmSync(dir, { recursive: true, force: true })
 }
