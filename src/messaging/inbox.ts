@@ -92,13 +92,8 @@ export class InboundMessage implements Message {
   // message received, too often to settle each): the first acknowledged message
   // otherwise threw away the optimized constructor.
   static {
-    const m = new InboundMessage('', new Uint8Array(0), new Uint8Array(0), 0, -1, null, 0, 0, null as unknown as Inbox)
-    m.acked = true
-    m.ackRefs = 0
-    m.ackDone = true
-    m.ackShared = true
-    m.hex = ''
-    m.holder = null
+    settleFields(new InboundMessage('', new Uint8Array(0), new Uint8Array(0), 0, -1, null, 0, 0, null as unknown as Inbox),
+      'tracker', 'ackRefs', 'ackDone', 'ackShared', 'acked', 'hex', 'holder')
   }
 }
 

@@ -165,12 +165,11 @@ function dropFront<T> (items: T[], n: number): void {
   items.splice(0, n)
 }
 
-// An entry's state changes for the first time when the first batch is written.
-// V8 holds a field for a constant until some object of its shape is stored to a
-// second time, and that first change then discards the optimized code that had
-// assumed it (the queue's push() among it). One entry made and changed here, as
-// the module loads, settles the field as variable before anything is compiled.
-QueueEntry.create(allocUnsafe(0), -1, Infinity, 0, false).state = EntryState.Done
+// An entry's state changes for the first time when the first batch is written,
+// and that first change discarded the optimized code that had taken the field for
+// a constant (the queue's push() among it; see settle.ts). Entries are made per
+// message, so one made as the module loads settles the class's fields instead.
+settleFields(QueueEntry.create(allocUnsafe(0), -1, Infinity, 0, false), 'state', 'waiter')
 
 /**
  * Entries sent on the current connection and not yet acknowledged, in the order
