@@ -88,6 +88,47 @@ export class HandshakeTimeoutError extends SnakeMQError {
   override readonly code = 'ERR_HANDSHAKE_TIMEOUT'
 }
 
+/** A connector's attempt did not connect within `connectTimeout`; it is retried like any failed attempt. */
+export class ConnectTimeoutError extends SnakeMQError {
+  static override readonly name = 'ConnectTimeoutError'
+  override name = 'ConnectTimeoutError'
+  override readonly code = 'ERR_CONNECT_TIMEOUT'
+  constructor (
+    /** Where it was connecting: `host:port`, or the WebSocket URL. */
+    readonly target: string,
+    /** The timeout that ran out, ms. */
+    readonly timeout: number
+  ) {
+    super(`connecting to ${target} timed out after ${timeout} ms`)
+  }
+}
+
+/** A connector's attempt failed without a reason from the operating system (a browser tells a page nothing about why a WebSocket failed); it is retried like any failed attempt. */
+export class ConnectFailedError extends SnakeMQError {
+  static override readonly name = 'ConnectFailedError'
+  override name = 'ConnectFailedError'
+  override readonly code = 'ERR_CONNECT_FAILED'
+}
+
+/**
+ * A WebSocket connector's HTTP upgrade was answered with something other than
+ * 101 Switching Protocols (a wrong path's 404, a proxy's 502, a listener at its
+ * connection limit's 503); it is retried like any failed attempt.
+ */
+export class WebSocketUpgradeError extends SnakeMQError {
+  static override readonly name = 'WebSocketUpgradeError'
+  override name = 'WebSocketUpgradeError'
+  override readonly code = 'ERR_WEBSOCKET_UPGRADE'
+  constructor (
+    readonly url: string,
+    /** The HTTP status the server answered with. */
+    readonly status: number,
+    statusText = ''
+  ) {
+    super(`${url} answered the WebSocket upgrade with HTTP ${status} ${statusText}`.trimEnd())
+  }
+}
+
 /** Keepalive: the remote stayed silent after a PING. */
 export class KeepaliveTimeoutError extends SnakeMQError {
   static override readonly name = 'KeepaliveTimeoutError'
@@ -143,13 +184,15 @@ export class StoreError extends SnakeMQError {
   override readonly code: string = 'ERR_STORE'
 }
 
-/** The store directory is already opened by another process (or another LevelStore). */
+/** The store directory is already opened by another process, or by another LevelStore in this one (`inThisProcess`). */
 export class StoreLockedError extends StoreError {
   static override readonly name = 'StoreLockedError'
   override name = 'StoreLockedError'
   override readonly code = 'ERR_STORE_LOCKED'
-  constructor (readonly directory: string, options?: ErrorOptions) {
-    super(`the queue store ${directory} is in use by another process`, options)
+  constructor (readonly directory: string, options?: ErrorOptions & { inThisProcess?: boolean }) {
+    super(options?.inThisProcess === true
+      ? `the queue store ${directory} is already open in this process: close that LevelStore first`
+      : `the queue store ${directory} is in use by another process`, options)
   }
 }
 

@@ -440,7 +440,7 @@ test('a second LevelStore on a directory in use, in this process or then in anot
   const mq = new Messaging(new Link(), { identity: 'sender', store })
   try {
     await mq.ready()
-    await assert.rejects(LevelStore.open(dir), (err: unknown) => err instanceof StoreLockedError && err.directory === dir && err.message.includes(dir))
+    await assert.rejects(LevelStore.open(dir), (err: unknown) => err instanceof StoreLockedError && err.directory === dir && err.message === `the queue store ${dir} is already open in this process: close that LevelStore first`)
     // That refusal must not have released the lock (LevelDB's own refusal did: it closes a descriptor of its LOCK file).
     const other = startSender({ dir })
     const refused = await other.event('error')

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import {
-  Link, Messaging, RpcClient, RpcServer, IdentityMismatchError, InvalidArgumentError, PeerCertificateError, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+  ConnectTimeoutError, Link, Messaging, RpcClient, RpcServer, IdentityMismatchError, InvalidArgumentError, PeerCertificateError, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
   certificateNames, type Connection, type MessagingEvents, type MessagingOptions, type ConnectOptions,
   type ListenOptions
 } from '../src/index.ts'
@@ -316,6 +316,7 @@ test('a connector gives up on a listener that never answers the TLS handshake af
     linkC.connect({ port: (server.address() as net.AddressInfo).port, tls: { ca: ca.cert }, connectTimeout: 150, reconnect: false })
     const { error } = await failed
     assert.match(error.message, /timed out after 150 ms/)
+    assert.ok(error instanceof ConnectTimeoutError && error.timeout === 150 && error.code === 'ERR_CONNECT_TIMEOUT', `got ${error.name}`)
   } finally {
     await linkC.close()
     for (const s of held) s.destroy()

@@ -8,7 +8,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import { WebSocket } from 'ws'
 import {
-  Link, Messaging, RpcClient, RpcServer, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError,
+  Link, Messaging, RpcClient, RpcServer, AbortError, ConnectTimeoutError, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError, WebSocketUpgradeError,
   WEBSOCKET_MAX_MESSAGE_BYTES, type Connection, type MessagingEvents
 } from '../src/index.ts'
 import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
@@ -293,6 +293,60 @@ test('listening on a shared http.Server: its own requests stay its own, and clos
     await Promise.all([alice.close(), bob.close()])
     httpServer.closeAllConnections()
     await new Promise<void>((resolve) => { httpServer.close(() => { resolve() }) })
+  }
+})
+
+test('a ws: connector whose attempt fails before the upgrade (HTTP 404, no answer, closed meanwhile) gets a typed connect-error and retries, and the process lives', async () => {
+  // A web server on the URL's port (404 for everything), and a TCP listener that never answers the upgrade.
+  const web = http.createServer((_req, res) => { res.statusCode = 404; res.end('no such page') })
+  await new Promise<void>((resolve) => { web.listen(0, '127.0.0.1', resolve) })
+  const silentSockets = new Set<import('node:net').Socket>()
+  const silent = (await import('node:net')).createServer((s) => { silentSockets.add(s); s.on('close', () => { silentSockets.delete(s) }) })
+  await new Promise<void>((resolve) => { silent.listen(0, '127.0.0.1', resolve) })
+  const port = (server: { address (): unknown }): number => (server.address() as import('node:net').AddressInfo).port
+  const link = new Link()
+  const mq = new Messaging(link, { identity: 'alice' })
+  try {
+    type Failure = { error: Error, delay: number | null }
+    const failures = (url: string, n: number, connectTimeout?: number): Promise<Failure[]> => {
+      const seen: Failure[] = []
+      return new Promise((resolve) => {
+        const connector = link.connect({ url, reconnect: fast, ...(connectTimeout === undefined ? {} : { connectTimeout }) })
+        const on = (e: { connector: unknown, error: Error, delay: number | null }): void => {
+          if (e.connector !== connector) return
+          seen.push({ error: e.error, delay: e.delay })
+          if (seen.length === n) { link.off('connect-error', on); void connector.close().then(() => { resolve(seen) }) }
+        }
+        link.on('connect-error', on)
+      })
+    }
+    const refused = await failures(`ws://127.0.0.1:${port(web)}/mq`, 3)
+    for (const f of refused) {
+      assert.ok(f.error instanceof WebSocketUpgradeError, `got ${f.error.name}: ${f.error.message}`)
+      assert.equal(f.error.status, 404)
+      assert.equal(f.error.code, 'ERR_WEBSOCKET_UPGRADE')
+      assert.ok(f.delay !== null, 'and it is retried')
+    }
+    const timedOut = await failures(`ws://127.0.0.1:${port(silent)}/mq`, 2, 100)
+    for (const f of timedOut) {
+      assert.ok(f.error instanceof ConnectTimeoutError, `got ${f.error.name}: ${f.error.message}`)
+      assert.equal(f.error.timeout, 100)
+    }
+    // Closed while an attempt waits for the upgrade: no connect-error, and nothing thrown.
+    const pending = link.connect({ url: `ws://127.0.0.1:${port(silent)}/mq`, reconnect: fast })
+    while (silentSockets.size === 0) await new Promise((resolve) => setImmediate(resolve))
+    let lateError = null as Error | null
+    link.on('connect-error', (e) => { if (e.connector === pending) lateError = e.error })
+    await pending.close()
+    await mq.close()
+    assert.equal(lateError === null || lateError instanceof AbortError, true)
+  } finally {
+    await mq.close()
+    for (const s of silentSockets) s.destroy()
+    await Promise.all([
+      new Promise<void>((resolve) => { web.close(() => { resolve() }) }),
+      new Promise<void>((resolve) => { silent.close(() => { resolve() }) })
+    ])
   }
 })
 

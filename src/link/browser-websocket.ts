@@ -6,7 +6,7 @@
 // A browser's WebSocket cannot stop reading and has no drain event: pause()
 // holds what arrives until resume(), and congestion is bufferedAmount, looked
 // at again every few milliseconds while a writer waits.
-import { ClosedError, InvalidArgumentError, ProtocolError } from '../errors.ts'
+import { AbortError, ClosedError, ConnectFailedError, ConnectTimeoutError, InvalidArgumentError, ProtocolError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { MessageChannelBase } from './message-channel.ts'
 import type { Transport, TransportConnectOptions } from './transport.ts'
@@ -157,12 +157,12 @@ async function connectBrowser (options: TransportConnectOptions, signal: AbortSi
       if (ws.readyState <= OPEN) ws.close()
       reject(err)
     }
-    const onAbort = (): void => { fail(new Error(`connecting to ${url} was cancelled`)) }
-    const timer = setTimeout(() => { fail(new Error(`connecting to ${url} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    const onAbort = (): void => { fail(new AbortError(`connecting to ${url} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new ConnectTimeoutError(url, options.connectTimeout)) }, options.connectTimeout)
     signal.addEventListener('abort', onAbort, { once: true })
     // A browser tells a script nothing about why a WebSocket failed.
-    ws.onerror = () => { fail(new Error(`connecting to ${url} failed`)) }
-    ws.onclose = (event) => { fail(new Error(`connecting to ${url} failed (close code ${event.code})`)) }
+    ws.onerror = () => { fail(new ConnectFailedError(`connecting to ${url} failed`)) }
+    ws.onclose = (event) => { fail(new ConnectFailedError(`connecting to ${url} failed (close code ${event.code})`)) }
     ws.onopen = () => {
       clearTimeout(timer)
       signal.removeEventListener('abort', onAbort)

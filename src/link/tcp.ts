@@ -2,7 +2,7 @@
 // live socket a SocketChannel.
 import net from 'node:net'
 import tls from 'node:tls'
-import { InvalidArgumentError, PeerCertificateError } from '../errors.ts'
+import { AbortError, ConnectTimeoutError, InvalidArgumentError, PeerCertificateError } from '../errors.ts'
 import { SocketChannel } from './socket-channel.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
 import type { Channel } from './channel.ts'
@@ -62,8 +62,8 @@ async function connectSocket (socket: net.Socket, ready: 'connect' | 'secureConn
       socket.destroy()
       reject(err)
     }
-    const onAbort = (): void => { fail(new Error(`connecting to ${options.host}:${options.port} was cancelled`)) }
-    const timer = setTimeout(() => { fail(new Error(`connecting to ${options.host}:${options.port} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    const onAbort = (): void => { fail(new AbortError(`connecting to ${options.host}:${options.port} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new ConnectTimeoutError(`${options.host}:${options.port}`, options.connectTimeout)) }, options.connectTimeout)
     signal.addEventListener('abort', onAbort, { once: true })
     socket.once('error', fail)
     socket.once(ready, () => {

@@ -7,7 +7,7 @@ import https from 'node:https'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { InvalidArgumentError, PeerCertificateError } from '../errors.ts'
+import { AbortError, ConnectFailedError, ConnectTimeoutError, InvalidArgumentError, PeerCertificateError, WebSocketUpgradeError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
@@ -157,12 +157,12 @@ async function connectWebSocket (options: TransportConnectOptions, signal: Abort
   const url = options.url as string
   const tlsOptions = options.tls as tls.ConnectionOptions | undefined
   const { WebSocket } = await loadWs()
-  if (signal.aborted) throw new Error(`connecting to ${url} was cancelled`)
+  if (signal.aborted) throw new AbortError(`connecting to ${url} was cancelled`)
   const ws = new WebSocket(url, {
     ...(tlsOptions ?? {}),
     perMessageDeflate: false,
-    maxPayload: DEFAULT_MAX_PAYLOAD,
-    handshakeTimeout: options.connectTimeout
+    // No handshakeTimeout of ws's own: the timer below covers the connect and the upgrade, with a typed error.
+    maxPayload: DEFAULT_MAX_PAYLOAD
   })
   return await new Promise<Channel>((resolve, reject) => {
     let socket: net.Socket | null = null
@@ -173,25 +173,31 @@ async function connectWebSocket (options: TransportConnectOptions, signal: Abort
     }
     const fail = (err: Error): void => {
       done()
+      // Terminated before it opened, ws emits an 'error' of its own ("closed before the
+      // connection was established"): with no listener left that would crash the process.
+      ws.on('error', ignore)
       ws.terminate()
       reject(err)
     }
-    const onAbort = (): void => { fail(new Error(`connecting to ${url} was cancelled`)) }
-    const timer = setTimeout(() => { fail(new Error(`connecting to ${url} timed out after ${options.connectTimeout} ms`)) }, options.connectTimeout)
+    const onAbort = (): void => { fail(new AbortError(`connecting to ${url} was cancelled`)) }
+    const timer = setTimeout(() => { fail(new ConnectTimeoutError(url, options.connectTimeout)) }, options.connectTimeout)
     signal.addEventListener('abort', onAbort, { once: true })
     ws.on('error', fail)
     ws.once('upgrade', (res) => { socket = res.socket })
     ws.once('unexpected-response', (req, res) => {
       req.destroy()
-      fail(new Error(`${url} answered the WebSocket upgrade with HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trimEnd()))
+      fail(new WebSocketUpgradeError(url, res.statusCode ?? 0, res.statusMessage))
     })
     ws.once('open', () => {
       done()
-      if (socket === null) { ws.terminate(); reject(new Error(`connecting to ${url}: the WebSocket opened without its socket`)); return }
+      if (socket === null) { fail(new ConnectFailedError(`connecting to ${url}: the WebSocket opened without its socket`)); return }
       resolve(new WsChannel(ws, 'outbound', socket, DEFAULT_MAX_PAYLOAD))
     })
   })
 }
+
+/** Swallows what a WebSocket abandoned by a failed attempt still emits. */
+function ignore (): void {}
 
 function isWebSocketListen (o: Readonly<Record<string, unknown>>): boolean {
   return (o.websocket !== undefined && o.websocket !== false) || o.server !== undefined

@@ -353,7 +353,7 @@ export class LevelStoreBase implements QueueStore {
     make: (opened: Opened, location: string, log: Logger) => S
   ): Promise<S> {
     const located = platform.locate(location)
-    if (openInThisProcess.has(located)) throw new StoreLockedError(located)
+    if (openInThisProcess.has(located)) throw new StoreLockedError(located, { inThisProcess: true })
     openInThisProcess.add(located)
     const log = options.logger ?? debugLogger('store')
     let opened: Opened
