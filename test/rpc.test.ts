@@ -403,6 +403,35 @@ test('an aborted call rejects with AbortError; an already aborted signal sends n
   }
 })
 
+test('format native: a call that timed out or was aborted while its request waited for the peer is taken back, and never runs when the peer comes', async () => {
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0 })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const ran: string[] = []
+  new RpcServer(bob).register('svc', { note (what: string) { ran.push(what); return what } })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  const client = new RpcClient(alice, { format: 'native' })
+  const svc = client.proxy<{ note(what: string): Promise<string> }>('bob', 'svc')
+  try {
+    await assert.rejects(svc.note.with({ timeout: 50 })('timed out'), RpcTimeoutError)
+    const ac = new AbortController()
+    const aborted = svc.note.with({ signal: ac.signal })('aborted')
+    assert.equal(alice.queued('bob'), 1, 'the request waits in the queue while bob is away')
+    ac.abort()
+    await assert.rejects(aborted, AbortError)
+    assert.equal(alice.queued('bob'), 0, 'and is taken back with its call')
+    const waiting = svc.note('sent when bob comes')
+    linkA.connect({ port: listener.port })
+    assert.equal(await waiting, 'sent when bob comes')
+    // Messages to one peer keep their order: had the others been sent, they would have run first.
+    assert.deepEqual(ran, ['sent when bob comes'])
+  } finally {
+    await client.close()
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
 test('a remote error rejects the call with RpcRemoteError: remote name, message, code, remote stack, local stack', async () => {
   const t = await setup()
   class QuotaError extends Error {

@@ -292,19 +292,34 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * Alone (nothing queued for `to`, nothing else to send), it is written at once,
    * or at the end of the chunk being read, without being queued: `data` is then
    * held until that chunk's end, so do not modify it.
+   * Returns the queued entry, for withdraw(); null when it took the checked path
+   * (not ready yet, a full queue, TTL 0), where it is queued later or refused.
    */
-  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false): void {
-    const q = this.queues.get(to)
+  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false): QueueEntry | null {
     const size = data.byteLength
     const flags = unacked ? FLAG_UNACKED : 0
-    if (q === undefined || !this.isReady || this.closing !== null || (ttl !== undefined && !(ttl > 0)) ||
-        this.full(q, size)) {
+    const q = this.isReady && this.closing === null && (ttl === undefined || ttl > 0) && to.length > 0 ? this.queueFor(to) : undefined
+    if (q === undefined || this.full(q, size)) {
       this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags, true).catch((err: unknown) => { onError(err, context) })
-      return
+      return null
     }
     const expiry = ttl === undefined ? Infinity : q.offlineAt(Date.now()) + ttl * 1000
-    q.post(data, expiry, flags)
+    const entry = q.post(data, expiry, flags)
     if (!q.connected && expiry !== Infinity) this.scheduleExpiry(q, expiry)
+    return entry
+  }
+
+  /**
+   * @internal For RPC: takes back a message post() queued for `to`, if it has
+   * not been written yet (a call whose caller gave up must not run late). True
+   * when it was taken back; it is then gone without a `drop` event.
+   */
+  withdraw (to: string, entry: QueueEntry): boolean {
+    const q = this.queues.get(to)
+    if (q === undefined || entry.state !== EntryState.Queued || entry.stored) return false
+    q.finish(entry)
+    this.log.debug('a queued RPC request was taken back: its call ended before it was sent', { to })
+    return true
   }
 
   /**

@@ -431,13 +431,16 @@ export class Outbox {
   /**
    * add() for RPC's requests and replies: no string is made for the UUID, and a
    * lone one is written promptly (WAKE_PROMPT), as its caller waits for it.
+   * Returns the entry, for Messaging.withdraw().
    */
-  post (data: Uint8Array, expiry: number, flags: number): void {
+  post (data: Uint8Array, expiry: number, flags: number): QueueEntry {
     const size = data.byteLength
     const at = reservePacket(size)
     const buf = slabs.buf
     fillUuid(buf, at, false)
-    this.push(new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false), WAKE_PROMPT)
+    const entry = new QueueEntry(buf, at, size, placeData(buf, at, data, flags), this.nextSeq++, expiry, flags, false)
+    this.push(entry, WAKE_PROMPT)
+    return entry
   }
 
   /**

@@ -10,6 +10,7 @@
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message, MessagingEvents } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
+import type { QueueEntry } from '../messaging/outbox.ts'
 import { ClosedError, InvalidArgumentError, MessageDroppedError, SnakeMQError, abortError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { decodeValue, encodeAfter, encodeValue } from './codec.ts'
@@ -90,6 +91,8 @@ interface PendingCall {
   timer: ReturnType<typeof setTimeout> | undefined
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
+  /** The request waiting in the Messaging's queue (format 'native', peer away), taken back if the call ends first. */
+  queued: QueueEntry | null
 }
 
 function checkTimeout (timeout: unknown, name: string): number {
@@ -302,7 +305,7 @@ export class RpcClient implements AsyncDisposable {
       const call: PendingCall = {
         peer, object, method, message, pickled, args: format === 'auto' ? args : null, kwargs, segment,
         deadline: timeout === Infinity ? Infinity : Date.now() + timeout,
-        epoch: 0, resolve, reject, timer: undefined, signal: undefined, onAbort: undefined
+        epoch: 0, resolve, reject, timer: undefined, signal: undefined, onAbort: undefined, queued: null
       }
       this.pending.set(counter, call)
       if (timeout !== Infinity) {
@@ -345,7 +348,7 @@ export class RpcClient implements AsyncDisposable {
     // Without acknowledgement (FLAG_UNACKED): a request or reply lost with its
     // connection is recovered by resend() and the server's result cache, so the
     // Messaging need not hold, acknowledge or filter either of them.
-    this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
+    call.queued = this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
   }
 
   /**
@@ -399,6 +402,9 @@ export class RpcClient implements AsyncDisposable {
     this.pending.delete(counter)
     if (call.timer !== undefined) clearTimeout(call.timer)
     if (call.onAbort !== undefined) call.signal!.removeEventListener('abort', call.onAbort)
+    // Timed out, aborted or closed while its request still waits for the peer: it must not run late.
+    if (call.queued !== null && outcome instanceof Error) this.mq.withdraw(call.peer, call.queued)
+    call.queued = null
     if (outcome instanceof Error) call.reject(outcome)
     else call.resolve(outcome)
   }
