@@ -20,3 +20,24 @@ test('a stream that ends inside a large packet is a TruncatedPacketError, and bu
   assert.equal(d.buffered, 100_000 - 4)
   assert.throws(() => { d.end() }, TruncatedPacketError)
 })
+
+test('an unfinished packet holds about what came for it, not what its header announced', () => {
+  // 20 connections' decoders, each given the header of a 64 MiB packet and 1 KiB of it, then 40% of another one.
+  const header = (n: number): Buffer => { const h = Buffer.alloc(4); h.writeUInt32BE(n); return h }
+  const before = process.memoryUsage().arrayBuffers
+  const decoders = Array.from({ length: 20 }, () => new PacketDecoder())
+  for (const d of decoders) assert.deepEqual(d.push(Buffer.concat([header(64 * 1024 * 1024), Buffer.alloc(1024, 7)])), [])
+  const held = process.memoryUsage().arrayBuffers - before
+  assert.ok(held < 8 * 1024 * 1024, `20 announced 64 MiB packets hold ${held} bytes`)
+  for (const d of decoders) assert.equal(d.buffered, 1024)
+  // Past half of a large packet it is assembled in its own buffer, and arrives whole, byte for byte.
+  const payload = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 13) & 0xff
+  const wire = Buffer.concat(encodePacketBatch([payload, Buffer.from('after')]))
+  const d = new PacketDecoder()
+  const got: Uint8Array[] = []
+  for (let at = 0; at < wire.length; at += 100_000) d.push(wire.subarray(at, Math.min(wire.length, at + 100_000)), got)
+  assert.equal(got.length, 2)
+  assert.deepEqual(Buffer.from(got[0]!), payload)
+  assert.equal(Buffer.from(got[1]!).toString(), 'after')
+})

@@ -9,7 +9,13 @@ import { allocUnsafe, copyBytes, readUint32, writeUint32 } from '../bytes.ts'
 /** Default largest packet payload accepted: 64 MiB. */
 export const DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 
-/** Packets of at least this many bytes that span chunks are assembled in place. */
+/**
+ * Packets of at least this many bytes that span chunks are assembled in place:
+ * in a buffer of their own, allocated once half of the packet has arrived (the
+ * chunks before that are held as they came), so what an unfinished packet holds
+ * stays within about 1.5 times the bytes that came for it, whatever its header
+ * announced, and each byte is still copied once.
+ */
 const ASSEMBLE_IN_PLACE = 64 * 1024
 
 /** Packets with payloads of at least this many bytes are written without being copied. */
@@ -98,7 +104,12 @@ export class PacketDecoder {
         this.readHeader()
       }
       const missing = this.need - this.pending.byteLength
-      if (chunk.length - offset < missing) { this.pending.append(chunk.subarray(offset)); return true }
+      if (chunk.length - offset < missing) {
+        this.pending.append(chunk.subarray(offset))
+        // Half of a large packet is here: from now on it is copied into its own buffer as it comes.
+        if (this.need >= ASSEMBLE_IN_PLACE && this.pending.byteLength * 2 >= this.need) this.assembleInPlace()
+        return true
+      }
       this.need = -1
       if (this.pending.byteLength === 0) {
         if (!onPacket(chunk, offset, offset + missing)) return false
@@ -118,8 +129,8 @@ export class PacketDecoder {
       const len = readLength(chunk, offset)
       if (len > this.maxPacketSize) throw new PacketTooLargeError(len, this.maxPacketSize)
       if (end - offset - 4 < len) {
-        if (len >= ASSEMBLE_IN_PLACE) {
-          // A large packet: copied into its own buffer as its chunks arrive.
+        if (len >= ASSEMBLE_IN_PLACE && (end - offset - 4) * 2 >= len) {
+          // A large packet, half of it here: copied into its own buffer as its chunks arrive.
           this.big = allocUnsafe(len)
           this.bigFilled = 0
           this.fill(chunk, offset + 4)
@@ -153,6 +164,17 @@ export class PacketDecoder {
     big.set(n === chunk.length ? chunk : chunk.subarray(offset, offset + n), this.bigFilled)
     this.bigFilled += n
     return this.bigFilled === big.length ? offset + n : -1
+  }
+
+  /** Moves the packet begun in `pending` into a buffer of its full length, where the rest is copied as it comes. */
+  private assembleInPlace (): void {
+    const big = allocUnsafe(this.need)
+    let at = 0
+    for (const part of this.pending) { big.set(part, at); at += part.length }
+    this.pending.consume(this.pending.byteLength)
+    this.need = -1
+    this.big = big
+    this.bigFilled = at
   }
 
   /** Takes the 4-byte header off `pending`; the limit is checked before any payload is kept. */
