@@ -2,8 +2,11 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
-  type Message
+  messagingDefaults, type Message
 } from '../src/index.ts'
+import { randomBytes } from 'node:crypto'
+import { DedupWindow } from '../src/messaging/dedup.ts'
+import { PlainPeer } from './helpers/plain-peer.ts'
 import { RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
 
 
@@ -549,6 +552,62 @@ test('messages no consumer wants do not stall a peer that reads only with a filt
   } finally {
     await a.close()
     await b.close()
+  }
+})
+
+test('past maxIdleWindowBytes the duplicate windows of the longest-gone idle peers are forgotten, the others kept', async () => {
+  // What one window holds after 20 messages, to fit about two and a half of them.
+  const probe = new DedupWindow(messagingDefaults.dedupWindow)
+  for (let i = 0; i < 20; i++) probe.add(randomBytes(16), 0)
+  const forgotten: string[] = []
+  const logger = { debug (msg: string, f?: Record<string, unknown>) { if (msg === 'forgot the duplicate window of an idle peer') forgotten.push(String(f?.peer)) }, info () {}, warn () {}, error () {} }
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice', maxIdleWindowBytes: Math.floor(probe.bytes * 2.5), logger })
+  const got: string[] = []
+  let onMessage = null as (() => void) | null
+  const loop = (async () => { for await (const m of a.messages()) { got.push(Buffer.from(m.data).toString()); onMessage?.() } })()
+  /** Resolves once the application has `n` messages. */
+  const arrived = async (n: number): Promise<void> => {
+    while (got.length < n) await new Promise<void>((resolve) => { onMessage = resolve })
+    onMessage = null
+  }
+  try {
+    const sent = new Map<string, Buffer>()
+    for (let v = 0; v < 4; v++) {
+      const name = `visitor-${v}`
+      const p = await PlainPeer.connect(l.port, name)
+      await connected(a, name)
+      for (let i = 0; i < 20; i++) {
+        const uuid = randomBytes(16)
+        if (i === 0) sent.set(name, uuid)
+        p.send(Buffer.from(`${name} ${i}`), 0, 0, uuid)
+      }
+      await arrived((v + 1) * 20)
+      const gone = waitFor(a, 'disconnect')
+      p.destroy()
+      await gone
+    }
+    // Four windows left, room for two and a half: the two longest gone are forgotten.
+    assert.deepEqual(forgotten, ['visitor-0', 'visitor-1'])
+    // visitor-0's first message again is new to alice; visitor-3's is a duplicate, dropped.
+    for (const name of ['visitor-0', 'visitor-3']) {
+      const p = await PlainPeer.connect(l.port, name)
+      await connected(a, name)
+      const before = got.length
+      p.send(Buffer.from(`${name} 0`), 0, 0, sent.get(name))
+      p.send(Buffer.from(`${name} after`))
+      // The marker sent after it shows whether the resent one got through.
+      while (got.length === before || !got[got.length - 1]!.endsWith('after')) await arrived(got.length + 1)
+      assert.deepEqual(got.slice(before), name === 'visitor-0' ? ['visitor-0 0', 'visitor-0 after'] : ['visitor-3 after'])
+      const gone = waitFor(a, 'disconnect')
+      p.destroy()
+      await gone
+    }
+    await assert.rejects(async () => { new Messaging(new Link(), { identity: 'x', maxIdleWindowBytes: 0 }) }, InvalidArgumentError)
+  } finally {
+    await a.close()
+    await loop
   }
 })
 

@@ -43,6 +43,7 @@ export const messagingDefaults = {
   receiveBufferBytes: 64 * 1024 * 1024,
   dedupWindow: 65_536,
   maxIdlePeers: 10_000,
+  maxIdleWindowBytes: 64 * 1024 * 1024,
   persistentWindow: { messages: 4096, bytes: 4 * 1024 * 1024 }
 } as const
 
@@ -147,9 +148,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   private readonly peers = new Map<string, Session<Connection>>()
   private readonly sessions = new Set<Session<Connection>>()
   private readonly dedup = new Map<string, DedupWindow>()
-  /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers). */
-  private readonly idle = new Set<string>()
+  /** Disconnected peers with nothing queued, longest gone first (see maxIdlePeers), each with the bytes of its duplicate window then. */
+  private readonly idle = new Map<string, number>()
   private readonly maxIdlePeers: number
+  /** The bytes of the duplicate windows of the peers in `idle`, and their limit (see maxIdleWindowBytes). */
+  private idleWindowBytes = 0
+  private readonly maxIdleWindowBytes: number
   private readonly expiryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>, at: number }>()
   private readonly inbox: Inbox
   private readonly loaded: Promise<void>
@@ -179,6 +183,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (this.maxUnacked > MAX_UNACKED_LIMIT) throw new InvalidArgumentError(`maxUnacked must be at most ${MAX_UNACKED_LIMIT}, got ${this.maxUnacked}`)
     this.dedupSize = positiveInt(options.dedupWindow, 'dedupWindow', messagingDefaults.dedupWindow)
     this.maxIdlePeers = positiveInt(options.maxIdlePeers, 'maxIdlePeers', messagingDefaults.maxIdlePeers)
+    this.maxIdleWindowBytes = positiveInt(options.maxIdleWindowBytes, 'maxIdleWindowBytes', messagingDefaults.maxIdleWindowBytes)
     this.totals = new QueueTotals({
       messages: positiveInt(options.persistentWindow?.messages, 'persistentWindow.messages', messagingDefaults.persistentWindow.messages),
       bytes: positiveInt(options.persistentWindow?.bytes, 'persistentWindow.bytes', messagingDefaults.persistentWindow.bytes)
@@ -929,7 +934,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       return this.queueFor(ident)
     }
     this.peers.set(ident, session)
-    this.idle.delete(ident)
+    this.leaveIdle(ident)
     return this.queueFor(ident)
   }
 
@@ -1041,13 +1046,19 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (q.count === 0) this.forgetIdle(ident)
   }
 
-  /** Records that a peer is gone with nothing queued, and forgets the longest-gone ones past maxIdlePeers. */
+  /**
+   * Records that a peer is gone with nothing queued, and forgets the longest-gone
+   * ones past maxIdlePeers; past maxIdleWindowBytes, the duplicate windows of the
+   * longest-gone.
+   */
   private forgetIdle (ident: string): void {
-    this.idle.delete(ident)
-    this.idle.add(ident)
+    this.leaveIdle(ident)
+    const bytes = this.dedup.get(ident)?.bytes ?? 0
+    this.idle.set(ident, bytes)
+    this.idleWindowBytes += bytes
     while (this.idle.size > this.maxIdlePeers) {
-      const oldest = this.idle.values().next().value!
-      this.idle.delete(oldest)
+      const oldest = this.idle.keys().next().value!
+      this.leaveIdle(oldest)
       const q = this.queues.get(oldest)
       // Only state nothing depends on: not connected, nothing queued, no clock in the store.
       if (this.peers.has(oldest) || (q !== undefined && q.count > 0) || this.clocksStored.has(oldest)) continue
@@ -1055,6 +1066,24 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.dedup.delete(oldest)
       this.log.debug('forgot an idle peer', { peer: oldest })
     }
+    if (this.idleWindowBytes <= this.maxIdleWindowBytes) return
+    for (const [peer, held] of this.idle) {
+      if (this.idleWindowBytes <= this.maxIdleWindowBytes) break
+      if (held === 0) continue
+      // The peer stays known (its queue, its clock); only what it sent before is no longer recognised.
+      this.idle.set(peer, 0)
+      this.idleWindowBytes -= held
+      if (!this.peers.has(peer)) this.dedup.delete(peer)
+      this.log.debug('forgot the duplicate window of an idle peer', { peer, bytes: held })
+    }
+  }
+
+  /** `ident` is no longer among the idle peers (it identified again, or is forgotten). */
+  private leaveIdle (ident: string): void {
+    const held = this.idle.get(ident)
+    if (held === undefined) return
+    this.idle.delete(ident)
+    this.idleWindowBytes -= held
   }
 
   /** @internal */

@@ -78,6 +78,14 @@ export interface MessagingOptions {
    */
   maxIdlePeers?: number
   /**
+   * Bytes of duplicate windows kept for peers that are disconnected with nothing
+   * queued (a full window is about 2 MiB); past this the windows of the
+   * longest-gone are forgotten, as past maxIdlePeers, so a remote that sends
+   * under many identities in turn cannot make this side keep a window for each.
+   * Default 64 MiB.
+   */
+  maxIdleWindowBytes?: number
+  /**
    * Turn off the acknowledged-delivery extension and behave exactly like snakeMQ
    * 1.6 (a message counts as delivered once written to the socket). Default false.
    */

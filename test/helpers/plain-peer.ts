@@ -52,10 +52,10 @@ export class PlainPeer {
   /** Speaks as `ident` on a socket a test's listener accepted. */
   static accept (socket: net.Socket, ident: string): PlainPeer { return new PlainPeer(socket, ident) }
 
-  /** Sends `data` in a MESSAGE frame with a fresh UUID. */
-  send (data: Uint8Array, ttl = 0, flags = 0): void {
+  /** Sends `data` in a MESSAGE frame with a fresh UUID (or `uuid`'s 16 bytes). */
+  send (data: Uint8Array, ttl = 0, flags = 0, uuid: Uint8Array = randomBytes(16)): void {
     const head = Buffer.alloc(24)
-    randomBytes(16).copy(head)
+    head.set(uuid.subarray(0, 16))
     head.writeUInt32BE(ttl, 16)
     head.writeUInt32BE(flags, 20)
     this.socket.write(packet(FRAME_MESSAGE, Buffer.concat([head, data])))
