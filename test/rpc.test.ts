@@ -432,6 +432,45 @@ test('format native: a call that timed out or was aborted while its request wait
   }
 })
 
+test('replies waiting for callers that left are bounded by maxQueuedReplyBytes: the oldest are taken back, the newest kept', async () => {
+  const log = new LogCapture()
+  const linkS = new Link()
+  const listener = await linkS.listen({ port: 0 })
+  const server = new Messaging(linkS, { identity: 'server' })
+  const started = new Map<string, { promise: Promise<void>, resolve: () => void }>()
+  const gates = new Map<string, { promise: Promise<void>, resolve: () => void }>()
+  // Room for two of the five 100 KiB replies.
+  new RpcServer(server, { logger: log, maxQueuedReplyBytes: 250 * 1024 }).register('svc', {
+    async big (caller: string) { started.get(caller)!.resolve(); await gates.get(caller)!.promise; return new Uint8Array(100 * 1024) }
+  })
+  const callers = ['c0', 'c1', 'c2', 'c3', 'c4']
+  try {
+    for (const name of callers) {
+      started.set(name, deferred())
+      gates.set(name, deferred())
+      const link = new Link()
+      const mq = new Messaging(link, { identity: name })
+      link.connect({ port: listener.port })
+      new RpcClient(mq).call('server', 'svc', 'big', [name]).catch(() => {})
+      // The call runs on the server; its caller goes away before the reply is made.
+      await started.get(name)!.promise
+      const gone = waitFor(server, 'disconnect', (e: { ident: string }) => e.ident === name)
+      await mq.close()
+      await gone
+      gates.get(name)!.resolve()
+      // The reply is made and queued (making room as it must) in the microtasks after the gate opens.
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.equal(server.queued(name), 1, `the reply to ${name} waits for it`)
+    }
+    assert.deepEqual(callers.map((c) => server.queued(c)), [0, 0, 0, 1, 1], 'the two newest replies wait; the older ones were taken back')
+    assert.equal(log.count('debug', /taken back/), 3)
+    assert.equal(log.count('warn', /was dropped/), 0)
+  } finally {
+    for (const g of gates.values()) g.resolve()
+    await server.close()
+  }
+})
+
 test('a remote error rejects the call with RpcRemoteError: remote name, message, code, remote stack, local stack', async () => {
   const t = await setup()
   class QuotaError extends Error {

@@ -299,13 +299,15 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * held until that chunk's end, so do not modify it.
    * Returns the queued entry, for withdraw(); null when it took the checked path
    * (not ready yet, a full queue, TTL 0), where it is queued later or refused.
+   * `rejectWhenFull`: a full queue refuses it (QueueFullError to onError) rather than have it wait for room.
    */
-  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false): QueueEntry | null {
+  post<C> (to: string, data: Uint8Array, ttl: number | undefined, onError: (err: unknown, context: C) => void, context: C, unacked = false, rejectWhenFull = false): QueueEntry | null {
     const size = data.byteLength
     const flags = unacked ? FLAG_UNACKED : 0
     const q = this.isReady && this.closing === null && (ttl === undefined || ttl > 0) && to.length > 0 ? this.queueFor(to) : undefined
     if (q === undefined || this.full(q, size)) {
-      this.sendSlow(to, data, ttl === undefined ? NO_OPTIONS : { ttl }, flags, true).catch((err: unknown) => { onError(err, context) })
+      const options: SendOptions = rejectWhenFull ? (ttl === undefined ? { whenFull: 'reject' } : { ttl, whenFull: 'reject' }) : ttl === undefined ? NO_OPTIONS : { ttl }
+      this.sendSlow(to, data, options, flags, true).catch((err: unknown) => { onError(err, context) })
       return null
     }
     const expiry = ttl === undefined ? Infinity : q.offlineAt(Date.now()) + ttl * 1000
@@ -313,6 +315,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (!q.connected && expiry !== Infinity) this.scheduleExpiry(q, expiry)
     return entry
   }
+
+  /** @internal For RPC: whether a message post() queued is still in its queue (not yet sent, dropped or expired). */
+  stillQueued (entry: QueueEntry): boolean { return entry.state !== EntryState.Done }
 
   /**
    * @internal For RPC: takes back a message post() queued for `to`, if it has

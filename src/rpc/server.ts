@@ -8,6 +8,7 @@
 import type { Messaging } from '../messaging/messaging.ts'
 import type { Message } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
+import type { QueueEntry } from '../messaging/outbox.ts'
 import { InvalidArgumentError } from '../errors.ts'
 import { FLAG_UNACKED } from '../transforms/frames.ts'
 import { debugLogger, type Logger } from '../logging.ts'
@@ -73,6 +74,17 @@ export interface RpcServerOptions {
    */
   replyTtl?: number
   /**
+   * Most bytes of replies waiting in the Messaging's queues, not yet written to
+   * their callers (ones that went away, or do not read). Past it the replies
+   * waiting for callers that are disconnected are taken back, oldest first, and
+   * if that is not enough the new reply is dropped (logged): a caller of this
+   * library resends its call when it comes back and is answered from the result
+   * cache. So remotes that call and go, under one identity after another,
+   * cannot make replies pile up here. A reply to a caller whose queue is full is
+   * dropped the same way. Default 64 MiB.
+   */
+  maxQueuedReplyBytes?: number
+  /**
    * Limits on decoded arguments and encoded results: `maxDepth`, `maxBytes`,
    * `maxValues` for both formats, `maxMemo` and `maxIntegerBytes` for pickles.
    * Default: the codecs' defaults (`defaultCodecLimits`, `defaultPickleLimits`).
@@ -110,7 +122,8 @@ export const rpcServerDefaults = {
   maxQueued: 10_000,
   resultCacheSize: 10_000,
   resultCacheBytes: 32 * 1024 * 1024,
-  replyTtl: 600
+  replyTtl: 600,
+  maxQueuedReplyBytes: 64 * 1024 * 1024
 } as const
 
 function positiveInt (value: number | undefined, name: string, fallback: number): number {
@@ -161,6 +174,16 @@ export class RpcServer implements AsyncDisposable {
   private readonly limiter: CallLimiter
   private readonly maxQueued: number
   private readonly replyTtl: number
+  /** Replies queued, oldest first, and their bytes (some may have left their queue since: see pruneReplies()). */
+  private replies: QueueEntry[] = []
+  /** Whom each of `replies` is for. */
+  private replyCallers: string[] = []
+  private repliesHead = 0
+  private replyBytes = 0
+  /** How many were left when the list was last looked through, and when. */
+  private repliesChecked = 0
+  private repliesCheckedAt = 0
+  private readonly maxQueuedReplyBytes: number
   private readonly codec: PickleCodecOptions | undefined
   private readonly cache: ResultCache
   /** Whether snakeMQ-format requests are answered (see RpcServerOptions.snakemq). */
@@ -192,6 +215,7 @@ export class RpcServer implements AsyncDisposable {
     this.snakeCache = new KeyedResultCache(cacheSize, cacheBytes)
     this.replyTtl = options.replyTtl ?? rpcServerDefaults.replyTtl
     if (typeof this.replyTtl !== 'number' || !(this.replyTtl >= 0)) throw new InvalidArgumentError(`replyTtl must be a number of seconds >= 0, got ${String(this.replyTtl)}`)
+    this.maxQueuedReplyBytes = positiveInt(options.maxQueuedReplyBytes, 'maxQueuedReplyBytes', rpcServerDefaults.maxQueuedReplyBytes)
     this.codec = options.codec
     // Checks the limits now, not at the first call.
     if (this.codec !== undefined) { encodeValue(null, this.codec); resolvePickleLimits(this.codec) }
@@ -688,11 +712,86 @@ export class RpcServer implements AsyncDisposable {
   private reply (request: Message, reply: Uint8Array): void {
     const ttl = Math.min(this.replyTtl, Math.max(1, request.ttl ?? Infinity))
     const to = request.from
+    if (this.replyBytes + reply.byteLength > this.maxQueuedReplyBytes && !this.roomForReply(reply.byteLength)) {
+      this.log.warn('an RPC reply was dropped: the replies waiting for their callers hold maxQueuedReplyBytes', {
+        to, bytes: reply.byteLength, held: this.replyBytes, limit: this.maxQueuedReplyBytes
+      })
+      return
+    }
     // replyTtl 0: the reply goes only to a caller connected now. A request sent
     // without acknowledgement gets its reply so too: the caller resends the call
     // if the reply is lost, and the result cache answers it (an older caller
-    // relies on acknowledged delivery, and gets it).
-    this.mq.post(to, reply, ttl, this.replyFailed, to, (request.flags & FLAG_UNACKED) !== 0)
+    // relies on acknowledged delivery, and gets it). A full queue drops the reply
+    // rather than have it wait in memory for room.
+    const queued = this.mq.post(to, reply, ttl, this.replyFailed, to, (request.flags & FLAG_UNACKED) !== 0, true)
+    if (queued !== null) {
+      this.pruneReplies()
+      this.replies.push(queued)
+      this.replyCallers.push(to)
+      this.replyBytes += queued.size
+    }
+  }
+
+  /**
+   * Makes room for a reply of `size` bytes within maxQueuedReplyBytes: stops
+   * counting the replies that left their queue, then takes back those waiting for
+   * callers that are disconnected, oldest first. Whether it fits then.
+   */
+  private roomForReply (size: number): boolean {
+    const limit = this.maxQueuedReplyBytes
+    this.pruneReplies(limit - size)
+    // Behind a reply that still waits for a connected caller: looked through once the
+    // list has doubled since the last time, or 100 ms after it, so a full budget costs no pass per reply.
+    const now = Date.now()
+    if (this.replyBytes + size > limit && (this.replies.length - this.repliesHead > 2 * this.repliesChecked || now - this.repliesCheckedAt >= 100)) {
+      this.repliesCheckedAt = now
+      const entries: QueueEntry[] = []
+      const callers: string[] = []
+      let bytes = 0
+      for (let i = this.repliesHead; i < this.replies.length; i++) {
+        const e = this.replies[i]!
+        if (this.mq.stillQueued(e)) { entries.push(e); callers.push(this.replyCallers[i]!); bytes += e.size }
+      }
+      let kept = 0
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!
+        if (bytes + size > limit && this.takeBack(callers[i]!, e)) { bytes -= e.size; continue }
+        entries[kept] = e
+        callers[kept++] = callers[i]!
+      }
+      entries.length = kept
+      callers.length = kept
+      this.replies = entries
+      this.replyCallers = callers
+      this.repliesHead = 0
+      this.replyBytes = bytes
+      this.repliesChecked = kept
+    }
+    return this.replyBytes + size <= limit
+  }
+
+  /**
+   * Stops counting the replies at the front of the list that left their queue;
+   * while they hold more than `room` bytes, also takes back those at the front
+   * that wait for a caller that is disconnected.
+   */
+  private pruneReplies (room = Infinity): void {
+    const list = this.replies
+    while (this.repliesHead < list.length) {
+      const e = list[this.repliesHead]!
+      if (this.mq.stillQueued(e) && !(this.replyBytes > room && this.takeBack(this.replyCallers[this.repliesHead]!, e))) break
+      this.replyBytes -= e.size
+      list[this.repliesHead] = undefined as unknown as QueueEntry
+      this.replyCallers[this.repliesHead++] = ''
+    }
+    if (this.repliesHead === list.length) { list.length = 0; this.replyCallers.length = 0; this.repliesHead = 0 }
+  }
+
+  /** Takes back a reply waiting for `caller` if that caller is disconnected (it resends the call when it comes back). */
+  private takeBack (caller: string, e: QueueEntry): boolean {
+    if (this.mq.isConnected(caller) || !this.mq.withdraw(caller, e)) return false
+    this.log.debug('an RPC reply waiting for a caller that is away was taken back, to make room', { to: caller, bytes: e.size })
+    return true
   }
 
   private readonly replyFailed = (err: unknown, to: string): void => {
