@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
-  messagingDefaults, type Message
+  LevelStore, RpcClient, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
 import { DedupWindow } from '../src/messaging/dedup.ts'
@@ -419,11 +419,22 @@ test('bad options and arguments are InvalidArgumentErrors naming what is wrong',
   assert.throws(() => new Messaging(link, { identity: '' }), InvalidArgumentError)
   assert.throws(() => new Messaging(link, { identity: 'x'.repeat(51) }), /1 to 50/)
   assert.throws(() => new Messaging(link, { identity: 'a', maxUnacked: -1 }), /maxUnacked/)
+  // What a hand used to other libraries types by reflex is named, not a TypeError from inside.
+  assert.throws(() => new Messaging(link, 'bob' as unknown as MessagingOptions), /takes an options object with this peer's identity, got "bob"/)
+  assert.throws(() => new Messaging(link, undefined as unknown as MessagingOptions), InvalidArgumentError)
+  assert.throws(() => new Messaging({ identity: 'bob' } as unknown as Link, { identity: 'bob' }), /the first argument must be a Link/)
+  await assert.rejects(link.listen(4000 as unknown as ListenOptions), /listen takes an options object \(listen\(\{ port \}\)\), got 4000/)
+  assert.throws(() => link.connect(4000 as unknown as ConnectOptions), /connect takes an options object/)
+  assert.throws(() => link.connect({ port: 0 }), /port must be an integer from 1 to 65535, got 0/)
+  await assert.rejects(LevelStore.open(undefined as unknown as string), InvalidArgumentError)
+  assert.throws(() => new RpcClient(link as unknown as Messaging), /the first argument must be a Messaging/)
+  assert.throws(() => new RpcServer(link as unknown as Messaging), /the first argument must be a Messaging/)
   const a = new Messaging(link, { identity: 'a' })
   try {
     await assert.rejects(a.send('', 'x'), InvalidArgumentError)
     await assert.rejects(a.send('b', 42 as unknown as string), InvalidArgumentError)
     await assert.rejects(a.send('b', 'x', { ttl: Number.NaN }), /ttl/)
+    await assert.rejects(a.send('b', 'x', { ttl: '600' as unknown as number }), /got "600"/)
     // The same checks hold once a queue for the peer exists (the fast path).
     await a.send('b', Buffer.from('queued'))
     await assert.rejects(a.send('b', Buffer.from('x'), { ttl: Number.NaN }), InvalidArgumentError)

@@ -19,9 +19,13 @@ import { debugLogger, type Logger } from '../logging.ts'
 import { throttle, throttleRates, type ThrottleRates, type ThrottleSetting } from '../transforms/throttle.ts'
 
 export interface ReconnectOptions {
-  /** Milliseconds before the first reconnect attempt after a loss. Default 200. */
+  /**
+   * The first wait after a loss, in milliseconds, before jitter: every wait is
+   * drawn from the upper half of its ceiling (`minDelay * factor^attempt`, at
+   * most `maxDelay`), so the first is 100 to 200 ms by default. Default 200.
+   */
   minDelay?: number
-  /** Longest wait between attempts, in milliseconds. Default 5,000 (snakeMQ waited a fixed 3,000). */
+  /** The ceiling of the longest wait between attempts, in milliseconds (each wait is drawn from its upper half). Default 5,000 (snakeMQ waited a fixed 3,000). */
   maxDelay?: number
   /** Each failed attempt multiplies the delay by this. Default 2. */
   factor?: number
@@ -176,11 +180,20 @@ function positiveCount (value: unknown, name: string, fallback: number): number 
   return value
 }
 
-function checkPort (port: unknown, name: string): number {
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError(`${name}: port must be an integer from 0 to 65535, got ${String(port)}`)
+function checkPort (port: unknown, name: 'listen' | 'connect'): number {
+  // Port 0 means "any free port" to listen on; there is nothing to connect to there.
+  const min = name === 'listen' ? 0 : 1
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < min || port > 65535) {
+    throw new InvalidArgumentError(`${name}: port must be an integer from ${min} to 65535, got ${typeof port === 'string' ? JSON.stringify(port) : String(port)}`)
   }
   return port
+}
+
+/** Refuses anything but an options object, naming what was passed (`listen(4000)` is a common slip). */
+function checkOptionsObject (options: unknown, name: 'listen' | 'connect'): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new InvalidArgumentError(`${name} takes an options object (${name}({ port${name === 'connect' ? ', host' : ''} })), got ${typeof options === 'string' ? JSON.stringify(options) : String(options)}`)
+  }
 }
 
 /** The host and port of a WebSocket URL, for logs and the Connector's fields. */
@@ -365,6 +378,7 @@ export class LinkBase extends TypedEmitter<LinkEvents> implements AsyncDisposabl
 
   /** Starts listening; resolves with the Listener once bound (its `port` is the real one). */
   async listen (options: ListenOptions): Promise<Listener> {
+    checkOptionsObject(options, 'listen')
     if (this.isClosed) throw new ClosedError('the link is closed')
     const transport = this.pick(options, 'listens', 'listen')
     const host = options.host ?? '127.0.0.1'
@@ -401,6 +415,7 @@ export class LinkBase extends TypedEmitter<LinkEvents> implements AsyncDisposabl
 
   /** Adds a connector; it connects at once and keeps reconnecting until closed. */
   connect (options: ConnectOptions): Connector {
+    checkOptionsObject(options, 'connect')
     if (this.isClosed) throw new ClosedError('the link is closed')
     const transport = this.pick(options, 'connects', 'connect')
     const { host, port } = options.url === undefined

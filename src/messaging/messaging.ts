@@ -100,6 +100,9 @@ function positiveInt (value: number | undefined, name: string, fallback: number)
 
 /** Checks the options; throws InvalidArgumentError naming the bad one. */
 function verifyOptions (o: MessagingOptions): void {
+  if (typeof o !== 'object' || o === null) {
+    throw new InvalidArgumentError(`new Messaging(link, { identity }) takes an options object with this peer's identity, got ${typeof o === 'string' ? JSON.stringify(o) : String(o)}`)
+  }
   if (typeof o.identity !== 'string' || o.identity.length === 0 || o.identity.length > MAX_IDENTITY_LENGTH) {
     throw new InvalidArgumentError(`identity must be a string of 1 to ${MAX_IDENTITY_LENGTH} characters`)
   }
@@ -169,6 +172,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   constructor (link: Link, options: MessagingOptions) {
     super()
+    if (typeof (link as Partial<Link> | null)?.claim !== 'function') throw new InvalidArgumentError('new Messaging(link, { identity }): the first argument must be a Link')
     verifyOptions(options)
     this.link = link
     this.identity = options.identity
@@ -344,7 +348,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('send: data must be a Uint8Array or a string')
     const { ttl, signal } = options
     if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || Number.isNaN(ttl))) {
-      throw new InvalidArgumentError(`send: ttl must be a number of seconds or null, got ${String(ttl)}`)
+      throw new InvalidArgumentError(`send: ttl must be a number of seconds or null, got ${typeof ttl === 'string' ? JSON.stringify(ttl) : String(ttl)}`)
     }
     checkSendOptions(options)
     if (signal?.aborted === true) throw abortError(signal)

@@ -151,6 +151,7 @@ export class RpcClient implements AsyncDisposable {
   }
 
   constructor (mq: Messaging, options: RpcClientOptions = {}) {
+    if (typeof (mq as Partial<Messaging> | null)?.consume !== 'function') throw new InvalidArgumentError('new RpcClient(mq): the first argument must be a Messaging (new Messaging(link, { identity }))')
     this.mq = mq
     this.log = options.logger ?? debugLogger('rpc')
     this.timeout = checkTimeout(options.timeout, 'timeout')

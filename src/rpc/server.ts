@@ -203,6 +203,7 @@ export class RpcServer implements AsyncDisposable {
   private lastSegment: Uint8Array = new Uint8Array(0)
 
   constructor (mq: Messaging, options: RpcServerOptions = {}) {
+    if (typeof (mq as Partial<Messaging> | null)?.consume !== 'function') throw new InvalidArgumentError('new RpcServer(mq): the first argument must be a Messaging (new Messaging(link, { identity }))')
     if (hasServer(mq)) throw new InvalidArgumentError('this Messaging already has an RpcServer (close it first): two would both run every request')
     this.mq = mq
     this.transferExceptions = options.transferExceptions ?? rpcServerDefaults.transferExceptions

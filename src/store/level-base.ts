@@ -54,7 +54,7 @@
 // refuses a damaged store with StoreCorruptError unless asked to salvage it.
 import type * as LevelModule from 'level'
 import { allocUnsafe } from '../bytes.ts'
-import { StoreCorruptError, StoreError, StoreInUseError, StoreLockedError } from '../errors.ts'
+import { InvalidArgumentError, StoreCorruptError, StoreError, StoreInUseError, StoreLockedError } from '../errors.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { checkBatch, checkRead, storeClosedError, UUID_LENGTH } from './memory.ts'
 import type { PeerClock, QueueStore, QueueSummary, StoreBatch, StoreContents, StoredMessage, StoreSummary } from './types.ts'
@@ -352,6 +352,9 @@ export class LevelStoreBase implements QueueStore {
     platform: LevelPlatform, location: string, options: LevelStoreOptions,
     make: (opened: Opened, location: string, log: Logger) => S
   ): Promise<S> {
+    if (typeof location !== 'string' || location.length === 0) {
+      throw new InvalidArgumentError(`LevelStore.open(location) takes the store's directory (a browser: its database name), got ${typeof location === 'string' ? '""' : String(location)}`)
+    }
     const located = platform.locate(location)
     if (openInThisProcess.has(located)) throw new StoreLockedError(located, { inThisProcess: true })
     openInThisProcess.add(located)
