@@ -1060,6 +1060,25 @@ test('RPC replies reaching a Messaging without an RpcClient are dropped by its s
   }
 })
 
+test('after its RpcServer is closed, a Messaging answers calls "unknown object" and drops replies, never handing RPC bytes to the application; a new server serves again', async () => {
+  const t = await setup()
+  try {
+    assert.equal(await t.calc.add(1, 2), 3)
+    await t.server.close()
+    await assert.rejects(t.calc.add.with({ timeout: 5000 })(1, 2), RpcUnknownObjectError)
+    await t.b.send('alice', rpcBytes(1, Kind.Result, ID, [0x83]))
+    await t.b.send('alice', 'for the application')
+    for await (const m of t.a.messages()) {
+      assert.equal(Buffer.from(m.data).toString(), 'for the application')
+      break
+    }
+    new RpcServer(t.a).register('calc', { add (x: number, y: number) { return x + y } })
+    assert.equal(await t.calc.add(2, 3), 5)
+  } finally {
+    await t.close()
+  }
+})
+
 test('the server\'s call limiter never runs more than its limit, however tasks arrive and end', async () => {
   for (const limit of [1, 3, 8]) {
     // One peer, allowed every slot: the global limit is what is checked here.

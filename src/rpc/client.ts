@@ -22,17 +22,18 @@ import { decodePickle } from './pickle-decode.ts'
 import { resolvePickleLimits, type PickleCodecOptions } from './pickle.ts'
 import { PythonException } from './python-types.ts'
 import {
-  SNAKEMQ_PREFIX_BYTES, SNAKEMQ_REPLY_PREFIX, SNAKEMQ_REQUEST_PREFIX, findReqIds, formatExceptionOnly, noInstanceError,
-  readSnakeReply, readSnakeRequest, snakeExceptionMessage, snakeRequestMessage, type SnakeReply
+  SNAKEMQ_PREFIX_BYTES, SNAKEMQ_REPLY_PREFIX, SNAKEMQ_REQUEST_PREFIX, findReqIds,
+  readSnakeReply, snakeRequestMessage, type SnakeReply
 } from './snakemq.ts'
 import type { CallOptions, Remote, SignalOptions } from './remote.ts'
 import { addClient, hasServer, removeClient } from './registry.ts'
 import { CounterTable } from './counter-table.ts'
 import {
   BODY_OFFSET, CLIENT_ID_BYTES, HEADER_BYTES, ID_BYTES, Kind, RPC_MAGIC, RPC_VERSION, Status,
-  copyBytes, encodeName, failedDetail, failedMessage, isReply, nameSegment, readCounter, tail, writeHeader, writeId
+  copyBytes, encodeName, failedDetail, isReply, nameSegment, readCounter, tail, writeHeader, writeId
 } from './wire.ts'
 import { settleFields } from '../settle.ts'
+import { answerOrphans, answerSnakeWithoutServer, answerWithoutServer } from './unanswered.ts'
 
 /** V8's Error.captureStackTrace (Node, Chromium); other engines have none, and keep the stack they made. */
 const captureStackTrace = (Error as { captureStackTrace?: (target: object) => void }).captureStackTrace?.bind(Error)
@@ -447,20 +448,14 @@ export class RpcClient implements AsyncDisposable {
     this.pickledReplies.end()
     this.pickledRequests.end()
     removeClient(this.mq)
+    // The Messaging goes on: RPC messages that reach it with no server or client left are still answered or dropped.
+    if (this.closedHere) answerOrphans(this.mq, this.log)
     const closed = new ClosedError(this.closedHere ? 'the RpcClient was closed' : 'the Messaging was closed')
     for (const [counter] of this.pending.entries()) this.settle(counter, closed)
   }
 
   /** A request reached this Messaging, which has no RpcServer: a call is told the object is unknown here. */
-  private noServer (m: Message): void {
-    const data = m.data
-    this.log.warn('an RPC request reached a Messaging without an RpcServer', { from: m.from })
-    if (data.length >= BODY_OFFSET && data[6] === RPC_VERSION && data[7] === Kind.Call) {
-      this.mq.send(m.from, failedMessage(data, Status.UnknownObject, 'no RpcServer'), { ttl: 60 }).catch((err: unknown) => {
-        this.log.warn('an RPC reply could not be queued', { to: m.from, error: err as Error })
-      })
-    }
-  }
+  private noServer (m: Message): void { answerWithoutServer(this.mq, this.log, m, 'without an RpcServer') }
 
   /** The counter of one of this client's calls that `reqId` names, or -1. */
   private counterOf (reqId: Uint8Array): number {
@@ -509,20 +504,7 @@ export class RpcClient implements AsyncDisposable {
   }
 
   /** A snakeMQ-format request reached this Messaging, which has no RpcServer: a call gets snakeMQ's NoInstanceError. */
-  private snakeNoServer (m: Message): void {
-    this.log.warn('a snakeMQ RPC request reached a Messaging without an RpcServer', { from: m.from })
-    let req
-    try {
-      req = readSnakeRequest(decodePickle(tail(m.data, SNAKEMQ_PREFIX_BYTES), this.codec))
-    } catch {
-      return
-    }
-    if (typeof req === 'string' || req.reqId === null) return
-    const e = noInstanceError(req.object)
-    this.mq.send(m.from, snakeExceptionMessage(req.reqId, e, formatExceptionOnly(e)), { ttl: 60 }).catch((err: unknown) => {
-      this.log.warn('an RPC reply could not be queued', { to: m.from, error: err as Error })
-    })
-  }
+  private snakeNoServer (m: Message): void { answerSnakeWithoutServer(this.mq, this.log, m, 'without an RpcServer', this.codec) }
 
   private onReply (m: Message): void {
     const data = m.data

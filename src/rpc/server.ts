@@ -21,6 +21,7 @@ import { PythonException } from './python-types.ts'
 import { isMarkedSignal } from './remote.ts'
 import { addServer, hasClients, hasServer, removeServer } from './registry.ts'
 import { CallLimiter } from './limiter.ts'
+import { answerOrphans } from './unanswered.ts'
 import { DONE, KeyedResultCache, LOST, ResultCache, type RunningCall } from './result-cache.ts'
 import {
   SNAKEMQ_PREFIX_BYTES, SNAKEMQ_REPLY_PREFIX, SNAKEMQ_REQUEST_PREFIX, findReqIds, formatExceptionOnly, noInstanceError,
@@ -291,6 +292,8 @@ export class RpcServer implements AsyncDisposable {
       this.pickledReplies.end()
       await this.limiter.idle()
       removeServer(this.mq)
+      // The Messaging goes on: requests that reach it now are answered "unknown object", not handed to the application.
+      answerOrphans(this.mq, this.log)
     })()
     await this.closing
   }
