@@ -192,7 +192,14 @@ test('a text message, a bad frame and an oversized message each close only their
     ;(raw as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x83, 0x80, 0, 0, 0, 0]))
     await rawClosed
 
-    while (errors.length < 3) await waitFor(bob, 'error')
+    const huge = await rawClient(url)
+    const hugeClosed = once(huge, 'close')
+    // A binary frame whose 64-bit length is 2^63 - 1: past anything JavaScript can count.
+    ;(huge as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]))
+    await hugeClosed
+
+    while (errors.length < 4) await waitFor(bob, 'error')
+    assert.equal(errors.filter((e) => e instanceof WebSocketMessageTooLargeError).length, 2, errors.map(String).join('; '))
     assert.ok(errors.some((e) => e instanceof ProtocolError && /text WebSocket message/.test(e.message)), errors.map(String).join('; '))
     assert.ok(errors.some((e) => e instanceof WebSocketMessageTooLargeError && e.limit === 1024 * 1024), errors.map(String).join('; '))
     assert.ok(errors.some((e) => e instanceof ProtocolError && /bad WebSocket frame/.test(e.message)), errors.map(String).join('; '))

@@ -22,7 +22,8 @@ const CLOSE_UNSUPPORTED_DATA = 1003
 
 /** ws's error for a message above maxPayload, as a typed error; other frame errors as ProtocolError. */
 function frameError (err: Error & { code?: string }, maxPayload: number): Error {
-  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new WebSocketMessageTooLargeError(maxPayload, { cause: err })
+  // A message over maxPayload, or a frame whose length header is past what JavaScript can count (2^53 - 1): both too large.
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' || err.code === 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH') return new WebSocketMessageTooLargeError(maxPayload, { cause: err })
   if (typeof err.code === 'string' && err.code.startsWith('WS_ERR_')) return new ProtocolError(`bad WebSocket frame: ${err.message}`, { cause: err })
   return err
 }
