@@ -8,7 +8,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { pipe } from 'it-pipe'
 import {
-  Link, Messaging, PacketTooLargeError, ProtocolError, encodePacketBatch, encodeFrame, FrameType, FEATURE_ACK, EXTENSIONS_VERSION,
+  KeepaliveTimeoutError, Link, Messaging, PacketTooLargeError, ProtocolError, encodePacketBatch, encodeFrame, FrameType, FEATURE_ACK, EXTENSIONS_VERSION,
   type ConnectionTransform, type Duplex, type Logger, type MessagingEvents
 } from '../src/index.ts'
 import { connected, take, waitFor } from './helpers/util.ts'
@@ -134,6 +134,53 @@ test('the XOR transform on one end only: no message is delivered, and an error e
 /** A packet: 4-byte big-endian length, then the frame. */
 const packetOf = (frame: Parameters<typeof encodeFrame>[0]): Buffer => Buffer.concat(encodePacketBatch([encodeFrame(frame)]))
 
+/**
+ * A remote that identifies with acknowledged delivery, then writes MESSAGE and
+ * PING frames as fast as it can and never reads: alice's ACKs and PONGs fill the
+ * sockets. `paused` resolves once alice logs that she stopped reading it.
+ */
+async function flood (port: number, logger: Logger, note: (message: string) => void): Promise<{ socket: net.Socket, paused: Promise<void>, wrote: () => number, stop: () => Promise<void> }> {
+  const socket = net.connect({ host: '127.0.0.1', port })
+  await once(socket, 'connect')
+  socket.pause()
+  const paused = new Promise<void>((resolve) => {
+    const check = (message: string): void => { if (/reading paused/.test(message) && /does not read/.test(message)) resolve(); else note(message) }
+    logger.warn = check
+  })
+  let stopped = false
+  let wrote = 0
+  socket.on('error', () => {})
+  socket.write(Buffer.concat([
+    packetOf({ type: FrameType.ProtocolVersion, version: 1 }),
+    packetOf({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK }),
+    packetOf({ type: FrameType.Identification, identity: 'flooder' })
+  ]))
+  // 2,048 messages with distinct UUIDs and a PING after every 64 of them, 1 chunk; the UUIDs change per chunk.
+  let counter = 0
+  const chunk = (): Buffer => {
+    const parts: Buffer[] = []
+    for (let i = 0; i < 2048; i++) {
+      const uuid = Buffer.alloc(16)
+      uuid.writeUInt32BE(counter++, 12)
+      parts.push(packetOf({ type: FrameType.Message, uuid, ttl: 0xffffffff, flags: 0, data: Buffer.alloc(8) }))
+      if (i % 64 === 63) parts.push(packetOf({ type: FrameType.Ping }))
+    }
+    return Buffer.concat(parts)
+  }
+  const flooding = (async () => {
+    while (!stopped) {
+      const c = chunk()
+      wrote += c.length
+      if (!socket.write(c)) {
+        // Closed by alice (ECONNRESET), or by stop(): either way the flood is over.
+        await Promise.race([once(socket, 'drain'), once(socket, 'close')]).catch(() => {})
+        if (socket.destroyed) return
+      }
+    }
+  })()
+  return { socket, paused, wrote: () => wrote, stop: async () => { stopped = true; socket.destroy(); await flooding } }
+}
+
 test('a peer that writes MESSAGE and PING frames as fast as it can and never reads leaves the receiver\'s memory bounded', async () => {
   const lines: string[] = []
   const note = (message: string): void => { lines.push(message) }
@@ -144,44 +191,9 @@ test('a peer that writes MESSAGE and PING frames as fast as it can and never rea
   // The application takes every message at once: only what alice owes the flooder can pile up.
   let taken = 0
   const consuming = (async () => { for await (const _m of mq.messages()) taken++ })()
-  const socket = net.connect({ host: '127.0.0.1', port: listener.port })
-  await once(socket, 'connect')
-  socket.pause() // never reads: alice's ACKs and PONGs fill the sockets
-  const paused = new Promise<void>((resolve) => {
-    const check = (message: string): void => { if (/reading paused/.test(message) && /does not read/.test(message)) resolve(); else note(message) }
-    logger.warn = check
-  })
-  let stop = false
-  let wrote = 0
+  const f = await flood(listener.port, logger, note)
   try {
-    socket.write(Buffer.concat([
-      packetOf({ type: FrameType.ProtocolVersion, version: 1 }),
-      packetOf({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK }),
-      packetOf({ type: FrameType.Identification, identity: 'flooder' })
-    ]))
-    // 2,048 messages with distinct UUIDs and a PING after every 64 of them, 1 chunk; the UUIDs change per chunk.
-    let counter = 0
-    const chunk = (): Buffer => {
-      const parts: Buffer[] = []
-      for (let i = 0; i < 2048; i++) {
-        const uuid = Buffer.alloc(16)
-        uuid.writeUInt32BE(counter++, 12)
-        parts.push(packetOf({ type: FrameType.Message, uuid, ttl: 0xffffffff, flags: 0, data: Buffer.alloc(8) }))
-        if (i % 64 === 63) parts.push(packetOf({ type: FrameType.Ping }))
-      }
-      return Buffer.concat(parts)
-    }
-    const flooding = (async () => {
-      while (!stop) {
-        const c = chunk()
-        wrote += c.length
-        if (!socket.write(c)) {
-          await Promise.race([once(socket, 'drain'), once(socket, 'close')])
-          if (socket.destroyed) return
-        }
-      }
-    })()
-    await paused
+    await f.paused
     const conn = [...link.connectionsOpen][0]!
     const before = { read: conn.bytesIn, memory: process.memoryUsage().arrayBuffers }
     // What is checked is that nothing more is read, which no event marks: the flooder gets time to push more.
@@ -190,14 +202,36 @@ test('a peer that writes MESSAGE and PING frames as fast as it can and never rea
     assert.ok(after.read - before.read < 1024 * 1024, `alice read ${after.read - before.read} more bytes while paused`)
     assert.ok(after.memory - before.memory < 32 * 1024 * 1024, `alice's buffers grew by ${after.memory - before.memory} bytes`)
     assert.ok(taken > 65_536, `the application took ${taken} messages before alice stopped reading`)
-    assert.ok(socket.writableLength > 0, 'the flooder is held back')
-    stop = true
-    socket.destroy()
-    await flooding
-    console.log(`# flood: ${taken} messages taken, ${wrote} bytes written by the flooder, ${after.read} read by alice before she paused; arrayBuffers +${((after.memory - before.memory) / 1e6).toFixed(1)} MB while paused`)
+    assert.ok(f.socket.writableLength > 0, 'the flooder is held back')
+    await f.stop()
+    console.log(`# flood: ${taken} messages taken, ${f.wrote()} bytes written by the flooder, ${after.read} read by alice before she paused; arrayBuffers +${((after.memory - before.memory) / 1e6).toFixed(1)} MB while paused`)
   } finally {
-    stop = true
-    socket.destroy()
+    await f.stop()
+    await mq.close()
+    await consuming
+  }
+})
+
+test('a peer that sends and never reads is closed by keepalive once nothing has left for it for interval + wait', async () => {
+  const note = (_message: string): void => {}
+  const logger: Logger = { debug: note, info: note, warn: note, error: note }
+  const link = new Link()
+  const listener = await link.listen({ port: 0 })
+  const mq = new Messaging(link, { identity: 'alice', logger, keepalive: { interval: 150, wait: 150 } })
+  const consuming = (async () => { for await (const _m of mq.messages()) { /* taken at once */ } })()
+  const f = await flood(listener.port, logger, note)
+  try {
+    const failed = waitFor<MessagingEvents['error'][0]>(mq, 'error')
+    await f.paused
+    const pausedAt = Date.now()
+    const { error } = await failed
+    assert.ok(error instanceof KeepaliveTimeoutError, `got ${error.name}: ${error.message}`)
+    assert.match(error.message, /has read nothing/)
+    assert.ok(Date.now() - pausedAt >= 300, 'not before interval + wait')
+    // Closed on the flooder too (reset: it still had bytes on the way).
+    if (!f.socket.destroyed) await new Promise((resolve) => f.socket.once('close', resolve))
+  } finally {
+    await f.stop()
     await mq.close()
     await consuming
   }

@@ -143,6 +143,9 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   private pingWritten = false
   /** The channel's bytesOut when the PING's wait last started: if it moved since, our own bytes are still going out ahead of it. */
   private pingBytesOut = 0
+  /** While reading is paused because the remote reads nothing (PAUSE_OWED): since when no byte has left, and the channel's bytesOut then. */
+  private deafSince = -1
+  private deafBytesOut = 0
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null
   private keepaliveTimer: ReturnType<typeof setTimeout> | null = null
   private readonly decoder: PacketDecoder
@@ -582,8 +585,26 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     const ka = this.host.keepalive
     if (ka === undefined || this.stopped) return
     const now = Date.now()
-    // Not reading is this side's doing (its inbox is full): the remote's silence says nothing then.
-    if (this.paused !== 0) { this.lastRecv = now; this.pingDeadline = -1; this.armKeepalive(ka.interval); return }
+    if (this.paused !== 0) {
+      // Paused only because the remote reads nothing of what it is sent: once no
+      // byte has left for a keepalive's interval and wait, it is as good as gone.
+      if (this.paused === PAUSE_OWED) {
+        const out = this.connection.bytesOut
+        if (this.deafSince < 0 || out !== this.deafBytesOut) { this.deafSince = now; this.deafBytesOut = out }
+        else if (now - this.deafSince >= ka.interval + ka.wait) {
+          this.fail(new KeepaliveTimeoutError(`the remote has read nothing for ${now - this.deafSince} ms (it was sent more than it took)`))
+          return
+        }
+      } else {
+        this.deafSince = -1
+      }
+      // Not reading is otherwise this side's doing (its inbox is full): the remote's silence says nothing then.
+      this.lastRecv = now
+      this.pingDeadline = -1
+      this.armKeepalive(ka.interval)
+      return
+    }
+    this.deafSince = -1
     if (this.pingDeadline >= 0) {
       if (this.pingSentAt >= 0 && this.lastRecv >= this.pingSentAt) {
         this.pingDeadline = -1
