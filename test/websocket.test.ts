@@ -5,10 +5,12 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import net from 'node:net'
+import tls from 'node:tls'
 import { once } from 'node:events'
 import { WebSocket } from 'ws'
 import {
-  Link, Messaging, RpcClient, RpcServer, AbortError, ConnectTimeoutError, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError, WebSocketUpgradeError,
+  Link, Messaging, RpcClient, RpcServer, AbortError, ConnectTimeoutError, HandshakeTimeoutError, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError, WebSocketUpgradeError,
   WEBSOCKET_MAX_MESSAGE_BYTES, type Connection, type MessagingEvents
 } from '../src/index.ts'
 import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
@@ -275,13 +277,134 @@ test('limits: maxConnections answers 503, maxConnectionsPerAddress closes the ex
   }
 })
 
+/** A TCP connection that never upgrades, and when (ms after it was opened) the listener closed it. */
+interface Idle { readonly socket: net.Socket, readonly closed: Promise<number> }
+
+/** `socket`, just opened, and when it closes. */
+function idle (socket: net.Socket): Idle {
+  const start = performance.now()
+  socket.on('error', () => {})
+  return { socket, closed: new Promise<number>((resolve) => { socket.once('close', () => { resolve(performance.now() - start) }) }) }
+}
+
+/** Opens `n` TCP connections to `port` that never upgrade: even ones send nothing, odd ones start a request and never finish it. */
+function idleSockets (port: number, n: number): Idle[] {
+  return Array.from({ length: n }, (_, i) => {
+    const socket = net.connect({ host: '127.0.0.1', port })
+    if (i % 2 === 1) socket.on('connect', () => { socket.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n`) })
+    return idle(socket)
+  })
+}
+
+/** Resolves once `k` of `sockets` closed, with their close times; rejects after `ms`. */
+async function closedFirst (sockets: readonly Idle[], k: number, ms = 5000): Promise<number[]> {
+  const times: number[] = []
+  return await new Promise<number[]>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`only ${times.length} of ${sockets.length} connections that never upgrade were closed within ${ms} ms, expected ${k}`)) }, ms)
+    for (const { closed } of sockets) {
+      void closed.then((t) => {
+        times.push(t)
+        if (times.length === k) { clearTimeout(timer); resolve([...times]) }
+      })
+    }
+  })
+}
+
+test('ws: TCP connections count from accept: ones that never upgrade beyond maxConnections or maxConnectionsPerAddress are closed at once, the others after handshakeTimeout, and ws peers are served', async () => {
+  const warnings: string[] = []
+  const linkB = new Link({ logger: { debug () {}, info () {}, warn (message: string) { warnings.push(message) }, error () {} } })
+  const errors: Error[] = []
+  linkB.on('error', (e) => { errors.push(e) })
+  const timeout = 200
+  const total = await linkB.listen({ port: 0, websocket: true, maxConnections: 4, handshakeTimeout: timeout })
+  const perAddress = await linkB.listen({ port: 0, websocket: true, maxConnectionsPerAddress: 2, handshakeTimeout: timeout })
+  const bob = new Messaging(linkB, { identity: 'bob' })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  const linkC = new Link()
+  const carol = new Messaging(linkC, { identity: 'carol' })
+  const opened: Idle[] = []
+  let late: WebSocket | undefined
+  try {
+    // Upgraded before the flood: neither counted with the sockets still upgrading nor dropped by their timeout.
+    linkA.connect({ url: `ws://127.0.0.1:${total.port}/`, reconnect: fast })
+    await connected(bob, 'alice')
+
+    const flood = idleSockets(total.port, 10)
+    const fromOne = idleSockets(perAddress.port, 5)
+    opened.push(...flood, ...fromOne)
+    for (const [sockets, kept] of [[flood, 4], [fromOne, 2]] as const) {
+      const refused = await closedFirst(sockets, sockets.length - kept)
+      assert.equal(sockets.filter((s) => s.socket.destroyed).length, sockets.length - kept, 'the ones within the limit are still open')
+      assert.ok(refused.every((t) => t < timeout), `the extra ones are closed at once, not after ${timeout} ms: ${refused.map((t) => t.toFixed(0)).join(', ')} ms`)
+    }
+    assert.equal(warnings.filter((w) => w === 'connection refused: maxConnections reached').length, 6)
+    assert.equal(warnings.filter((w) => w === 'connection refused: maxConnectionsPerAddress reached').length, 3)
+    const all = await closedFirst(opened, opened.length)
+    const timedOut = all.sort((x, y) => x - y).slice(-6)
+    assert.ok(timedOut.every((t) => t >= timeout - 5), `the others are closed after handshakeTimeout (${timeout} ms): ${timedOut.map((t) => t.toFixed(0)).join(', ')} ms`)
+    const timeouts = errors.filter((e) => e instanceof HandshakeTimeoutError)
+    assert.equal(timeouts.length, 6, errors.map(String).join('; '))
+    assert.equal(errors.length, 6, errors.map(String).join('; '))
+    assert.match(timeouts[0]!.message, new RegExp(`no WebSocket upgrade from 127\\.0\\.0\\.1:\\d+ within ${timeout} ms`))
+
+    // alice's connection outlived the timeout; carol and a raw client get in afterwards.
+    assert.equal(bob.isConnected('alice'), true)
+    linkC.connect({ url: `ws://127.0.0.1:${total.port}/`, reconnect: fast })
+    await connected(bob, 'carol')
+    late = await rawClient(`ws://127.0.0.1:${perAddress.port}/`)
+    const got = take(bob, 2)
+    await alice.send('bob', payload(1))
+    await carol.send('bob', payload(2))
+    assert.deepEqual((await got).map((m) => m.from).sort(), ['alice', 'carol'])
+    assert.equal(late.readyState, WebSocket.OPEN)
+  } finally {
+    for (const { socket } of opened) socket.destroy()
+    late?.terminate()
+    await Promise.all([alice.close(), carol.close(), bob.close()])
+  }
+})
+
+test('wss: a client that never starts TLS and one that never sends its upgrade are each dropped after handshakeTimeout with one error; a wss peer connected meanwhile stays', async () => {
+  const linkB = new Link()
+  const errors: Error[] = []
+  linkB.on('error', (e) => { errors.push(e) })
+  const timeout = 200
+  const listener = await linkB.listen({ port: 0, websocket: true, tls: { key: server.key, cert: server.cert }, handshakeTimeout: timeout })
+  const tcpOnly = net.connect({ host: '127.0.0.1', port: listener.port })
+  const tlsOnly = tls.connect({ host: '127.0.0.1', port: listener.port, ca: ca.cert, servername: 'localhost' })
+  const dropped = [idle(tcpOnly), idle(tlsOnly)]
+  let peer: WebSocket | undefined
+  try {
+    await once(tlsOnly, 'secureConnect')
+    peer = new WebSocket(`wss://localhost:${listener.port}/`, { ca: ca.cert })
+    peer.on('error', () => {})
+    await once(peer, 'open')
+    // Each error is emitted as its client is dropped: once both are closed, each has had its one error (not a second one from the other timer).
+    const times = await closedFirst(dropped, 2)
+    assert.ok(times.every((t) => t >= timeout - 5), `dropped after handshakeTimeout (${timeout} ms): ${times.map((t) => t.toFixed(0)).join(', ')} ms`)
+    assert.equal(errors.length, 2, errors.map(String).join('; '))
+    assert.ok(errors.some((e) => /TLS handshake timeout/.test(e.message)), errors.map(String).join('; '))
+    assert.ok(errors.some((e) => e instanceof HandshakeTimeoutError), errors.map(String).join('; '))
+    assert.equal(peer.readyState, WebSocket.OPEN)
+  } finally {
+    tcpOnly.destroy()
+    tlsOnly.destroy()
+    peer?.terminate()
+    await linkB.close()
+  }
+})
+
 test('listening on a shared http.Server: its own requests stay its own, and closing the link leaves it open', async () => {
   const httpServer = http.createServer((_req, res) => { res.end('page') })
   await new Promise<void>((resolve) => { httpServer.listen(0, '127.0.0.1', resolve) })
   const port = (httpServer.address() as import('node:net').AddressInfo).port
   const linkB = new Link()
-  const listener = await linkB.listen({ server: httpServer, websocket: { path: '/mq' } })
+  const watchers = httpServer.listenerCount('connection')
+  const listener = await linkB.listen({ server: httpServer, websocket: { path: '/mq' }, handshakeTimeout: 50 })
   assert.equal(listener.port, port)
+  // The server's sockets stay its own until an upgrade is handed over: neither counted nor timed out by the link.
+  assert.equal(httpServer.listenerCount('connection'), watchers, 'the link does not watch the server\'s connections')
   const bob = new Messaging(linkB, { identity: 'bob' })
   const linkA = new Link()
   const alice = new Messaging(linkA, { identity: 'alice' })

@@ -7,8 +7,9 @@ import https from 'node:https'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { AbortError, ConnectFailedError, ConnectTimeoutError, InvalidArgumentError, PeerCertificateError, WebSocketUpgradeError } from '../errors.ts'
+import { AbortError, ConnectFailedError, ConnectTimeoutError, HandshakeTimeoutError, InvalidArgumentError, PeerCertificateError, WebSocketUpgradeError } from '../errors.ts'
 import type { Channel } from './channel.ts'
+import { listenDefaults } from './link.ts'
 import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
 import { WsChannel } from './ws-channel.ts'
@@ -58,6 +59,20 @@ function refusedCertificate (socket: net.Socket): PeerCertificateError | null {
 let wsModule: Promise<typeof import('ws')> | undefined
 const loadWs = (): Promise<typeof import('ws')> => (wsModule ??= import('ws'))
 
+/**
+ * Milliseconds a client of a WebSocket listener's own server has, from its TCP
+ * connect, to complete its HTTP upgrade (the TLS handshake too, for wss:),
+ * unless `handshakeTimeout` says otherwise.
+ */
+const DEFAULT_UPGRADE_TIMEOUT = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+
+/** A TCP connection of a listener's own server that has not upgraded (yet). */
+interface Upgrading {
+  readonly address: string
+  readonly timer: ReturnType<typeof setTimeout>
+  readonly socket: net.Socket
+}
+
 async function listenWebSocket (options: TransportListenOptions, accept: (channel: Channel) => void, events: TransportEvents): Promise<TransportServer> {
   const setting = websocketSetting(options.websocket)
   const shared = options.server as http.Server | undefined
@@ -66,14 +81,35 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
   if (shared !== undefined && tlsOptions !== undefined) {
     throw new InvalidArgumentError('listen: with `server`, TLS is that server\'s own (give it an https.Server): leave out tls')
   }
+  const perAddress = options.maxConnectionsPerAddress ?? listenDefaults.maxConnectionsPerAddress
+  if (typeof perAddress !== 'number' || !Number.isSafeInteger(perAddress) || perAddress <= 0) {
+    throw new InvalidArgumentError(`listen: maxConnectionsPerAddress must be a positive integer, got ${typeof perAddress === 'number' ? perAddress : typeof perAddress}`)
+  }
   // Clients whose certificate does not verify are refused by the layer above, which tells them why.
   const verify = tlsOptions !== undefined && tlsOptions.requestCert === true && tlsOptions.rejectUnauthorized !== false
   const { WebSocketServer } = await loadWs()
   const wss = new WebSocketServer({ noServer: true, maxPayload: setting.maxPayload, perMessageDeflate: false, clientTracking: false })
   const live = new Set<Channel>()
-  /** Sockets of our own server that are not WebSocket channels (yet): closing the link drops them. */
-  const pending = new Set<Duplex>()
+  /**
+   * The TCP connections of our own server that have not upgraded, by
+   * "address:port": each counts from accept until it upgrades or closes, and is
+   * dropped once handshakeTimeout has passed. Closing the link drops them too.
+   */
+  const upgrading = new Map<string, Upgrading>()
+  /** How many of `upgrading` come from each address. */
+  const upgradingFrom = new Map<string, number>()
   let stopped = false
+
+  /** Takes a connection out of `upgrading`: it upgraded, or (`socket`) closed. */
+  const settle = (remote: string, socket?: net.Socket): void => {
+    const entry = upgrading.get(remote)
+    if (entry === undefined || (socket !== undefined && entry.socket !== socket)) return
+    upgrading.delete(remote)
+    clearTimeout(entry.timer)
+    const left = (upgradingFrom.get(entry.address) ?? 1) - 1
+    if (left === 0) upgradingFrom.delete(entry.address)
+    else upgradingFrom.set(entry.address, left)
+  }
 
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (setting.path !== null && pathOf(req.url) !== setting.path) {
@@ -82,21 +118,23 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
       return
     }
     if (stopped) { socket.destroy(); return }
+    const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`
     if (live.size >= options.maxConnections) {
-      events.log.warn('connection refused: maxConnections reached', { remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, maxConnections: options.maxConnections })
+      events.log.warn('connection refused: maxConnections reached', { remote, maxConnections: options.maxConnections })
       refuseUpgrade(socket, 503, 'Service Unavailable')
       return
     }
     socket.on('error', (err) => { events.log.debug('WebSocket upgrade failed', { error: err }) })
     wss.handleUpgrade(req, socket, head, (ws) => {
-      pending.delete(socket)
+      // Upgraded: from here on it is counted as a connection (here and by the link), not as an upgrading socket.
+      settle(remote)
       const channel = new WsChannel(ws, 'inbound', req.socket, setting.maxPayload)
       live.add(channel)
       void channel.closed.then(() => { live.delete(channel) })
       if (verify) {
         const error = refusedCertificate(req.socket)
         if (error !== null) {
-          events.log.warn('wss client refused: its certificate did not verify', { remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, error })
+          events.log.warn('wss client refused: its certificate did not verify', { remote, error })
           events.error(error)
           channel.refusal = error
         }
@@ -106,6 +144,9 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
   }
 
   if (shared !== undefined) {
+    // The server's sockets are its own until an upgrade is handed to us: its
+    // own timeouts and limits (headersTimeout, requestTimeout, maxConnections)
+    // govern them until then, and nothing of its other requests is touched here.
     shared.on('upgrade', onUpgrade)
     const addr = shared.address()
     return {
@@ -116,16 +157,16 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
     }
   }
 
+  const handshakeTimeout = (options.handshakeTimeout as number | undefined) ?? tlsOptions?.handshakeTimeout ?? DEFAULT_UPGRADE_TIMEOUT
+  if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
+    throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
+  }
   let server: http.Server
   const plainRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket', Connection: 'close' })
     res.end('This is a snakemq WebSocket endpoint: connect with a WebSocket client.\n')
   }
   if (tlsOptions !== undefined) {
-    const handshakeTimeout = (options.handshakeTimeout as number | undefined) ?? tlsOptions.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT
-    if (typeof handshakeTimeout !== 'number' || !(handshakeTimeout > 0)) {
-      throw new InvalidArgumentError(`listen: handshakeTimeout must be a positive number of milliseconds, got ${String(handshakeTimeout)}`)
-    }
     try {
       server = https.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout, ...(verify ? { rejectUnauthorized: false } : {}) }, plainRequest)
     } catch (err) {
@@ -139,9 +180,39 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
   } else {
     server = http.createServer(plainRequest)
   }
+  // Every TCP connection counts from accept (before its request is read), so
+  // that ones which never upgrade cannot pile up: at most maxConnections of
+  // them at once (maxConnectionsPerAddress from one address), each for at most
+  // handshakeTimeout. The upgraded ones are limited by maxConnections above
+  // (503) and by the link's maxConnectionsPerAddress.
   server.on('connection', (raw: net.Socket) => {
-    pending.add(raw)
-    raw.once('close', () => { pending.delete(raw) })
+    const address = raw.remoteAddress
+    const port = raw.remotePort
+    // Without an address the remote is already gone.
+    if (stopped || address === undefined || port === undefined) { raw.destroy(); return }
+    const remote = `${address}:${port}`
+    if (upgrading.size >= options.maxConnections) {
+      events.log.warn('connection refused: maxConnections reached', { remote, maxConnections: options.maxConnections, upgrading: upgrading.size })
+      raw.destroy()
+      return
+    }
+    const fromAddress = upgradingFrom.get(address) ?? 0
+    if (fromAddress >= perAddress) {
+      events.log.warn('connection refused: maxConnectionsPerAddress reached', { remote, maxConnectionsPerAddress: perAddress, upgrading: fromAddress })
+      raw.destroy()
+      return
+    }
+    upgradingFrom.set(address, fromAddress + 1)
+    const timer = setTimeout(() => {
+      // Dropped meanwhile (a failed TLS handshake, reported as such), its 'close' not emitted yet.
+      if (raw.destroyed) { settle(remote, raw); return }
+      const error = new HandshakeTimeoutError(`no WebSocket upgrade from ${remote} within ${handshakeTimeout} ms`)
+      events.log.warn('WebSocket client dropped: it did not upgrade within handshakeTimeout', { remote, error })
+      raw.destroy()
+      events.error(error)
+    }, handshakeTimeout)
+    upgrading.set(remote, { address, timer, socket: raw })
+    raw.once('close', () => { settle(remote, raw) })
   })
   server.on('upgrade', onUpgrade)
   const addr = await bind(server, options.host, options.port, events)
@@ -149,7 +220,7 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
     host: addr.address,
     port: addr.port,
     close: () => { stopped = true; if (server.listening) server.close(); wss.close() },
-    abort: () => { for (const s of pending) s.destroy() }
+    abort: () => { for (const { socket } of [...upgrading.values()]) socket.destroy() }
   }
 }
 
