@@ -21,7 +21,7 @@ test('a stream that ends inside a large packet is a TruncatedPacketError, and bu
   assert.throws(() => { d.end() }, TruncatedPacketError)
 })
 
-test('an unfinished packet holds about what came for it, not what its header announced', () => {
+test('an unfinished packet holds about what came for it (or at most 2 MiB), not what its header announced', () => {
   // 20 connections' decoders, each given the header of a 64 MiB packet and 1 KiB of it, then 40% of another one.
   const header = (n: number): Buffer => { const h = Buffer.alloc(4); h.writeUInt32BE(n); return h }
   const before = process.memoryUsage().arrayBuffers
@@ -30,14 +30,19 @@ test('an unfinished packet holds about what came for it, not what its header ann
   const held = process.memoryUsage().arrayBuffers - before
   assert.ok(held < 8 * 1024 * 1024, `20 announced 64 MiB packets hold ${held} bytes`)
   for (const d of decoders) assert.equal(d.buffered, 1024)
-  // Past half of a large packet it is assembled in its own buffer, and arrives whole, byte for byte.
-  const payload = Buffer.alloc(1024 * 1024)
-  for (let i = 0; i < payload.length; i++) payload[i] = (i * 13) & 0xff
-  const wire = Buffer.concat(encodePacketBatch([payload, Buffer.from('after')]))
-  const d = new PacketDecoder()
-  const got: Uint8Array[] = []
-  for (let at = 0; at < wire.length; at += 100_000) d.push(wire.subarray(at, Math.min(wire.length, at + 100_000)), got)
-  assert.equal(got.length, 2)
-  assert.deepEqual(Buffer.from(got[0]!), payload)
-  assert.equal(Buffer.from(got[1]!).toString(), 'after')
+  // A packet of up to 2 MiB gets its buffer at once, a larger one once half of it is here; both arrive whole, byte for byte.
+  for (const size of [1024 * 1024, 3 * 1024 * 1024 + 17]) {
+    const payload = Buffer.alloc(size)
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 13) & 0xff
+    const wire = Buffer.concat(encodePacketBatch([payload, Buffer.from('after')]))
+    const d = new PacketDecoder()
+    const got: Uint8Array[] = []
+    for (let at = 0; at < wire.length; at += 100_000) {
+      d.push(wire.subarray(at, Math.min(wire.length, at + 100_000)), got)
+      if (got.length === 0) assert.ok(d.buffered <= at + 100_000, `buffered ${d.buffered} of ${at + 100_000} sent`)
+    }
+    assert.equal(got.length, 2)
+    assert.deepEqual(Buffer.from(got[0]!), payload)
+    assert.equal(Buffer.from(got[1]!).toString(), 'after')
+  }
 })
