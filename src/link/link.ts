@@ -49,8 +49,9 @@ export interface ListenOptions {
    */
   tls?: tls.TlsOptions
   /**
-   * TLS only: milliseconds a client has to complete the TLS handshake; one that
-   * does not is dropped (and reported as a link `error`). Default 10,000
+   * TLS, and WebSocket on the listener's own server: milliseconds a client has
+   * from accept to complete the TLS handshake and (WebSocket) its HTTP upgrade;
+   * one that does not is dropped (and reported as a link `error`). Default 10,000
    * (`tls.handshakeTimeout` is used if only that is set).
    */
   handshakeTimeout?: number
@@ -84,7 +85,9 @@ export interface ListenOptions {
    * unchanged in binary WebSocket messages; a text message closes the
    * connection with ProtocolError, a message above `maxPayload` with
    * WebSocketMessageTooLargeError. `maxConnections` counts the WebSocket
-   * connections; other HTTP requests are answered 426.
+   * connections (an upgrade beyond is answered 503), and separately the TCP
+   * connections that have not upgraded yet (`maxConnectionsPerAddress` of them
+   * from one address; more are closed on accept); other HTTP requests are answered 426.
    */
   websocket?: boolean | { path?: string, maxPayload?: number }
   /**
