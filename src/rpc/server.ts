@@ -181,7 +181,7 @@ export class RpcServer implements AsyncDisposable {
   private replyCallers: string[] = []
   private repliesHead = 0
   private replyBytes = 0
-  /** How many were left when the list was last looked through, and when. */
+  /** How many were left when the list was last looked through, and when it was for want of room. */
   private repliesChecked = 0
   private repliesCheckedAt = 0
   private readonly maxQueuedReplyBytes: number
@@ -733,6 +733,8 @@ export class RpcServer implements AsyncDisposable {
       this.replies.push(queued)
       this.replyCallers.push(to)
       this.replyBytes += queued.size
+      // Behind one that still waits, those that left are dropped from the list once it has doubled: it holds no more than twice what waits.
+      if (this.replies.length - this.repliesHead > 2 * Math.max(1024, this.repliesChecked)) this.compactReplies(0)
     }
   }
 
@@ -742,36 +744,44 @@ export class RpcServer implements AsyncDisposable {
    * callers that are disconnected, oldest first. Whether it fits then.
    */
   private roomForReply (size: number): boolean {
-    const limit = this.maxQueuedReplyBytes
-    this.pruneReplies(limit - size)
-    // Behind a reply that still waits for a connected caller: looked through once the
-    // list has doubled since the last time, or 100 ms after it, so a full budget costs no pass per reply.
+    this.pruneReplies(this.maxQueuedReplyBytes - size)
+    // Behind a reply that still waits for a connected caller: the whole list is
+    // looked through at most every 100 ms, so a full budget costs no pass per reply.
     const now = Date.now()
-    if (this.replyBytes + size > limit && (this.replies.length - this.repliesHead > 2 * this.repliesChecked || now - this.repliesCheckedAt >= 100)) {
+    if (this.replyBytes + size > this.maxQueuedReplyBytes && now - this.repliesCheckedAt >= 100) {
       this.repliesCheckedAt = now
-      const entries: QueueEntry[] = []
-      const callers: string[] = []
-      let bytes = 0
-      for (let i = this.repliesHead; i < this.replies.length; i++) {
-        const e = this.replies[i]!
-        if (this.mq.stillQueued(e)) { entries.push(e); callers.push(this.replyCallers[i]!); bytes += e.size }
-      }
-      let kept = 0
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!
-        if (bytes + size > limit && this.takeBack(callers[i]!, e)) { bytes -= e.size; continue }
-        entries[kept] = e
-        callers[kept++] = callers[i]!
-      }
-      entries.length = kept
-      callers.length = kept
-      this.replies = entries
-      this.replyCallers = callers
-      this.repliesHead = 0
-      this.replyBytes = bytes
-      this.repliesChecked = kept
+      this.compactReplies(size)
     }
-    return this.replyBytes + size <= limit
+    return this.replyBytes + size <= this.maxQueuedReplyBytes
+  }
+
+  /**
+   * Drops the replies that left their queue from the list; while the rest hold
+   * more than room for `size` more bytes, takes back those waiting for callers
+   * that are disconnected, oldest first.
+   */
+  private compactReplies (size: number): void {
+    const entries: QueueEntry[] = []
+    const callers: string[] = []
+    let bytes = 0
+    for (let i = this.repliesHead; i < this.replies.length; i++) {
+      const e = this.replies[i]!
+      if (this.mq.stillQueued(e)) { entries.push(e); callers.push(this.replyCallers[i]!); bytes += e.size }
+    }
+    let kept = 0
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!
+      if (bytes + size > this.maxQueuedReplyBytes && this.takeBack(callers[i]!, e)) { bytes -= e.size; continue }
+      entries[kept] = e
+      callers[kept++] = callers[i]!
+    }
+    entries.length = kept
+    callers.length = kept
+    this.replies = entries
+    this.replyCallers = callers
+    this.repliesHead = 0
+    this.replyBytes = bytes
+    this.repliesChecked = kept
   }
 
   /**
