@@ -463,8 +463,9 @@ test('a ws: connector whose attempt fails before the upgrade (HTTP 404, no answe
       assert.equal(f.error.timeout, 100)
     }
     // Closed while an attempt waits for the upgrade: no connect-error, and nothing thrown.
+    const accepted = once(silent, 'connection')
     const pending = link.connect({ url: `ws://127.0.0.1:${port(silent)}/mq`, reconnect: fast })
-    while (silentSockets.size === 0) await new Promise((resolve) => setImmediate(resolve))
+    await accepted
     let lateError = null as Error | null
     link.on('connect-error', (e) => { if (e.connector === pending) lateError = e.error })
     await pending.close()
