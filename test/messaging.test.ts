@@ -615,7 +615,7 @@ test('past maxIdleWindowBytes the duplicate windows of the longest-gone idle pee
       p.destroy()
       await gone
     }
-    await assert.rejects(async () => { new Messaging(new Link(), { identity: 'x', maxIdleWindowBytes: 0 }) }, InvalidArgumentError)
+    assert.throws(() => new Messaging(new Link(), { identity: 'x', maxIdleWindowBytes: 0 }), /maxIdleWindowBytes/)
   } finally {
     await a.close()
     await loop
