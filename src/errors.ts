@@ -19,6 +19,22 @@ export class PacketTooLargeError extends SnakeMQError {
   }
 }
 
+/**
+ * The packets not yet whole, over all of a Messaging's connections, held more
+ * than `maxUnfinishedBytes`: the connection holding the most was closed, its
+ * unfinished packet dropped (a sender of this library resends it after
+ * reconnecting; nothing acknowledged is lost).
+ */
+export class ReceiveBudgetError extends SnakeMQError {
+  static override readonly name = 'ReceiveBudgetError'
+  override name = 'ReceiveBudgetError'
+  override readonly code = 'ERR_RECEIVE_BUDGET'
+  /** `held`: what this connection's unfinished packet held; `total`: all connections' then; `limit`: maxUnfinishedBytes. */
+  constructor (readonly held: number, readonly total: number, readonly limit: number) {
+    super(`unfinished packets held ${total} bytes over all connections, more than maxUnfinishedBytes (${limit}); this connection held the most (${held} bytes) and was closed`)
+  }
+}
+
 /** The byte stream ended in the middle of a packet. */
 export class TruncatedPacketError extends SnakeMQError {
   static override readonly name = 'TruncatedPacketError'

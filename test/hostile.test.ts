@@ -9,6 +9,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import {
   Link, Messaging, SnakeMQError, PacketTooLargeError, ProtocolError, IncompatibleProtocolError, HandshakeTimeoutError,
+  HandshakeRefusedError, ReceiveBudgetError, InvalidArgumentError,
   type Connection, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { RawPeer, connected, packets, waitFor } from './helpers/util.ts'
@@ -145,6 +146,92 @@ test('a 4 GiB length header closes the connection with PacketTooLargeError befor
   } finally {
     await f.close()
   }
+})
+
+test('unfinished packets are bounded over all connections (maxUnfinishedBytes): the one holding the most is closed, a peer of this library told why, and its message arrives once there is room', async () => {
+  const MiB = 1024 * 1024
+  const limit = 2.5 * MiB
+  const f = await Fixture.start({ maxPacketSize: limit, maxUnfinishedBytes: limit, handshakeTimeout: 60_000 })
+  const raws: RawPeer[] = []
+  const aliceLink = new Link()
+  const alice = new Messaging(aliceLink, { identity: 'alice' })
+  try {
+    // Three remotes each begin a 1 MiB packet and stop: each holds 1 MiB (its buffer is made at the header), 3 MiB in all.
+    const overflowed = waitFor<ConnectionError>(f.server, 'error', (e) => e.error instanceof ReceiveBudgetError)
+    for (let i = 0; i < 3; i++) {
+      const raw = await RawPeer.connect(f.port)
+      raw.write(Buffer.concat([Buffer.from('00100000', 'hex'), Buffer.alloc(10, 1)]))
+      raws.push(raw)
+    }
+    const first = await overflowed
+    assert.ok(first.error instanceof ReceiveBudgetError)
+    assert.equal(first.error.code, 'ERR_RECEIVE_BUDGET')
+    assert.equal(first.error.held, MiB)
+    assert.equal(first.error.total, 3 * MiB)
+    assert.equal(first.error.limit, limit)
+    // Exactly one of them was closed (a plain remote is not told: it has no REFUSED); the good peer is served.
+    const victim = raws.find((r) => r.socket.localPort === first.connection?.remotePort)
+    assert.ok(victim !== undefined, 'the closed connection is one of the three')
+    await victim.closed
+    await f.roundtrip()
+    assert.equal(f.errors.filter((e) => e.error instanceof ReceiveBudgetError).length, 1)
+    assert.equal(raws.filter((r) => r.socket.destroyed).length, 1)
+
+    // A peer of this library now sends a message of 2 MiB: with the two remotes' 2 MiB that is over, and it holds the most.
+    const aliceErrors: Error[] = []
+    alice.on('error', (e) => aliceErrors.push(e.error))
+    aliceLink.connect({ port: f.port, reconnect: { minDelay: 20, maxDelay: 200 } })
+    await connected(alice, 'server')
+    const data = Buffer.alloc(2 * MiB - 100)
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff
+    const refusedAlice = waitFor<ConnectionError>(f.server, 'error', (e) => e.ident === 'alice')
+    const told = waitFor<{ error: Error }>(alice, 'error', (e) => e.error instanceof HandshakeRefusedError)
+    const delivered = alice.send('server', data, { wait: 'delivered' })
+    const mine = await refusedAlice
+    assert.ok(mine.error instanceof ReceiveBudgetError)
+    assert.ok(mine.error.held > 2 * MiB - 100 && mine.error.held <= 2 * MiB)
+    const { error } = await told
+    assert.ok(error instanceof HandshakeRefusedError && error.byRemote, 'alice was told with REFUSED')
+    assert.match(error.message, /refused by the remote: .*maxUnfinishedBytes/)
+    // The remotes that hold the budget leave: alice reconnects, resends, and the message arrives whole, once.
+    for (const r of raws) r.destroy()
+    await Promise.all(raws.map(async (r) => { await r.closed }))
+    await delivered
+    const got = f.received.filter((m) => m.from === 'alice')
+    assert.equal(got.length, 1)
+    assert.ok(Buffer.from(got[0]!.data).equals(data), 'the message arrived byte for byte')
+    assert.ok(aliceErrors.length >= 1)
+  } finally {
+    for (const r of raws) r.destroy()
+    await alice.close()
+    await f.close()
+  }
+})
+
+test('a peer of this library whose message is over the remote maxPacketSize is told so (REFUSED), not only cut off', async () => {
+  const f = await Fixture.start({ maxPacketSize: 64 * 1024 })
+  const aliceLink = new Link()
+  const alice = new Messaging(aliceLink, { identity: 'alice' })
+  try {
+    aliceLink.connect({ port: f.port, reconnect: { minDelay: 20, maxDelay: 200 } })
+    await connected(alice, 'server')
+    const told = waitFor<{ error: Error }>(alice, 'error', (e) => e.error instanceof HandshakeRefusedError)
+    const cut = waitFor<ConnectionError>(f.server, 'error', (e) => e.ident === 'alice')
+    await alice.send('server', Buffer.alloc(100 * 1024))
+    const { error } = await told
+    assert.ok(error instanceof HandshakeRefusedError && error.byRemote)
+    assert.match(error.message, /refused by the remote: packet of \d+ bytes exceeds the limit of 65536 bytes/)
+    assert.ok((await cut).error instanceof PacketTooLargeError)
+    await f.roundtrip()
+  } finally {
+    await alice.close()
+    await f.close()
+  }
+})
+
+test('maxUnfinishedBytes below maxPacketSize is refused: a packet of that size could never arrive', () => {
+  assert.throws(() => new Messaging(new Link(), { identity: 'x', maxPacketSize: 1024 * 1024, maxUnfinishedBytes: 1024 * 1024 - 1 }),
+    (e: unknown) => e instanceof InvalidArgumentError && /maxUnfinishedBytes/.test(e.message))
 })
 
 test('garbage closes only the offending connection, with a typed error', async () => {

@@ -18,6 +18,7 @@ import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/t
 import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, MessageBatches, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
+import { ReceiveBudget } from './receive-budget.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
@@ -29,6 +30,8 @@ import { settleFields } from '../settle.ts'
 
 /** snakeMQ cuts identities to 50 characters; we refuse longer ones instead of cutting them. */
 export const MAX_IDENTITY_LENGTH = 50
+/** maxUnfinishedBytes's default, in packets of maxPacketSize: four of the largest may arrive at once. */
+const UNFINISHED_PER_PACKET = 4
 /** How often the TTL clocks of connected peers are saved, so a crash costs at most this much TTL accounting. */
 const CLOCK_SAVE_INTERVAL = 10_000
 
@@ -129,6 +132,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   readonly identity: string
   readonly plain: boolean
   readonly maxPacketSize: number
+  /** @internal What unfinished packets hold over all connections, and its limit (maxUnfinishedBytes). */
+  readonly receiveBudget: ReceiveBudget
   readonly maxUnacked: number
   readonly keepalive: KeepaliveOptions | undefined
   readonly handshakeTimeout: number
@@ -181,6 +186,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     this.log = options.logger ?? debugLogger('messaging')
     this.handshakeTimeout = positiveInt(options.handshakeTimeout, 'handshakeTimeout', messagingDefaults.handshakeTimeout)
     this.maxPacketSize = positiveInt(options.maxPacketSize, 'maxPacketSize', messagingDefaults.maxPacketSize)
+    const maxUnfinished = positiveInt(options.maxUnfinishedBytes, 'maxUnfinishedBytes', UNFINISHED_PER_PACKET * this.maxPacketSize)
+    if (maxUnfinished < this.maxPacketSize) {
+      throw new InvalidArgumentError(`maxUnfinishedBytes (${maxUnfinished}) must be at least maxPacketSize (${this.maxPacketSize}): a packet of that size could never arrive`)
+    }
+    this.receiveBudget = new ReceiveBudget(maxUnfinished)
     this.queueMessages = positiveInt(options.queueLimits?.messages, 'queueLimits.messages', messagingDefaults.queueMessages)
     this.queueBytes = positiveInt(options.queueLimits?.bytes, 'queueLimits.bytes', messagingDefaults.queueBytes)
     this.maxUnacked = positiveInt(options.maxUnacked, 'maxUnacked', messagingDefaults.maxUnacked)

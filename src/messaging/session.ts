@@ -21,8 +21,9 @@ import {
 } from '../transforms/frames.ts'
 import {
   DuplicateIdentityError, HandshakeRefusedError, HandshakeTimeoutError, IdentityMismatchError, IncompatibleProtocolError,
-  KeepaliveTimeoutError, PeerCertificateError, ProtocolError, RedundantConnectionError
+  KeepaliveTimeoutError, PacketTooLargeError, PeerCertificateError, ProtocolError, ReceiveBudgetError, RedundantConnectionError
 } from '../errors.ts'
+import type { BudgetMember, ReceiveBudget } from './receive-budget.ts'
 import type { Logger } from '../logging.ts'
 import { clearImmediate, setImmediate } from '../immediate.ts'
 import { WAKE_NOW, WAKE_PROMPT, type Outbox, type OutboxReader, type QueueEntry, type Wake } from './outbox.ts'
@@ -71,6 +72,8 @@ export interface SessionHost<C extends Channel = Channel> {
   readonly nonce: Uint8Array
   readonly plain: boolean
   readonly maxPacketSize: number
+  /** What unfinished packets may hold over all connections (maxUnfinishedBytes). */
+  readonly receiveBudget: ReceiveBudget
   readonly maxUnacked: number
   readonly keepalive: KeepaliveOptions | undefined
   readonly handshakeTimeout: number
@@ -93,7 +96,7 @@ export interface SessionHost<C extends Channel = Channel> {
   inboxRoom (): Promise<void> | null
 }
 
-export class Session<C extends Channel = Channel> implements OutboxReader {
+export class Session<C extends Channel = Channel> implements OutboxReader, BudgetMember {
   /** The remote's identity, once it has identified itself. */
   ident: string | null = null
   /** The remote's outbox, once identified. */
@@ -107,6 +110,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
   /** The host announced this peer on this session (and so owes a disconnect when it ends). */
   announced = false
   error: Error | undefined = undefined
+  /** What this connection's unfinished packet holds, as counted in the host's receiveBudget. */
+  held = 0
+  /** The unfinished packet was dropped (receiveBudget): nothing more is decoded, not even acknowledgements. */
+  private cut = false
   private gotVersion = false
   private remoteFeatures = 0
   /** Both sides give verdicts (FEATURE_VERDICT): the connection is up once each accepted the other. */
@@ -153,6 +160,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   constructor (private readonly host: SessionHost<C>, readonly connection: C) {
     this.decoder = new PacketDecoder({ maxPacketSize: host.maxPacketSize })
+    host.receiveBudget.join(this)
     settleFields(this, 'ending', 'stopped')
   }
 
@@ -197,6 +205,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
       } catch {
         this.endChannel()
       }
+      if (this.decoder.held !== this.held) this.host.receiveBudget.update(this, this.decoder.held)
       return
     }
     this.lastRecv = Date.now()
@@ -206,8 +215,11 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     try {
       this.decoder.each(chunk, this.onPacket)
     } catch (err) {
-      this.fail(err as Error)
+      // A packet over maxPacketSize: a remote that reads verdicts is told so (it would otherwise resend it at every reconnect without knowing why).
+      if (err instanceof PacketTooLargeError) this.refuseOrFail(err)
+      else this.fail(err as Error)
     }
+    if (this.decoder.held !== this.held && !this.stopped) this.host.receiveBudget.update(this, this.decoder.held)
     this.reading = false
     if (this.stopped) return
     // What this chunk made (replies, acknowledgements) goes out now, in one write.
@@ -257,7 +269,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
 
   /** finish() waits for the acknowledgements of the messages in flight on this connection. */
   private awaitingAcks (): boolean {
-    return this.ending && this.up && this.acks && this.outbox !== null && this.outbox.inFlight > 0 && !this.endCalled
+    return this.ending && this.up && this.acks && this.outbox !== null && this.outbox.inFlight > 0 && !this.endCalled && !this.cut
   }
 
   /** One packet, `buf[start..end)`; false when nothing more should be read from this connection. */
@@ -545,6 +557,24 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     this.connection.close(error)
   }
 
+  /**
+   * The unfinished packets of all connections hold more than the host's budget,
+   * and this one holds the most: its packet is dropped, and the connection closed
+   * (a remote that gives verdicts is told why first, with REFUSED).
+   */
+  overBudget (total: number, limit: number): void {
+    const error = new ReceiveBudgetError(this.decoder.held, total, limit)
+    this.decoder.discard()
+    this.cut = true
+    if (!this.stopped) this.refuseOrFail(error)
+  }
+
+  /** Closes the connection because of `error`, telling the remote why first (REFUSED) if it reads verdicts. */
+  private refuseOrFail (error: Error): void {
+    if (!this.host.plain && (this.remoteFeatures & FEATURE_VERDICT) !== 0 && !this.ending && !this.stopped) this.refuse(error)
+    else this.fail(error)
+  }
+
   /** Closes the connection without an error (local shutdown). */
   close (): void {
     if (this.stopped) return
@@ -647,6 +677,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader {
     if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer)
     this.handshakeTimer = this.keepaliveTimer = null
     this.outbox?.detach(this)
+    this.host.receiveBudget.leave(this)
     this.host.ended(this)
   }
 }

@@ -39,6 +39,14 @@ export interface MessagingOptions {
   /** Largest packet accepted from a remote, in bytes. Default 64 MiB. */
   maxPacketSize?: number
   /**
+   * What the packets that have begun to arrive and are not yet whole may hold in
+   * memory, over all connections together (`maxPacketSize` bounds one). Past it,
+   * the connection holding the most is closed with ReceiveBudgetError and its
+   * packet dropped (its sender resends it when it reconnects). At least
+   * `maxPacketSize`. Default four times `maxPacketSize` (256 MiB).
+   */
+  maxUnfinishedBytes?: number
+  /**
    * Per-peer outgoing queue limits, on the messages held in memory only (not
    * persistent, or without a store). Persistent messages in a store are bounded
    * by its disk. Default 100,000 messages and 64 MiB per peer.

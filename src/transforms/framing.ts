@@ -83,6 +83,17 @@ export class PacketDecoder {
   /** Bytes received but not yet part of a whole packet. */
   get buffered (): number { return this.pending.byteLength + (this.big !== null ? this.bigFilled : 0) }
 
+  /** Bytes of memory the unfinished packet holds: what came for it, or the whole buffer it is being assembled in. */
+  get held (): number { return this.big !== null ? this.big.length : this.pending.byteLength }
+
+  /** Forgets the unfinished packet (its memory with it). The stream cannot be decoded after this: call it only on a connection that reads no more. */
+  discard (): void {
+    this.pending.consume(this.pending.byteLength)
+    this.big = null
+    this.bigFilled = 0
+    this.need = -1
+  }
+
   /** Returns every packet completed by `chunk`; throws PacketTooLargeError on a header over the limit. */
   push (chunk: Uint8Array, out: Uint8Array[] = []): Uint8Array[] {
     this.each(chunk, (buf, start, end) => { out.push(buf.subarray(start, end)); return true })
