@@ -162,8 +162,13 @@ export class MessageDroppedError extends SnakeMQError {
   }
 }
 
-/** Why a message was dropped. */
-export type DropReason = 'expired' | 'not-connected' | 'closed'
+/**
+ * Why a message was dropped: its TTL ran out (`expired`), it had TTL 0 and its
+ * peer was not connected (`not-connected`), the Messaging closed with it queued
+ * and no store keeping it (`closed`), or its peer announced a maxPacketSize it
+ * does not fit in (`too-large`: sending it would only get the connection closed).
+ */
+export type DropReason = 'expired' | 'not-connected' | 'closed' | 'too-large'
 
 /** The per-peer queue is full and the caller asked not to wait. */
 export class QueueFullError extends SnakeMQError {

@@ -16,7 +16,7 @@ import { RawPeer, packets, waitFor } from './helpers/util.ts'
 
 interface FrameVector {
   name: string
-  frame: { type: 16, version: number, features: number, nonce?: string } | { type: 17, uuids: string[] } | { type: 18, code: number, reason: string } | { type: 19 }
+  frame: { type: 16, version: number, features: number, nonce?: string, maxPacketSize?: number } | { type: 17, uuids: string[] } | { type: 18, code: number, reason: string } | { type: 19 }
   frame_hex: string
   packet_hex: string
 }

@@ -208,23 +208,20 @@ test('unfinished packets are bounded over all connections (maxUnfinishedBytes): 
   }
 })
 
-test('a peer of this library whose message is over the remote maxPacketSize is told so (REFUSED), not only cut off', async () => {
+test('a remote that reads verdicts but announced no limit (layout version 2) and sends a packet over maxPacketSize is told so with REFUSED before the close', async () => {
   const f = await Fixture.start({ maxPacketSize: 64 * 1024 })
-  const aliceLink = new Link()
-  const alice = new Messaging(aliceLink, { identity: 'alice' })
   try {
-    aliceLink.connect({ port: f.port, reconnect: { minDelay: 20, maxDelay: 200 } })
-    await connected(alice, 'server')
-    const told = waitFor<{ error: Error }>(alice, 'error', (e) => e.error instanceof HandshakeRefusedError)
-    const cut = waitFor<ConnectionError>(f.server, 'error', (e) => e.ident === 'alice')
-    await alice.send('server', Buffer.alloc(100 * 1024))
-    const { error } = await told
-    assert.ok(error instanceof HandshakeRefusedError && error.byRemote)
-    assert.match(error.message, /refused by the remote: packet of \d+ bytes exceeds the limit of 65536 bytes/)
-    assert.ok((await cut).error instanceof PacketTooLargeError)
+    const raw = await RawPeer.connect(f.port)
+    // PROTOCOL_VERSION, EXTENSIONS version 2 (acknowledgements and verdicts, a nonce: no maxPacketSize), IDENTIFICATION, then 100 KiB.
+    raw.write(Buffer.concat([VERSION_1, packet('1002' + '00000003' + '5a'.repeat(16)), identification('older'), message(Buffer.alloc(100 * 1024))]))
+    const error = await f.errorFor(raw)
+    assert.ok(error instanceof PacketTooLargeError)
+    await raw.closed
+    const refused = packets(raw.received).find((p) => p[0] === 18)
+    assert.ok(refused !== undefined, `no REFUSED among ${packets(raw.received).map((p) => p[0]).join(',')}`)
+    assert.match(refused.subarray(2).toString('utf8'), /^packet of \d+ bytes exceeds the limit of 65536 bytes$/)
     await f.roundtrip()
   } finally {
-    await alice.close()
     await f.close()
   }
 })

@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
-  LevelStore, RpcClient, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
+  LevelStore, RpcClient, RpcCodecError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
 import { DedupWindow } from '../src/messaging/dedup.ts'
@@ -651,5 +651,58 @@ test('a remote cycling through identities cannot grow per-peer state past maxIdl
     assert.equal(a.queued('visitor-0'), 1)
   } finally {
     await a.close()
+  }
+})
+
+test('a message larger than the maxPacketSize its peer announced is dropped as too-large, not sent to close the connection at every reconnect; the messages behind it go on', async () => {
+  // alice listens and takes packets of up to 64 KiB; bob sends her a small message, one of 100 KiB, and another small one.
+  const { a: alice, b: bob } = await pair({ maxPacketSize: 64 * 1024 }, {})
+  const errors: unknown[] = []
+  alice.on('error', (e) => errors.push(e.error))
+  bob.on('error', (e) => errors.push(e.error))
+  try {
+    const dropped = waitFor<{ to: string, uuid: string, reason: string }>(bob, 'drop')
+    await bob.send('alice', 'before')
+    const big = bob.send('alice', Buffer.alloc(100 * 1024, 7), { wait: 'delivered' })
+    await bob.send('alice', 'after')
+    await assert.rejects(big, (e: unknown) => e instanceof MessageDroppedError && e.reason === 'too-large' && e.to === 'alice')
+    const drop = await dropped
+    assert.equal(drop.reason, 'too-large')
+    const got = await take(alice, 2)
+    assert.deepEqual(got.map((m) => Buffer.from(m.data).toString()), ['before', 'after'])
+    // One exactly at the limit still goes (a MESSAGE's body is 25 bytes before its data).
+    const [exact] = await Promise.all([take(alice, 1), bob.send('alice', Buffer.alloc(64 * 1024 - 25, 1), { wait: 'delivered' })])
+    assert.equal(exact[0]!.data.byteLength, 64 * 1024 - 25)
+    assert.deepEqual(errors, [], 'no connection was closed')
+    assert.ok(bob.isConnected('alice'))
+  } finally {
+    await bob.close()
+    await alice.close()
+  }
+})
+
+test('an RPC call whose request is larger than the server accepts fails with MessageDroppedError (too-large) instead of waiting for ever; the next calls are served', async () => {
+  const { a: alice, b: bob } = await pair({ maxPacketSize: 64 * 1024 }, {})
+  new RpcServer(alice).register('svc', { size (body: Uint8Array): number { return body.byteLength } })
+  const svc = new RpcClient(bob).proxy<{ size(body: Uint8Array): Promise<number> }>('alice', 'svc')
+  try {
+    await assert.rejects(svc.size(new Uint8Array(100 * 1024)), (e: unknown) => e instanceof MessageDroppedError && e.reason === 'too-large')
+    assert.equal(await svc.size(new Uint8Array(1000)), 1000)
+  } finally {
+    await bob.close()
+    await alice.close()
+  }
+})
+
+test('an RPC result larger than the caller accepts is answered with RpcCodecError saying so, not dropped with the caller left waiting', async () => {
+  const { a: alice, b: bob } = await pair({}, { maxPacketSize: 64 * 1024 })
+  new RpcServer(alice).register('svc', { make (n: number): Uint8Array { return new Uint8Array(n) } })
+  const svc = new RpcClient(bob).proxy<{ make(n: number): Promise<Uint8Array> }>('alice', 'svc')
+  try {
+    await assert.rejects(svc.make(100 * 1024), (e: unknown) => e instanceof RpcCodecError && /more than "bob" accepts/.test(e.message))
+    assert.equal((await svc.make(1000)).byteLength, 1000)
+  } finally {
+    await bob.close()
+    await alice.close()
   }
 })

@@ -10,7 +10,8 @@ function outbox (): { q: Outbox, delivered: number[] } {
     delivered (o, e) { delivered.push(e.seq); o.finish(e) },
     async readStored () { return [] },
     expiredOnRead () {},
-    readFailed () {}
+    readFailed () {},
+    tooLarge () { throw new Error('no peer limit in these tests') }
   }
   const q = new Outbox('bob', 0, host, new QueueTotals())
   return { q, delivered }

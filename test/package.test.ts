@@ -243,7 +243,7 @@ link.connect({ host: '127.0.0.1', port: listener.port, reconnect: { minDelay: 10
 const logger: Logger = pinoLogger({ debug () {}, info () {}, warn () {}, error () {} })
 const mq = new Messaging(link, { identity: 'bob', store: await LevelStore.open('bob.db'), logger, keepalive: { interval: 5000, wait: 5000 } })
 mq.on('connect', ({ ident }) => { const name: string = ident; void name })
-mq.on('drop', ({ reason }) => { const r: 'expired' | 'not-connected' | 'closed' = reason; void r })
+mq.on('drop', ({ reason }) => { const r: 'expired' | 'not-connected' | 'closed' | 'too-large' = reason; void r })
 const result: SendResult = await mq.send('alice', new TextEncoder().encode('hello'), { ttl: 600, persistent: true, wait: 'delivered' })
 const uuid: string = result.uuid
 for await (const msg of mq.messages({ ack: 'manual' })) {

@@ -159,7 +159,8 @@ test('looking through a paged range for expired messages stops at its end, when 
       return [{ peer: 'bob', seq: 6, uuid: new Uint8Array(16), expiry: 3500, flags: 0, data: new Uint8Array(1) }]
     },
     expiredOnRead () {},
-    readFailed (_q, err) { failures.push(err) }
+    readFailed (_q, err) { failures.push(err) },
+    tooLarge () { throw new Error('no peer limit in this test') }
   }
   const q = new Outbox('bob', 0, host, new QueueTotals({ messages: 2, bytes: 1 << 20 }))
   q.restore(1, 1, 4, 1000)

@@ -186,7 +186,7 @@ function frames (hex: string): Frame[] {
 function nodeHandshake (mq: Messaging): Frame[] {
   return [
     { type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION },
-    { type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce) },
+    { type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce), maxPacketSize: mq.maxPacketSize },
     { type: FrameType.Identification, identity: mq.identity }
   ]
 }

@@ -242,6 +242,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * is `plainSnakeMQ`), false when it is connected with them, undefined when it
    * is not connected.
    */
+  /** @internal The most data a message to `ident` may carry, from the maxPacketSize it announced: Infinity when it announced none or is not connected. */
+  maxMessageData (ident: string): number {
+    return this.peers.get(ident)?.maxMessageData ?? Infinity
+  }
+
   peerIsPlain (ident: string): boolean | undefined {
     const s = this.peers.get(ident)
     return s?.announced === true ? !s.acks : undefined
@@ -697,6 +702,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** @internal OutboxHost: messages read in from the store whose TTL ran out meanwhile. */
   expiredOnRead (q: Outbox, entries: readonly QueueEntry[]): void {
     for (const e of entries) this.drop(q, e, 'expired')
+  }
+
+  /** @internal OutboxHost: messages larger than their connected peer's maxPacketSize allows. */
+  tooLarge (q: Outbox, entries: readonly QueueEntry[]): void {
+    for (const e of entries) {
+      this.log.warn('a message is larger than its peer accepts (the maxPacketSize it announced): dropped', { to: q.peer, bytes: e.size })
+      this.drop(q, e, 'too-large')
+    }
   }
 
   /** @internal OutboxHost */

@@ -265,6 +265,8 @@ export interface OutboxHost {
   expiredOnRead (outbox: Outbox, entries: readonly QueueEntry[]): void
   /** Reading the store failed: say so (the backlog stays where it is, to be read again). */
   readFailed (outbox: Outbox, error: unknown): void
+  /** These entries (Queued) are larger than the connected peer accepts: drop them. */
+  tooLarge (outbox: Outbox, entries: readonly QueueEntry[]): void
 }
 
 /**
@@ -609,18 +611,22 @@ export class Outbox {
    * and at the paged range, which is read back in (the reader is woken when it is).
    * The caller writes them, then reports them with sent().
    */
-  take (maxCount: number, maxBytes: number, out: QueueEntry[]): void {
+  take (maxCount: number, maxBytes: number, out: QueueEntry[], maxSize = Infinity): void {
     const items = this.items
     let bytes = 0
     let i = this.cursor
+    let tooLarge: QueueEntry[] | null = null
     for (; i < items.length && out.length < maxCount && bytes < maxBytes; i++) {
       const e = items[i]!
       if (e.state === EntryState.Done || e.state === EntryState.Sent) continue
       if (e.state === EntryState.Storing) break
+      if (e.size > maxSize) { (tooLarge ??= []).push(e); continue }
       out.push(e)
       bytes += e.size
     }
     this.cursor = i
+    // Dropped after the loop: finishing an entry may compact the list being walked.
+    if (tooLarge !== null) this.host.tooLarge(this, tooLarge)
     // Senders pacing themselves to this connection may go on (they run once these are on their way).
     if (out.length > 0) this.wakePaced()
     if (this.range !== null && items.length - i < this.pageLow) this.pageIn()

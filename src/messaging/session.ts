@@ -114,6 +114,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   held = 0
   /** The unfinished packet was dropped (receiveBudget): nothing more is decoded, not even acknowledgements. */
   private cut = false
+  /** The most data a MESSAGE to the remote may carry: from the maxPacketSize it announced, if it did. */
+  maxMessageData = Infinity
   private gotVersion = false
   private remoteFeatures = 0
   /** Both sides give verdicts (FEATURE_VERDICT): the connection is up once each accepted the other. */
@@ -166,7 +168,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
 
   start (): void {
     const hello: Frame[] = [{ type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION }]
-    if (!this.host.plain) hello.push({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: this.host.nonce })
+    if (!this.host.plain) hello.push({ type: FrameType.Extensions, version: EXTENSIONS_VERSION, features: FEATURE_ACK | FEATURE_VERDICT, nonce: this.host.nonce, maxPacketSize: this.host.maxPacketSize })
     hello.push({ type: FrameType.Identification, identity: this.host.identity })
     this.host.log.debug('sending handshake', { conn: this.connection.id, frames: hello.map((f) => frameName(f.type)).join(','), identity: this.host.identity })
     this.control.push(...hello)
@@ -335,6 +337,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
         if (counts) {
           this.remoteFeatures = f.features
           this.remoteNonce = f.nonce === undefined ? null : f.nonce.slice()
+          // A remote that announced its limit is sent no message over it: such a message is dropped ('too-large') rather than get this connection closed at every reconnect.
+          if (f.maxPacketSize !== undefined && !this.host.plain) this.maxMessageData = f.maxPacketSize - 1 - MESSAGE_HEADER_BYTES
         }
         this.host.log.debug(counts ? 'got EXTENSIONS' : 'ignored EXTENSIONS outside the handshake', { conn: this.connection.id, version: f.version, features: f.features })
         return
@@ -505,7 +509,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
     const batch = this.batch
     if (o !== null && this.up && !this.ending) {
       const room = this.acks ? this.host.maxUnacked - o.inFlight : BATCH_MESSAGES
-      if (room > 0) o.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, batch)
+      if (room > 0) o.take(Math.min(room, BATCH_MESSAGES), BATCH_BYTES, batch, this.maxMessageData)
     }
     const acks = this.ackCount
     if (control.length === 0 && !this.pongOwed && acks === 0 && batch.length === 0) return null

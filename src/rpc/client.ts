@@ -146,9 +146,26 @@ export class RpcClient implements AsyncDisposable {
   private closed = false
   /** close() was called (rather than the Messaging closing). */
   private closedHere = false
+  /** True while post() runs (see posted()), and the too-large drops seen meanwhile. */
+  private posting = false
+  private droppedInPost: Array<MessagingEvents['drop'][0]> = []
+
   private readonly onConnect = (e: MessagingEvents['connect'][0]): void => {
     if (this.format === 'auto') this.lastPlain.set(e.ident, this.mq.peerIsPlain(e.ident) === true)
     this.resend(e.ident)
+  }
+
+  /** A request larger than its peer accepts was dropped by the Messaging: its call fails with why, instead of waiting for a reply that cannot come. */
+  private readonly onDrop = (e: MessagingEvents['drop'][0]): void => {
+    if (e.reason !== 'too-large') return
+    // Dropped inside post(), before it returned the entry: post() is followed by droppedWhilePosting().
+    if (this.posting) { this.droppedInPost.push(e); return }
+    for (const [counter, call] of this.pending.entries()) {
+      if (call.peer === e.to && call.queued !== null && call.queued.uuid === e.uuid) {
+        this.settle(counter, new MessageDroppedError(e.to, e.uuid, 'too-large'))
+        return
+      }
+    }
   }
 
   constructor (mq: Messaging, options: RpcClientOptions = {}) {
@@ -165,6 +182,7 @@ export class RpcClient implements AsyncDisposable {
     }
     this.format = format
     mq.on('connect', this.onConnect)
+    mq.on('drop', this.onDrop)
     addClient(mq)
     // Requests too when this Messaging has no RpcServer: they are answered, not left waiting.
     this.replies = mq.consume(
@@ -350,7 +368,25 @@ export class RpcClient implements AsyncDisposable {
     // Without acknowledgement (FLAG_UNACKED): a request or reply lost with its
     // connection is recovered by resend() and the server's result cache, so the
     // Messaging need not hold, acknowledge or filter either of them.
+    this.posting = true
     call.queued = this.mq.post(call.peer, call.message, ttl, this.notQueued, counter, true)
+    this.posted(counter, call)
+  }
+
+  /**
+   * After post(): a request the Messaging dropped as too large while post() ran
+   * (it may write a lone request at once) fails its call now; drops of earlier
+   * requests seen meanwhile fail theirs.
+   */
+  private posted (counter: number, call: PendingCall): void {
+    this.posting = false
+    if (this.droppedInPost.length === 0) return
+    const drops = this.droppedInPost
+    this.droppedInPost = []
+    for (const d of drops) {
+      if (d.to === call.peer && call.queued !== null && call.queued.uuid === d.uuid) this.settle(counter, new MessageDroppedError(d.to, d.uuid, 'too-large'))
+      else this.onDrop(d)
+    }
   }
 
   /**
@@ -369,7 +405,9 @@ export class RpcClient implements AsyncDisposable {
       }
     }
     // To a Node peer (format 'snakemq'), without acknowledgement, as its own requests go.
-    this.mq.post(call.peer, call.pickled, 0, this.pickledNotQueued, counter, !plain)
+    this.posting = true
+    call.queued = this.mq.post(call.peer, call.pickled, 0, this.pickledNotQueued, counter, !plain)
+    this.posted(counter, call)
   }
 
   /** A request could not be queued: its call fails with why. */
@@ -445,6 +483,7 @@ export class RpcClient implements AsyncDisposable {
   private ended (): void {
     this.closed = true
     this.mq.off('connect', this.onConnect)
+    this.mq.off('drop', this.onDrop)
     this.pickledReplies.end()
     this.pickledRequests.end()
     removeClient(this.mq)

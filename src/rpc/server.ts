@@ -511,6 +511,9 @@ export class RpcServer implements AsyncDisposable {
       const out = encodeAfter(BODY_OFFSET, result, this.codec)
       writeHeader(out, Kind.Result)
       copyId(out, request)
+      // A reply the caller would not accept is dropped by the Messaging, and the caller would wait: it gets why instead.
+      const limit = this.mq.maxMessageData(from)
+      if (out.byteLength > limit) return failedMessage(request, Status.BadResult, tooLargeForCaller(out.byteLength, from, limit))
       return out
     } catch (err) {
       this.log.warn('the result of a call could not be encoded', { from, object, method, error: err as Error })
@@ -670,7 +673,10 @@ export class RpcServer implements AsyncDisposable {
 
   private snakeReturned (value: unknown, reqId: Uint8Array, from: string, object: string, method: string): Uint8Array {
     try {
-      return snakeReturnMessage(reqId, value, this.codec)
+      const out = snakeReturnMessage(reqId, value, this.codec)
+      const limit = this.mq.maxMessageData(from)
+      if (out.byteLength > limit) return this.snakeExceptionReply(reqId, new PythonException('ValueError', [tooLargeForCaller(out.byteLength, from, limit)]), '')
+      return out
     } catch (err) {
       this.log.warn('the result of a snakeMQ call could not be pickled', { from, object, method, error: err as Error })
       return this.snakeExceptionReply(reqId, new PythonException('TypeError', [`the result of ${object}.${method} could not be sent: ${(err as Error).message}`]), '')
@@ -832,4 +838,9 @@ function nonError (value: unknown): Error {
 
 function describeError (err: unknown): Error {
   return err instanceof Error ? err : nonError(err)
+}
+
+/** Why a result was not sent: its reply is larger than the caller's Messaging accepts. */
+function tooLargeForCaller (bytes: number, caller: string, limit: number): string {
+  return `the result's reply is ${bytes} bytes, more than ${JSON.stringify(caller)} accepts (${limit} bytes of message data, from its maxPacketSize)`
 }

@@ -56,8 +56,8 @@ export const FEATURE_ACK = 0x1
  * remote's WELCOME.
  */
 export const FEATURE_VERDICT = 0x2
-/** Version of the extension frames' layouts: 2 adds the sender's nonce to EXTENSIONS. */
-export const EXTENSIONS_VERSION = 2
+/** Version of the extension frames' layouts: 2 adds the sender's nonce to EXTENSIONS, 3 its maxPacketSize after it. */
+export const EXTENSIONS_VERSION = 3
 /** Bytes of the per-process nonce in EXTENSIONS (layout version 2). */
 export const NONCE_BYTES = 16
 /** Longest reason text in REFUSED, in bytes of UTF-8. */
@@ -98,6 +98,8 @@ export interface ExtensionsFrame {
   features: number
   /** The sender's per-process nonce (layout version 2); absent from version 1 announcements. */
   nonce?: Uint8Array
+  /** The largest packet payload the sender accepts (layout version 3, after the nonce); absent before. */
+  maxPacketSize?: number
 }
 export interface RefusedFrame { type: typeof FrameType.Refused, code: number, reason: string }
 export interface WelcomeFrame { type: typeof FrameType.Welcome }
@@ -159,11 +161,16 @@ export function encodeFrame (frame: Frame): PacketPayload {
     case FrameType.Extensions: {
       const nonce = frame.nonce
       if (nonce !== undefined && nonce.length !== NONCE_BYTES) throw new ProtocolError(`an EXTENSIONS nonce must be ${NONCE_BYTES} bytes`)
-      const buf = allocUnsafe(6 + (nonce?.length ?? 0))
+      const limit = frame.maxPacketSize
+      if (limit !== undefined && (nonce === undefined || !Number.isInteger(limit) || limit < 0 || limit > 0xFFFFFFFF)) {
+        throw new ProtocolError('an EXTENSIONS maxPacketSize is a 32-bit count after the nonce')
+      }
+      const buf = allocUnsafe(6 + (nonce?.length ?? 0) + (limit !== undefined ? 4 : 0))
       buf[0] = FrameType.Extensions
       buf[1] = frame.version
       writeUint32(buf, 2, frame.features >>> 0)
       if (nonce !== undefined) buf.set(nonce, 6)
+      if (limit !== undefined) writeUint32(buf, 6 + NONCE_BYTES, limit)
       return buf
     }
     case FrameType.Refused: {
@@ -287,6 +294,8 @@ export function decodeFrame (payload: Uint8Array): Frame | null {
       const f: ExtensionsFrame = { type, version: payload[1]!, features: readUint32(payload, 2) }
       // A nonce from layout version 2 on; anything after it is for later versions.
       if (f.version >= 2 && payload.length >= 6 + NONCE_BYTES) f.nonce = payload.subarray(6, 6 + NONCE_BYTES)
+      // The sender's maxPacketSize from layout version 3 on.
+      if (f.version >= 3 && payload.length >= 6 + NONCE_BYTES + 4) f.maxPacketSize = readUint32(payload, 6 + NONCE_BYTES)
       return f
     }
     case FrameType.Refused: {

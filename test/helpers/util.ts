@@ -136,14 +136,16 @@ export function assertDecodesInSteps (payloads: readonly Uint8Array[], steps: re
 
 /**
  * The hex of what a Messaging sends first on every connection: PROTOCOL_VERSION,
- * EXTENSIONS (layout version 2: acknowledged delivery and verdicts, its nonce)
- * and IDENTIFICATION; without EXTENSIONS in plain snakeMQ mode.
+ * EXTENSIONS (layout version 3: acknowledged delivery and verdicts, its nonce,
+ * its maxPacketSize) and IDENTIFICATION; without EXTENSIONS in plain snakeMQ mode.
  */
 export function nodeHello (mq: Messaging, plain = false): string {
   const ident = Buffer.from(mq.identity, 'utf8')
   const identPacket = Buffer.alloc(5)
   identPacket.writeUInt32BE(1 + ident.length)
   identPacket[4] = 2
-  const ext = plain ? '' : '00000016' + '10' + '02' + '00000003' + Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce).toString('hex')
+  const limit = Buffer.alloc(4)
+  limit.writeUInt32BE(mq.maxPacketSize)
+  const ext = plain ? '' : '0000001a' + '10' + '03' + '00000003' + Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce).toString('hex') + limit.toString('hex')
   return '000000050000000001' + ext + Buffer.concat([identPacket, ident]).toString('hex')
 }
