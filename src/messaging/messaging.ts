@@ -242,14 +242,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * is `plainSnakeMQ`), false when it is connected with them, undefined when it
    * is not connected.
    */
-  /** @internal The most data a message to `ident` may carry, from the maxPacketSize it announced: Infinity when it announced none or is not connected. */
-  maxMessageData (ident: string): number {
-    return this.peers.get(ident)?.maxMessageData ?? Infinity
-  }
-
   peerIsPlain (ident: string): boolean | undefined {
     const s = this.peers.get(ident)
     return s?.announced === true ? !s.acks : undefined
+  }
+
+  /** @internal The most data a message to `ident` may carry, from the maxPacketSize it announced: Infinity when it announced none or is not connected. */
+  maxMessageData (ident: string): number {
+    return this.peers.get(ident)?.maxMessageData ?? Infinity
   }
 
   /** Messages queued and not yet delivered: for one peer, or for all. */

@@ -158,7 +158,7 @@ export class RpcClient implements AsyncDisposable {
   /** A request larger than its peer accepts was dropped by the Messaging: its call fails with why, instead of waiting for a reply that cannot come. */
   private readonly onDrop = (e: MessagingEvents['drop'][0]): void => {
     if (e.reason !== 'too-large') return
-    // Dropped inside post(), before it returned the entry: post() is followed by droppedWhilePosting().
+    // Dropped inside post(), before it returned the entry to match: posted() sorts these out.
     if (this.posting) { this.droppedInPost.push(e); return }
     for (const [counter, call] of this.pending.entries()) {
       if (call.peer === e.to && call.queued !== null && call.queued.uuid === e.uuid) {
@@ -375,8 +375,8 @@ export class RpcClient implements AsyncDisposable {
 
   /**
    * After post(): a request the Messaging dropped as too large while post() ran
-   * (it may write a lone request at once) fails its call now; drops of earlier
-   * requests seen meanwhile fail theirs.
+   * (a request queued alone may be taken for writing, and dropped, before post()
+   * returns) fails its call now; drops of other requests seen meanwhile fail theirs.
    */
   private posted (counter: number, call: PendingCall): void {
     this.posting = false
