@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Link, Messaging, DuplicateIdentityError, MessageDroppedError, QueueFullError, AbortError, InvalidArgumentError,
-  LevelStore, RpcClient, RpcCodecError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
+  LevelStore, RpcClient, RpcCodecError, RpcRemoteError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
 import { DedupWindow } from '../src/messaging/dedup.ts'
@@ -681,18 +681,21 @@ test('a message larger than the maxPacketSize its peer announced is dropped as t
   }
 })
 
-test('an RPC call whose request is larger than the server accepts fails with MessageDroppedError (too-large) instead of waiting for ever; the next calls are served', async () => {
-  const { a: alice, b: bob } = await pair({ maxPacketSize: 64 * 1024 }, {})
-  new RpcServer(alice).register('svc', { size (body: Uint8Array): number { return body.byteLength } })
-  const svc = new RpcClient(bob).proxy<{ size(body: Uint8Array): Promise<number> }>('alice', 'svc')
-  try {
-    await assert.rejects(svc.size(new Uint8Array(100 * 1024)), (e: unknown) => e instanceof MessageDroppedError && e.reason === 'too-large')
-    assert.equal(await svc.size(new Uint8Array(1000)), 1000)
-  } finally {
-    await bob.close()
-    await alice.close()
-  }
-})
+for (const format of ['native', 'snakemq'] as const) {
+  test(`format ${format}: an RPC call whose request is larger than the server accepts fails with MessageDroppedError (too-large) instead of waiting for its timeout; the next calls are served`, async () => {
+    const { a: alice, b: bob } = await pair({ maxPacketSize: 64 * 1024 }, {})
+    new RpcServer(alice).register('svc', { size (body: Uint8Array): number { return body.byteLength } })
+    const svc = new RpcClient(bob, { format }).proxy<{ size(body: Uint8Array): Promise<number> }>('alice', 'svc')
+    try {
+      // Without the drop reaching the call, it would end only by this timeout.
+      await assert.rejects(svc.size.with({ timeout: 20_000 })(new Uint8Array(100 * 1024)), (e: unknown) => e instanceof MessageDroppedError && e.reason === 'too-large')
+      assert.equal(await svc.size(new Uint8Array(1000)), 1000)
+    } finally {
+      await bob.close()
+      await alice.close()
+    }
+  })
+}
 
 test('an RPC result larger than the caller accepts is answered with RpcCodecError saying so, not dropped with the caller left waiting', async () => {
   const { a: alice, b: bob } = await pair({}, { maxPacketSize: 64 * 1024 })
@@ -701,6 +704,23 @@ test('an RPC result larger than the caller accepts is answered with RpcCodecErro
   try {
     await assert.rejects(svc.make(100 * 1024), (e: unknown) => e instanceof RpcCodecError && /more than "bob" accepts/.test(e.message))
     assert.equal((await svc.make(1000)).byteLength, 1000)
+  } finally {
+    await bob.close()
+    await alice.close()
+  }
+})
+
+test('an RPC error whose reply is larger than the caller accepts reaches it cut to its name and the start of its message, or as RpcCodecError saying so', async () => {
+  const { a: alice, b: bob } = await pair({}, { maxPacketSize: 64 * 1024 })
+  new RpcServer(alice).register('svc', {
+    longMessage (n: number): never { throw new RangeError('x'.repeat(n)) },
+    largeData (n: number): never { throw Object.assign(new Error('with a blob'), { code: 'E_BLOB', blob: new Uint8Array(n) }) }
+  })
+  const svc = new RpcClient(bob, { timeout: 20_000 }).proxy<{ longMessage(n: number): never, largeData(n: number): never }>('alice', 'svc')
+  try {
+    // Before, such a reply was dropped by the server's Messaging, and the call waited for its timeout.
+    await assert.rejects(svc.longMessage(100 * 1024), (e: unknown) => e instanceof RpcRemoteError && e.remoteName === 'RangeError' && e.message === 'x'.repeat(4096))
+    await assert.rejects(svc.largeData(100 * 1024), (e: unknown) => e instanceof RpcRemoteError && e.remoteName === 'Error' && e.message === 'with a blob' && e.remoteCode === 'E_BLOB')
   } finally {
     await bob.close()
     await alice.close()

@@ -277,6 +277,57 @@ test('a reply lost with its connection is sent again from the result cache when 
   }
 })
 
+for (const format of ['native', 'snakemq'] as const) {
+  test(`format ${format}: a result made while its caller was away, larger than the caller accepts, is answered with an error saying so when the caller is back`, async () => {
+    const linkA = new Link()
+    const l = await linkA.listen({ port: 0 })
+    const a = new Messaging(linkA, { identity: 'server' })
+    let proxy = await FaultProxy.start({ target: l.port })
+    const port = proxy.port
+    const linkB = new Link()
+    const b = new Messaging(linkB, { identity: 'client', maxPacketSize: 64 * 1024 })
+    linkB.connect({ port, reconnect: { minDelay: 5, maxDelay: 50 } })
+    const server = new RpcServer(a)
+    let runs = 0
+    let started!: () => void
+    const running = new Promise<void>((resolve) => { started = resolve })
+    let finish!: () => void
+    const release = new Promise<void>((resolve) => { finish = resolve })
+    server.register('svc', {
+      async make (n: number): Promise<Uint8Array> { runs++; started(); await release; return new Uint8Array(n) }
+    })
+    const client = new RpcClient(b, { format })
+    try {
+      await connected(b, 'server')
+      // Before, the reply was dropped as too large when the caller came back, and again at each resend: the call waited for its timeout.
+      const call = client.call('server', 'svc', 'make', [100 * 1024], { timeout: 20_000 })
+      await running
+      const away = waitFor(a, 'disconnect')
+      await proxy.close()
+      await away
+      finish()
+      await release
+      await new Promise((resolve) => setImmediate(resolve))
+      // The reply is queued for the caller, whose limit the server does not know while it is away.
+      assert.equal(a.queued('client'), 1)
+      proxy = await FaultProxy.start({ target: l.port, port })
+      const why = /more than "client" accepts/
+      await assert.rejects(call, format === 'native'
+        ? (e: unknown) => e instanceof RpcCodecError && why.test(e.message)
+        : (e: unknown) => e instanceof RpcRemoteError && e.remoteName === 'ValueError' && why.test(e.message))
+      assert.equal(runs, 1)
+      assert.equal((await client.call('server', 'svc', 'make', [1000], { timeout: 20_000 }) as Uint8Array).byteLength, 1000)
+    } finally {
+      finish()
+      await client.close()
+      await server.close()
+      await proxy.close()
+      await a.close()
+      await b.close()
+    }
+  })
+}
+
 test('a proxy that delays and cuts the bytes into 3-byte pieces does not change any result', async () => {
   const { a, b, close } = await throughProxy({ delay: 2, slice: 3 })
   const server = new RpcServer(a)

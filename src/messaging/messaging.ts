@@ -325,7 +325,10 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     const flags = unacked ? FLAG_UNACKED : 0
     const q = this.isReady && this.closing === null && (ttl === undefined || ttl > 0) && to.length > 0 ? this.queueFor(to) : undefined
     if (q === undefined || this.full(q, size)) {
-      const options: SendOptions = rejectWhenFull ? (ttl === undefined ? { whenFull: 'reject' } : { ttl, whenFull: 'reject' }) : ttl === undefined ? NO_OPTIONS : { ttl }
+      // TTL 0 (only over the connection up now): once queued, it may still be
+      // dropped, its connection gone first or the message too large for the peer;
+      // onError hears of that too, as there is no entry to match a drop event with.
+      const options: SendOptions = ttl === undefined ? (rejectWhenFull ? { whenFull: 'reject' } : NO_OPTIONS) : { ttl, wait: ttl === 0 ? 'delivered' : 'queued', whenFull: rejectWhenFull ? 'reject' : 'wait' }
       this.sendSlow(to, data, options, flags, true).catch((err: unknown) => { onError(err, context) })
       return null
     }

@@ -415,9 +415,13 @@ export class RpcClient implements AsyncDisposable {
     this.settle(counter, err instanceof Error ? err : new Error(String(err)))
   }
 
-  /** A snakeMQ-format request dropped because the connection went first waits for the next one; other errors fail its call. */
+  /**
+   * A snakeMQ-format request dropped because the connection went first waits for
+   * the next one; other errors fail its call, a drop as too large for the peer
+   * among them (it would be dropped again at every resend).
+   */
   private readonly pickledNotQueued = (err: unknown, counter: number): void => {
-    if (err instanceof MessageDroppedError) return
+    if (err instanceof MessageDroppedError && err.reason !== 'too-large') return
     this.notQueued(err, counter)
   }
 

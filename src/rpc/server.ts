@@ -470,8 +470,10 @@ export class RpcServer implements AsyncDisposable {
   }
 
   private callDone (reply: Uint8Array, m: Message, entry: RunningCall): void {
-    this.cache.finish(entry, reply)
-    this.reply(m, reply)
+    // The cache keeps what the caller can take, when its limit is known now.
+    const out = this.fitted(m, reply)
+    this.cache.finish(entry, out)
+    this.queueReply(m, out)
   }
 
   private callFailed (err: unknown, m: Message, object: string, method: string, entry: RunningCall): void {
@@ -511,9 +513,6 @@ export class RpcServer implements AsyncDisposable {
       const out = encodeAfter(BODY_OFFSET, result, this.codec)
       writeHeader(out, Kind.Result)
       copyId(out, request)
-      // A reply the caller would not accept is dropped by the Messaging, and the caller would wait: it gets why instead.
-      const limit = this.mq.maxMessageData(from)
-      if (out.byteLength > limit) return failedMessage(request, Status.BadResult, tooLargeForCaller(out.byteLength, from, limit))
       return out
     } catch (err) {
       this.log.warn('the result of a call could not be encoded', { from, object, method, error: err as Error })
@@ -526,7 +525,11 @@ export class RpcServer implements AsyncDisposable {
       this.log.error('a call failed (not transferred to the caller)', { from, object, method, error: describeError(err) })
       return failedMessage(request, Status.Withheld, '')
     }
-    return replyMessage(request, Kind.Thrown, this.encodeError(err))
+    const error = thrownError(err)
+    const out = replyMessage(request, Kind.Thrown, this.encodeError(error))
+    // Too large for the caller (a long message, a large data property): its name and the start of its message and stack are sent.
+    if (out.byteLength <= this.mq.maxMessageData(from)) return out
+    return replyMessage(request, Kind.Thrown, this.encodeError(plainError(error)))
   }
 
   private runSignal (target: object, fn: Method, args: unknown[], from: string, object: string, method: string): void | Promise<void> {
@@ -540,16 +543,12 @@ export class RpcServer implements AsyncDisposable {
   }
 
   /** What a call threw, as codec bytes: the error itself, or a plainer copy when it cannot be encoded within the limits. */
-  private encodeError (thrown: unknown): Uint8Array {
-    const error = thrown instanceof Error || isNativeError(thrown) ? thrown as Error : nonError(thrown)
+  private encodeError (error: Error): Uint8Array {
     try {
       return encodeValue(error, this.codec)
     } catch {
-      const plain = new Error(String(error.message).slice(0, 4096))
-      plain.name = typeof error.name === 'string' ? error.name.slice(0, 256) : 'Error'
-      plain.stack = typeof error.stack === 'string' ? error.stack.slice(0, 16_384) : ''
       try {
-        return encodeValue(plain, this.codec)
+        return encodeValue(plainError(error), this.codec)
       } catch {
         return encodeValue(new Error('the remote error could not be encoded'))
       }
@@ -615,7 +614,7 @@ export class RpcServer implements AsyncDisposable {
     if (seen !== undefined) {
       // Resent after a reconnect: answered, not run again.
       this.log.debug('a snakeMQ call seen before', { from, object, method, state: seen.state })
-      if (seen.state === DONE) this.reply(m, seen.reply!)
+      if (seen.state === DONE) this.reply(m, seen.reply!, reqId)
       else if (seen.state === LOST) this.snakeFailed(m, reqId, new PythonException('RuntimeError', [`${object}.${method} ran, but its result is no longer held`]))
       return
     }
@@ -645,8 +644,9 @@ export class RpcServer implements AsyncDisposable {
       if (answered) return
       answered = true
       if (timer !== undefined) clearTimeout(timer)
-      this.snakeCache.finish(key, reply)
-      this.reply(m, reply)
+      const out = this.fitted(m, reply, reqId)
+      this.snakeCache.finish(key, out)
+      this.queueReply(m, out)
     }
     let result: unknown
     try {
@@ -673,10 +673,7 @@ export class RpcServer implements AsyncDisposable {
 
   private snakeReturned (value: unknown, reqId: Uint8Array, from: string, object: string, method: string): Uint8Array {
     try {
-      const out = snakeReturnMessage(reqId, value, this.codec)
-      const limit = this.mq.maxMessageData(from)
-      if (out.byteLength > limit) return this.snakeExceptionReply(reqId, new PythonException('ValueError', [tooLargeForCaller(out.byteLength, from, limit)]), '')
-      return out
+      return snakeReturnMessage(reqId, value, this.codec)
     } catch (err) {
       this.log.warn('the result of a snakeMQ call could not be pickled', { from, object, method, error: err as Error })
       return this.snakeExceptionReply(reqId, new PythonException('TypeError', [`the result of ${object}.${method} could not be sent: ${(err as Error).message}`]), '')
@@ -688,7 +685,7 @@ export class RpcServer implements AsyncDisposable {
       this.log.error('a call failed (not transferred to the caller)', { from, object, method, error: describeError(err) })
       return this.snakeExceptionReply(reqId, new PythonException('Exception', [`${object}.${method} failed on ${JSON.stringify(this.mq.identity)} (the server does not transfer exceptions)`]), '')
     }
-    const error = err instanceof Error || isNativeError(err) ? err as Error : nonError(err)
+    const error = thrownError(err)
     let stack: unknown
     try {
       stack = error.stack
@@ -696,7 +693,11 @@ export class RpcServer implements AsyncDisposable {
       stack = undefined
     }
     // The traceback text snakeMQ sends as exception_format: here, the JavaScript stack.
-    return this.snakeExceptionReply(reqId, error, typeof stack === 'string' ? `${stack}\n` : '')
+    const format = typeof stack === 'string' ? `${stack}\n` : ''
+    const out = this.snakeExceptionReply(reqId, error, format)
+    if (out.byteLength <= this.mq.maxMessageData(from)) return out
+    // Too large for the caller: its name and the start of its message and traceback are sent.
+    return this.snakeExceptionReply(reqId, snakePlain(error), format.slice(0, 16_384))
   }
 
   /** A reply carrying `error`; a plainer copy of it when it cannot be pickled within the limits. */
@@ -704,10 +705,8 @@ export class RpcServer implements AsyncDisposable {
     try {
       return snakeExceptionMessage(reqId, error, format, this.codec)
     } catch {
-      const python = error instanceof PythonException
-      const plain = new PythonException(python ? error.name : 'Exception', [String(error.message).slice(0, 4096)], python ? { module: error.module } : {})
       try {
-        return snakeExceptionMessage(reqId, plain, format.slice(0, 16_384), this.codec)
+        return snakeExceptionMessage(reqId, snakePlain(error), format.slice(0, 16_384), this.codec)
       } catch {
         return snakeExceptionMessage(reqId, new PythonException('Exception', ['the remote error could not be sent']), '')
       }
@@ -716,10 +715,37 @@ export class RpcServer implements AsyncDisposable {
 
   /** Answers a snakeMQ call with `e` raised, as snakeMQ's server would have raised it. */
   private snakeFailed (m: Message, reqId: Uint8Array, e: PythonException): void {
-    this.reply(m, this.snakeExceptionReply(reqId, e, formatExceptionOnly(e)))
+    this.reply(m, this.snakeExceptionReply(reqId, e, formatExceptionOnly(e)), reqId)
   }
 
-  private reply (request: Message, reply: Uint8Array): void {
+  /**
+   * `reply`, or, when it is larger than the caller of `request` accepts (the
+   * maxPacketSize it announced), a short one saying so: the Messaging would drop
+   * the reply, and the caller would wait for one that cannot come. `reqId`: the
+   * request's req_id when it is in snakeMQ's format.
+   */
+  private fitted (request: Message, reply: Uint8Array, reqId?: Uint8Array): Uint8Array {
+    const to = request.from
+    const limit = this.mq.maxMessageData(to)
+    if (reply.byteLength <= limit) return reply
+    const why = `the reply is ${reply.byteLength} bytes, more than ${JSON.stringify(to)} accepts (${limit} bytes of message data, from its maxPacketSize)`
+    this.log.warn('an RPC reply is larger than its caller accepts: answered with an error saying so', { to, bytes: reply.byteLength, limit })
+    return reqId === undefined
+      ? failedMessage(request.data, Status.BadResult, why)
+      : this.snakeExceptionReply(reqId, new PythonException('ValueError', [why]), '')
+  }
+
+  /**
+   * Queues `reply` for the caller of `request` (fitted() first: a result held in
+   * the cache, or made while its caller was away, may be larger than the caller
+   * that came back accepts). `reqId`: as fitted()'s.
+   */
+  private reply (request: Message, reply: Uint8Array, reqId?: Uint8Array): void {
+    this.queueReply(request, this.fitted(request, reply, reqId))
+  }
+
+  /** Queues a reply that fitted() passed. */
+  private queueReply (request: Message, reply: Uint8Array): void {
     const ttl = Math.min(this.replyTtl, Math.max(1, request.ttl ?? Infinity))
     const to = request.from
     if (this.replyBytes + reply.byteLength > this.maxQueuedReplyBytes && !this.roomForReply(reply.byteLength)) {
@@ -840,7 +866,23 @@ function describeError (err: unknown): Error {
   return err instanceof Error ? err : nonError(err)
 }
 
-/** Why a result was not sent: its reply is larger than the caller's Messaging accepts. */
-function tooLargeForCaller (bytes: number, caller: string, limit: number): string {
-  return `the result's reply is ${bytes} bytes, more than ${JSON.stringify(caller)} accepts (${limit} bytes of message data, from its maxPacketSize)`
+/** What a call threw, as an error (a thrown non-error is wrapped). */
+function thrownError (thrown: unknown): Error {
+  return thrown instanceof Error || isNativeError(thrown) ? thrown as Error : nonError(thrown)
+}
+
+/** A plainer copy of `error`: its name, the start of its message and stack, and a short `code`, without its other properties. */
+function plainError (error: Error): Error {
+  const plain = new Error(String(error.message).slice(0, 4096))
+  plain.name = typeof error.name === 'string' ? error.name.slice(0, 256) : 'Error'
+  plain.stack = typeof error.stack === 'string' ? error.stack.slice(0, 16_384) : ''
+  const code = (error as { code?: unknown }).code
+  if (typeof code === 'number' || (typeof code === 'string' && code.length <= 256)) Object.assign(plain, { code })
+  return plain
+}
+
+/** A plainer copy of `error` to raise in a Python caller: its name (and module) and the start of its message. */
+function snakePlain (error: Error): PythonException {
+  const python = error instanceof PythonException
+  return new PythonException(python ? error.name : 'Exception', [String(error.message).slice(0, 4096)], python ? { module: error.module } : {})
 }
