@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
-import { DONE, LOST, RUNNING, ResultCache } from '../src/rpc/result-cache.ts'
+import { DONE, KeyedResultCache, LOST, RUNNING, ResultCache } from '../src/rpc/result-cache.ts'
 import { BODY_OFFSET, Kind, allocMessage, writeId } from '../src/rpc/wire.ts'
 
 const CLIENT = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])
@@ -59,7 +59,8 @@ test('a running call is never forgotten, however many calls come after it', () =
   const slow = cache.start(request(1), 'alice')
   for (let i = 2; i <= 1000; i++) {
     cache.finish(cache.start(request(i), 'alice'), reply(1))
-    assert.ok(cache.size <= 10, `size ${cache.size}`)
+    // Ten finished calls, and the one running.
+    assert.ok(cache.size <= 11, `size ${cache.size}`)
   }
   assert.equal(cache.get(request(1), 'alice')?.state, RUNNING)
   // Moved to the back as it came up for forgetting, the ring never grew for it.
@@ -105,6 +106,39 @@ test('calls still running past the limit stay, the ring grows for them, and each
   assert.equal(remembered, cache.size)
 })
 
+test('calls running or waiting, however many, do not push out the finished calls: the last maxEntries finished are all remembered', () => {
+  const cache = new ResultCache(8, 1 << 20)
+  // Call 1 finishes at once; 500 more start and run (or wait for a slot) behind it.
+  const first = reply(1)
+  cache.finish(cache.start(request(1), 'alice'), first)
+  const running = Array.from({ length: 500 }, (_, i) => cache.start(request(i + 2), 'alice'))
+  assert.equal(cache.get(request(1), 'alice')?.reply, first, 'a finished call whose reply may be lost is still answered')
+  assert.equal(cache.size, 501)
+  // As they finish, the finished calls remembered are the last eight to finish.
+  for (let i = 0; i < 500; i++) {
+    cache.finish(running[i]!, reply(1))
+    const last = Math.max(0, i - 7)
+    for (let j = last; j <= i; j++) assert.equal(cache.get(request(j + 2), 'alice')?.state, DONE, `call ${j + 2} after ${i + 1} finished`)
+  }
+  assert.equal(cache.get(request(1), 'alice'), undefined)
+  assert.equal(cache.size, 8)
+})
+
+test('the snakeMQ-format cache keeps the same count rule: running calls stay besides the last maxEntries finished', () => {
+  const cache = new KeyedResultCache(4, 1 << 20)
+  cache.start('done-1')
+  cache.finish('done-1', reply(1))
+  for (let i = 0; i < 300; i++) cache.start(`run-${i}`)
+  assert.equal(cache.get('done-1')?.state, DONE)
+  for (let i = 0; i < 300; i += 2) cache.finish(`run-${i}`, reply(1))
+  // 151 finished, four remembered (the last four to finish); the 150 still running all are.
+  assert.equal(cache.size, 154)
+  assert.equal(cache.get('done-1'), undefined)
+  for (const i of [292, 294, 296, 298]) assert.equal(cache.get(`run-${i}`)?.state, DONE, `run-${i}`)
+  assert.equal(cache.get('run-290'), undefined)
+  for (let i = 1; i < 300; i += 2) assert.equal(cache.get(`run-${i}`)?.state, RUNNING, `run-${i}`)
+})
+
 test('a byte limit drops replies of calls moved behind running ones, oldest finished first', () => {
   const size = BODY_OFFSET + 10
   const cache = new ResultCache(4, 3 * size)
@@ -130,28 +164,33 @@ class ModelCache {
     const e: ModelEntry = { key, state: RUNNING, reply: null, forgotten: false }
     this.calls.set(key, e)
     this.order.push(e)
-    for (let tries = this.order.length; this.calls.size > this.maxEntries && tries > 0; tries--) {
+    return e
+  }
+  finish (e: ModelEntry, reply: Uint8Array): void {
+    if (reply.length > this.maxBytes) {
+      e.state = LOST
+    } else {
+      e.state = DONE
+      e.reply = reply
+      this.held.push(e)
+      this.bytes += reply.length
+      while (this.bytes > this.maxBytes) {
+        const old = this.held.shift()!
+        if (old.forgotten || old.reply === null) continue
+        this.bytes -= old.reply.length
+        old.reply = null
+        old.state = LOST
+      }
+    }
+    // Only finished calls count against maxEntries; the oldest of them go.
+    const finished = (): number => this.order.filter((o) => o.state !== RUNNING).length
+    for (let tries = this.order.length; finished() > this.maxEntries && tries > 0; tries--) {
       const old = this.order.shift()!
       if (old.state === RUNNING) { this.order.push(old); continue }
       this.calls.delete(old.key)
       old.forgotten = true
       if (old.reply !== null) this.bytes -= old.reply.length
       old.reply = null
-    }
-    return e
-  }
-  finish (e: ModelEntry, reply: Uint8Array): void {
-    if (reply.length > this.maxBytes) { e.state = LOST; return }
-    e.state = DONE
-    e.reply = reply
-    this.held.push(e)
-    this.bytes += reply.length
-    while (this.bytes > this.maxBytes) {
-      const old = this.held.shift()!
-      if (old.forgotten || old.reply === null) continue
-      this.bytes -= old.reply.length
-      old.reply = null
-      old.state = LOST
     }
   }
 }

@@ -328,6 +328,53 @@ for (const format of ['native', 'snakemq'] as const) {
   })
 }
 
+test('a call whose reply was lost is answered from the result cache, not run again, while more calls than resultCacheSize run behind it', async () => {
+  const { a, b, proxy, close } = await throughProxy({})
+  const server = new RpcServer(a, { resultCacheSize: 8 })
+  const runs = new Map<number, number>()
+  const slow = 30
+  let startedSlow = 0
+  let allStarted!: () => void
+  const started = new Promise<void>((resolve) => { allStarted = resolve })
+  let open!: () => void
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  server.register('svc', {
+    quick (i: number): number { runs.set(i, (runs.get(i) ?? 0) + 1); return i },
+    async slow (i: number): Promise<number> {
+      runs.set(i, (runs.get(i) ?? 0) + 1)
+      if (++startedSlow === slow) allStarted()
+      await gate
+      return i
+    }
+  })
+  const client = new RpcClient(b)
+  try {
+    await connected(b, 'server')
+    proxy.holdFromTarget()
+    // The quick call's reply stops in the proxy; 30 calls, more than the cache's 8, then run behind it.
+    const replied = waitFor(a, 'delivered')
+    const quick = client.call('server', 'svc', 'quick', [0])
+    await replied
+    const calls = Promise.allSettled(Array.from({ length: slow }, (_, i) => client.call('server', 'svc', 'slow', [i + 1])))
+    await started
+    const reconnected = waitFor(b, 'connect')
+    proxy.resetAll()
+    await reconnected
+    // Resent after the reconnect: answered from the cache. Before, the 30
+    // running calls pushed it out, and it ran a second time.
+    assert.equal(await quick, 0)
+    assert.equal(runs.get(0), 1)
+    open()
+    assert.deepEqual((await calls).map((r): unknown => r.status === 'fulfilled' ? r.value : r.reason), Array.from({ length: slow }, (_, i) => i + 1))
+    for (let i = 1; i <= slow; i++) assert.equal(runs.get(i), 1, `call ${i}`)
+  } finally {
+    open()
+    await client.close()
+    await server.close()
+    await close()
+  }
+})
+
 test('a proxy that delays and cuts the bytes into 3-byte pieces does not change any result', async () => {
   const { a, b, close } = await throughProxy({ delay: 2, slice: 3 })
   const server = new RpcServer(a)

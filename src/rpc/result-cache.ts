@@ -64,17 +64,23 @@ class NumberFifo {
 const FIRST_SLOTS = 64
 
 /**
- * @internal Recent calls by request id and caller, bounded by count; the replies
- * they hold are bounded by bytes, oldest dropped first. Running calls are never
- * forgotten, so a resend can never start a second run. Calls are filed by client
+ * @internal Recent calls by request id and caller: the finished ones bounded by
+ * count, oldest forgotten first, and the replies they hold by bytes, oldest
+ * dropped first. Calls still running (or waiting for a slot) are remembered
+ * besides and never forgotten, so a resend can never start a second run, and
+ * however many there are they do not push finished calls out: those are the
+ * ones whose replies may have been lost on the way (the server's own limits,
+ * concurrency and maxQueued, bound the running ones). Calls are filed by client
  * (peer and client id), then by counter: numbers make cheaper keys than strings,
  * and consecutive requests from one client skip the outer lookup.
  */
 export class ResultCache {
   private readonly clients = new Map<string, CachedClient>()
   private last: CachedClient | null = null
-  /** Calls remembered. */
+  /** Finished calls remembered (done or lost). */
   private count = 0
+  /** Running calls remembered. */
+  private runningCount = 0
   private bytes = 0
   // The ring: positions head..tail-1 (ever increasing), each at slot `pos & mask`.
   private head = 0
@@ -94,7 +100,8 @@ export class ResultCache {
     settleFields(this, 'head')
   }
 
-  get size (): number { return this.count }
+  /** Calls remembered, running or finished. */
+  get size (): number { return this.count + this.runningCount }
   /** Entries on the list of replies held (some may have been dropped since): for tests. */
   get heldListed (): number { return this.held.length }
   /** Slots in the ring: for tests. */
@@ -132,8 +139,7 @@ export class ResultCache {
     const run: RunningCall = { pos: this.append(client, counter) }
     this.runs[run.pos & this.mask] = run
     client.calls.set(counter, run.pos)
-    this.count++
-    if (this.count > this.maxEntries) this.forgetOldest()
+    this.runningCount++
     return run
   }
 
@@ -142,17 +148,25 @@ export class ResultCache {
     const i = run.pos & this.mask
     if (this.runs[i] !== run) return
     this.runs[i] = undefined
-    if (reply.length > this.maxBytes) { this.states[i] = LOST; return }
+    this.runningCount--
+    this.count++
+    if (reply.length > this.maxBytes) this.states[i] = LOST
+    else this.hold(i, run.pos, reply)
+    if (this.count > this.maxEntries) this.forgetOldest()
+  }
+
+  /** Keeps the reply of the call at slot `i` (position `pos`), dropping the oldest replies past the byte limit. */
+  private hold (i: number, pos: number, reply: Uint8Array): void {
     this.states[i] = DONE
     this.replies[i] = reply
     this.lengths[i] = reply.length
-    this.held.push(run.pos)
+    this.held.push(pos)
     this.bytes += reply.length
     while (this.bytes > this.maxBytes) {
-      const pos = this.held.shift()
+      const oldest = this.held.shift()
       // Forgotten already (its bytes with it)?
-      if (pos < this.head) continue
-      const j = pos & this.mask
+      if (oldest < this.head) continue
+      const j = oldest & this.mask
       if (this.replies[j] === null) continue
       this.bytes -= this.lengths[j]!
       this.replies[j] = null
@@ -173,9 +187,8 @@ export class ResultCache {
   }
 
   /**
-   * Forgets calls from the front of the ring until the count is within the limit:
-   * a running call there is moved to the back instead (at most once each per pass,
-   * so a cache full of running calls stays over its limit until they finish).
+   * Forgets finished calls from the front of the ring until their count is
+   * within the limit: a running call there is moved to the back instead.
    */
   private forgetOldest (): void {
     for (let tries = this.tail - this.head; this.count > this.maxEntries && tries > 0; tries--) {
@@ -249,14 +262,17 @@ interface KeyedEntry {
 }
 
 /**
- * @internal Recent calls by a string key (caller and request id), oldest
- * forgotten first past `maxEntries`, oldest replies dropped past `maxBytes`;
- * running calls are never forgotten. For the snakeMQ-format calls, which are few
+ * @internal Recent calls by a string key (caller and request id), with
+ * ResultCache's rules: the oldest finished calls forgotten past `maxEntries`,
+ * the oldest replies dropped past `maxBytes`, running calls remembered besides
+ * and never forgotten. For the snakeMQ-format calls, which are few
  * next to RpcClient's and not on its fast path: a Map in arrival order.
  */
 export class KeyedResultCache {
   private readonly entries = new Map<string, KeyedEntry>()
   private bytes = 0
+  /** Entries of finished calls. */
+  private finished = 0
 
   constructor (private readonly maxEntries: number, private readonly maxBytes: number) {}
 
@@ -270,29 +286,37 @@ export class KeyedResultCache {
   /** Remembers `key` (one get() did not know) as running. */
   start (key: string): void {
     this.entries.set(key, { state: RUNNING, reply: null })
-    if (this.entries.size <= this.maxEntries) return
-    for (const [k, e] of this.entries) {
-      if (this.entries.size <= this.maxEntries) break
-      if (e.state === RUNNING) continue
-      this.entries.delete(k)
-      if (e.reply !== null) this.bytes -= e.reply.length
-    }
   }
 
   /** A started call has its reply: held for a resend, within the byte limit. */
   finish (key: string, reply: Uint8Array): void {
     const entry = this.entries.get(key)
     if (entry === undefined || entry.state !== RUNNING) return
-    if (reply.length > this.maxBytes) { entry.state = LOST; return }
-    entry.state = DONE
-    entry.reply = reply
-    this.bytes += reply.length
-    for (const e of this.entries.values()) {
-      if (this.bytes <= this.maxBytes) break
-      if (e.reply === null || e === entry) continue
-      this.bytes -= e.reply.length
-      e.reply = null
-      e.state = LOST
+    this.finished++
+    if (reply.length > this.maxBytes) {
+      entry.state = LOST
+    } else {
+      entry.state = DONE
+      entry.reply = reply
+      this.bytes += reply.length
+      for (const e of this.entries.values()) {
+        if (this.bytes <= this.maxBytes) break
+        if (e.reply === null || e === entry) continue
+        this.bytes -= e.reply.length
+        e.reply = null
+        e.state = LOST
+      }
+    }
+    if (this.finished <= this.maxEntries) return
+    // The oldest finished calls go; a running one met on the way moves to the
+    // back (so the next pass does not walk past it again), and stays.
+    let tries = this.entries.size
+    for (const [k, e] of this.entries) {
+      if (this.finished <= this.maxEntries || tries-- === 0) break
+      this.entries.delete(k)
+      if (e.state === RUNNING) { this.entries.set(k, e); continue }
+      this.finished--
+      if (e.reply !== null) this.bytes -= e.reply.length
     }
   }
 }

@@ -56,9 +56,10 @@ export interface RpcServerOptions {
    */
   maxQueued?: number
   /**
-   * How many recent calls (per request id and peer) are remembered, running or
-   * done, so that a call resent after a reconnect is not run again but answered
-   * with its first result. Default 10,000.
+   * How many recent finished calls (per request id and peer) are remembered, so
+   * that a call resent after a reconnect is not run again but answered with its
+   * first result. Calls running or waiting for a slot are remembered besides
+   * (concurrency and maxQueued bound them). Default 10,000.
    */
   resultCacheSize?: number
   /**
