@@ -654,6 +654,34 @@ test('a remote cycling through identities cannot grow per-peer state past maxIdl
   }
 })
 
+test('peers only ever addressed, never connected, leave no state behind once their messages expired, were refused or were taken back', async () => {
+  const mq = new Messaging(new Link(), { identity: 'lonely' })
+  const client = new RpcClient(mq, { format: 'native' })
+  try {
+    const n = 200
+    let drops = 0
+    let allDropped!: () => void
+    const dropped = new Promise<void>((resolve) => { allDropped = resolve })
+    mq.on('drop', () => { if (++drops === 2 * n) allDropped() })
+    // TTL sends that expire, TTL 0 sends refused at once, RPC calls that time out (their requests taken back).
+    await Promise.all(Array.from({ length: n }, (_, i) => mq.send(`expires-${i}`, 'x', { ttl: 0.05 })))
+    const refused = await Promise.allSettled(Array.from({ length: n }, (_, i) => mq.send(`refused-${i}`, 'x', { ttl: 0 })))
+    assert.ok(refused.every((r) => r.status === 'rejected' && r.reason instanceof MessageDroppedError && r.reason.reason === 'not-connected'))
+    const calls = await Promise.allSettled(Array.from({ length: n }, (_, i) => client.call(`absent-${i}`, 'svc', 'm', [], { timeout: 20 })))
+    assert.ok(calls.every((r) => r.status === 'rejected' && (r.reason as Error).name === 'RpcTimeoutError'))
+    await dropped
+    // Before, each kept a queue (about 1.2 KB), and maxIdlePeers did not bound them.
+    assert.deepEqual(Object.keys(mq.stats().peers), [])
+    assert.equal(mq.queued(), 0)
+    // A peer with a message still waiting is kept, of course.
+    await mq.send('later', 'y')
+    assert.deepEqual(Object.keys(mq.stats().peers), ['later'])
+  } finally {
+    await client.close()
+    await mq.close()
+  }
+})
+
 test('a message larger than the maxPacketSize its peer announced is dropped as too-large, not sent to close the connection at every reconnect; the messages behind it go on', async () => {
   // alice listens and takes packets of up to 64 KiB; bob sends her a small message, one of 100 KiB, and another small one.
   const { a: alice, b: bob } = await pair({ maxPacketSize: 64 * 1024 }, {})

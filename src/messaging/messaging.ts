@@ -351,6 +351,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     if (q === undefined || entry.state !== EntryState.Queued || entry.stored) return false
     q.finish(entry)
     this.log.debug('a queued RPC request was taken back: its call ended before it was sent', { to })
+    this.idleIfEmpty(q)
     return true
   }
 
@@ -371,17 +372,22 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     checkSendOptions(options)
     if (signal?.aborted === true) throw abortError(signal)
     if (!this.isReady) await this.loaded
-    const q = this.queueFor(to)
+    let q = this.queueFor(to)
     const ttlMs = ttl === undefined || ttl === null || ttl < 0 ? Infinity : ttl * 1000
     if (ttlMs === 0 && !q.connected) {
       const uuid = newUuid()
       this.emitDrop(to, uuid, 'not-connected')
+      this.idleIfEmpty(q)
       throw new MessageDroppedError(to, uuid, 'not-connected')
     }
     const persistent = options.persistent === true
     const stored = persistent && this.store !== null
     // What a store keeps is bounded by its disk; the queue limits bound what is held in memory only.
-    if (!stored && this.full(q, bytes.byteLength)) await this.waitForRoom(q, bytes.byteLength, options)
+    if (!stored && this.full(q, bytes.byteLength)) {
+      await this.waitForRoom(q, bytes.byteLength, options)
+      // Its messages may have expired meanwhile, and the emptied queue been forgotten.
+      q = this.queueFor(to)
+    }
     const entry = QueueEntry.create(bytes, q.nextSeq++, ttlMs === Infinity ? Infinity : q.offlineAt(Date.now()) + ttlMs, persistent ? flags | FLAG_PERSISTENT : flags, stored)
     const uuid = entry.uuid
     let delivered: Promise<void> | null = null
@@ -887,7 +893,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       return q.scanRange(offline, async (gone) => {
         await this.store!.write({ del: gone.map((m) => ({ peer: q.peer, seq: m.seq, size: m.data.byteLength })) })
         for (const m of gone) this.emitDrop(q.peer, uuidHex(m.uuid), 'expired')
-      }).then(() => { if (this.closing === null) this.scheduleExpiry(q) })
+      }).then(() => { if (this.closing === null) { this.scheduleExpiry(q); this.idleIfEmpty(q) } })
     }
     this.scheduleExpiry(q)
   }
@@ -916,6 +922,25 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     e.waiter = undefined
     w?.reject(new MessageDroppedError(q.peer, e.uuid, reason))
     this.emitDrop(q.peer, e.uuid, reason)
+    this.idleIfEmpty(q)
+  }
+
+  /**
+   * A disconnected peer's queue that has just emptied (its messages expired,
+   * dropped or taken back): a peer that never connected, with nothing in the
+   * store, is forgotten now (sends with a TTL, or RPC calls, to peers that never
+   * came leave nothing behind); another is an idle peer, forgotten past
+   * maxIdlePeers.
+   */
+  private idleIfEmpty (q: Outbox): void {
+    const peer = q.peer
+    if (q.count > 0 || this.closing !== null || this.peers.has(peer) || this.idle.has(peer) || this.queues.get(peer) !== q) return
+    if (q.counters.connects === 0 && q.range === null && !this.clocksStored.has(peer) && !this.dedup.has(peer)) {
+      this.queues.delete(peer)
+      this.cancelExpiry(peer)
+      return
+    }
+    this.forgetIdle(peer)
   }
 
   private emitDrop (to: string, uuid: string, reason: DropReason): void {

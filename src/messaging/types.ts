@@ -82,7 +82,9 @@ export interface MessagingOptions {
    * Peers that are disconnected and have nothing queued whose state (duplicate
    * window, queue) is kept; past this the longest-gone are forgotten, so a remote
    * cycling through identities cannot grow memory without bound. A forgotten
-   * peer that comes back starts with a fresh duplicate window. Default 10,000.
+   * peer that comes back starts with a fresh duplicate window. (A peer that was
+   * only addressed, never connected, is forgotten as soon as nothing is queued
+   * for it.) Default 10,000.
    */
   maxIdlePeers?: number
   /**
