@@ -6,18 +6,10 @@
 //
 //   node --expose-gc --import tsx benchmarks/absent-peers.ts [calls=50000] [rpc|ttl]
 import { Link, Messaging, RpcClient } from '../src/index.ts'
+import { held } from './harness/held.ts'
 
 const calls = Number(process.argv[2] ?? 50_000)
 const mode = process.argv[3] ?? 'rpc'
-const gc = globalThis.gc
-if (gc === undefined) throw new Error('run with node --expose-gc')
-
-function held (): number {
-  gc!()
-  gc!()
-  const m = process.memoryUsage()
-  return m.heapUsed + m.arrayBuffers
-}
 
 const mq = new Messaging(new Link(), { identity: 'caller' })
 const client = new RpcClient(mq, { format: 'native' })

@@ -9,18 +9,10 @@
 import net from 'node:net'
 import { once } from 'node:events'
 import { Link, Messaging, encodeFrame, encodePacketBatch, FrameType, FLAG_PERSISTENT } from '../src/index.ts'
+import { held } from './harness/held.ts'
 
 const peers = Number(process.argv[2] ?? 8000)
 const parallel = Number(process.argv[3] ?? 50)
-const gc = globalThis.gc
-if (gc === undefined) throw new Error('run with node --expose-gc')
-
-function held (): number {
-  gc!()
-  gc!()
-  const m = process.memoryUsage()
-  return m.heapUsed + m.arrayBuffers
-}
 
 const link = new Link()
 const listener = await link.listen({ host: '127.0.0.1', port: 0 })
