@@ -10,7 +10,7 @@ import tls from 'node:tls'
 import { once } from 'node:events'
 import { WebSocket } from 'ws'
 import {
-  Link, Messaging, RpcClient, RpcServer, AbortError, ConnectTimeoutError, HandshakeTimeoutError, InvalidArgumentError, ProtocolError, WebSocketMessageTooLargeError, WebSocketUpgradeError,
+  Link, Messaging, RpcClient, RpcServer, AbortError, ConnectTimeoutError, HandshakeTimeoutError, InvalidArgumentError, ProtocolError, ReceiveBudgetError, WebSocketMessageTooLargeError, WebSocketUpgradeError,
   WEBSOCKET_MAX_MESSAGE_BYTES, type Connection, type MessagingEvents
 } from '../src/index.ts'
 import { CertDir, hasOpenssl, type KeyPair } from './helpers/certs.ts'
@@ -210,6 +210,52 @@ test('a text message, a bad frame and an oversized message each close only their
     await alice.send('bob', payload(7))
     assert.deepEqual(Buffer.from((await got)[0]!.data), payload(7))
   } finally {
+    await Promise.all([alice.close(), bob.close()])
+  }
+})
+
+test('WebSocket messages still arriving count in maxUnfinishedBytes: over it, the connection holding the most is closed with ReceiveBudgetError, and a ws peer goes on', async () => {
+  const MiB = 1024 * 1024
+  const linkB = new Link()
+  // ws itself would hold up to maxPayload (4 MiB) of each connection's message.
+  const listener = await linkB.listen({ port: 0, websocket: true })
+  const bob = new Messaging(linkB, { identity: 'bob', maxPacketSize: 2.5 * MiB, maxUnfinishedBytes: 2.5 * MiB })
+  const linkA = new Link()
+  const alice = new Messaging(linkA, { identity: 'alice' })
+  const url = `ws://127.0.0.1:${listener.port}`
+  const raws: WebSocket[] = []
+  try {
+    linkA.connect({ url, reconnect: fast })
+    await connected(bob, 'alice')
+    const over = waitFor<{ error: Error, connection?: Connection }>(bob, 'error', (e) => e.error instanceof ReceiveBudgetError)
+    // Three remotes each send 1 MiB of a WebSocket message that never ends (fragments without a final one).
+    const closed: Array<Promise<unknown>> = []
+    for (let i = 0; i < 3; i++) {
+      const raw = await rawClient(url)
+      closed.push(once(raw, 'close'))
+      for (let k = 0; k < 16; k++) raw.send(new Uint8Array(64 * 1024), { binary: true, fin: false })
+      raws.push(raw)
+    }
+    const { error } = await over
+    assert.ok(error instanceof ReceiveBudgetError)
+    assert.equal(error.limit, 2.5 * MiB)
+    assert.ok(error.total > 2.5 * MiB && error.total <= 3 * MiB + 3 * 16 * 14, `total ${error.total}`)
+    assert.ok(error.held > 0.9 * MiB && error.held <= MiB + 16 * 14, `held ${error.held}`)
+    // One of the three was closed; alice goes on.
+    await Promise.race(closed)
+    assert.equal(raws.filter((r) => r.readyState === WebSocket.CLOSED || r.readyState === WebSocket.CLOSING).length, 1)
+    const got = take(bob, 1)
+    await alice.send('bob', payload(3))
+    assert.deepEqual(Buffer.from((await got)[0]!.data), payload(3))
+    // Alone, a packet of maxPacketSize gets through, though over WebSocket it also
+    // holds the message being assembled: that would be over the budget at every resend.
+    for (const r of raws) r.terminate()
+    const big = Buffer.alloc(2.5 * MiB - 100, 9)
+    const bigGot = take(bob, 1)
+    await alice.send('bob', big, { wait: 'delivered' })
+    assert.ok(Buffer.from((await bigGot)[0]!.data).equals(big))
+  } finally {
+    for (const r of raws) r.terminate()
     await Promise.all([alice.close(), bob.close()])
   }
 })

@@ -47,6 +47,12 @@ export interface ChannelReader {
    * the channel), else the error that ended it. Called once.
    */
   end (error: Error | null): void
+  /**
+   * The transport now holds `bytes` of the remote's data that it pushes only
+   * once they are whole (a WebSocket message still arriving); 0 once pushed.
+   * Counted with the reader's own unfinished packets (maxUnfinishedBytes).
+   */
+  pending? (bytes: number): void
 }
 
 /** One live connection's bytes, both ways. */

@@ -58,6 +58,9 @@ export class WsChannel extends MessageChannelBase implements Channel {
   bytesIn = 0
   bytesOut = 0
   private unsent = 0
+  /** Bytes off the socket since the last whole message (within one chunk: see the socket's data listener), and whether one was whole in the chunk being read. */
+  private assembling = 0
+  private wholeInChunk = false
 
   /** `socket`: the TCP (or TLS) socket under the WebSocket, for its addresses and certificate. */
   constructor (private readonly ws: NodeWebSocket, readonly direction: Direction, socket: Socket, private readonly maxPayload: number) {
@@ -73,6 +76,7 @@ export class WsChannel extends MessageChannelBase implements Channel {
     // Nothing is read until a reader comes.
     ws.pause()
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      this.wholeInChunk = true
       if (this.readEnded) return
       if (!isBinary) {
         this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
@@ -83,6 +87,16 @@ export class WsChannel extends MessageChannelBase implements Channel {
       }
       this.bytesIn += data.length
       this.push(data)
+    })
+    // What ws holds of a message not yet whole (up to maxPayload): the bytes read
+    // since the last whole one. ws reads each chunk first (its listener came
+    // first) and hands over the messages it completes; a chunk that completed one
+    // counts as nothing held, so the count is off by at most the chunk's tail.
+    socket.on('data', (chunk: Buffer) => {
+      const before = this.assembling
+      this.assembling = this.wholeInChunk ? 0 : before + chunk.length
+      this.wholeInChunk = false
+      if (this.assembling !== before && !this.readEnded) this.reader?.pending?.(this.assembling)
     })
     // Always listened to: a WebSocket error closes this channel, never the process.
     ws.on('error', (err: Error & { code?: string }) => { this.error ??= frameError(err, this.maxPayload) })

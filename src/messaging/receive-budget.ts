@@ -39,7 +39,10 @@ export class ReceiveBudget {
     while (this.total > this.limit) {
       let largest: BudgetMember | null = null
       for (const x of this.members) if (largest === null || x.held > largest.held) largest = x
-      if (largest === null || largest.held === 0) return
+      // One connection alone is bounded by maxPacketSize (and, over WebSocket, by
+      // the message its transport assembles besides): it is never cut, so one
+      // packet of maxPacketSize always gets through, whatever the transport.
+      if (largest === null || largest.held === 0 || largest.held === this.total) return
       const total = this.total
       this.leave(largest)
       largest.overBudget(total, this.limit)

@@ -110,8 +110,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   /** The host announced this peer on this session (and so owes a disconnect when it ends). */
   announced = false
   error: Error | undefined = undefined
-  /** What this connection's unfinished packet holds, as counted in the host's receiveBudget. */
+  /** What this connection's unfinished packet holds, as counted in the host's receiveBudget (with `assembling`). */
   held = 0
+  /** What the transport holds of data not yet pushed (a WebSocket message still arriving): see ChannelReader.pending. */
+  private assembling = 0
   /** The unfinished packet was dropped (receiveBudget): nothing more is decoded, not even acknowledgements. */
   private cut = false
   /** The most data a MESSAGE to the remote may carry: from the maxPacketSize it announced, if it did. */
@@ -193,7 +195,17 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
 
   private readonly reader: ChannelReader = {
     data: (chunk) => { this.onData(chunk) },
-    end: (error) => { this.onEnd(error) }
+    end: (error) => { this.onEnd(error) },
+    pending: (bytes) => {
+      this.assembling = bytes
+      if (!this.stopped) this.budget()
+    }
+  }
+
+  /** Tells the host's receive budget what this connection's unfinished data holds now, if that changed. */
+  private budget (): void {
+    const held = this.decoder.held + this.assembling
+    if (held !== this.held) this.host.receiveBudget.update(this, held)
   }
 
   private onData (chunk: Uint8Array): void {
@@ -207,7 +219,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       } catch {
         this.endChannel()
       }
-      if (this.decoder.held !== this.held) this.host.receiveBudget.update(this, this.decoder.held)
+      this.budget()
       return
     }
     this.lastRecv = Date.now()
@@ -221,7 +233,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       if (err instanceof PacketTooLargeError) this.refuseOrFail(err)
       else this.fail(err as Error)
     }
-    if (this.decoder.held !== this.held && !this.stopped) this.host.receiveBudget.update(this, this.decoder.held)
+    if (!this.stopped) this.budget()
     this.reading = false
     if (this.stopped) return
     // What this chunk made (replies, acknowledgements) goes out now, in one write.
@@ -567,7 +579,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
    * (a remote that gives verdicts is told why first, with REFUSED).
    */
   overBudget (total: number, limit: number): void {
-    const error = new ReceiveBudgetError(this.decoder.held, total, limit)
+    const error = new ReceiveBudgetError(this.decoder.held + this.assembling, total, limit)
     this.decoder.discard()
     this.cut = true
     if (!this.stopped) this.refuseOrFail(error)

@@ -40,10 +40,11 @@ export interface MessagingOptions {
   maxPacketSize?: number
   /**
    * What the packets that have begun to arrive and are not yet whole may hold in
-   * memory, over all connections together (`maxPacketSize` bounds one). Past it,
-   * the connection holding the most is closed with ReceiveBudgetError and its
-   * packet dropped (its sender resends it when it reconnects). At least
-   * `maxPacketSize`. Default four times `maxPacketSize` (256 MiB).
+   * memory, over all connections together (`maxPacketSize` bounds one), with,
+   * over WebSocket, the messages still arriving. Past it, the connection holding
+   * the most is closed with ReceiveBudgetError and its packet dropped (its
+   * sender resends it when it reconnects); one that holds it all alone is not.
+   * At least `maxPacketSize`. Default four times `maxPacketSize` (256 MiB).
    */
   maxUnfinishedBytes?: number
   /**
