@@ -842,7 +842,8 @@ export class RpcServer implements AsyncDisposable {
   }
 
   private readonly replyFailed = (err: unknown, to: string): void => {
-    this.log.warn('an RPC reply could not be queued', { to, error: err as Error })
+    // Refused when queued, or (TTL 0, replyTtl 0) dropped after: its caller went before it was written.
+    this.log.warn('an RPC reply was not sent', { to, error: err as Error })
   }
 }
 
