@@ -2,18 +2,24 @@
 // proved on a real 4 MiB tmpfs: a child process writes to a LevelStore there
 // while the test fills the disk with a file of its own, then makes room (or
 // not), and kills the writer with SIGKILL; the store opened again must hold
-// every write the writer saw resolve. Mounting needs root; where the machine
-// refuses it, the tests are skipped, saying why.
+// every write the writer saw resolve. The same disk shows that a store reopening
+// after a failed write still keeps other processes out. Mounting needs root;
+// where the machine refuses it, the tests are skipped, saying why.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { StoreError } from '../src/index.ts'
+import type { Logger } from '../src/logging.ts'
 import { LevelStore } from '../src/store/level-node.ts'
+import type { StoredMessage } from '../src/store/types.ts'
 
 const WRITER = fileURLToPath(new URL('./fixtures/store-disk-writer.ts', import.meta.url))
+const OPENER = fileURLToPath(new URL('./fixtures/store-opener.ts', import.meta.url))
 const REPO = fileURLToPath(new URL('..', import.meta.url))
 /** Bytes of data per message. */
 const SIZE = 100
@@ -93,6 +99,54 @@ async function fill (path: string): Promise<void> {
   }
 }
 
+/** A logger that keeps the message of every line, for a test to wait for one. */
+class LogWatch {
+  readonly lines: string[] = []
+  readonly logger: Logger
+  private readonly waiters = new Set<() => void>()
+
+  constructor () {
+    const keep = (message: string): void => {
+      this.lines.push(message)
+      for (const wake of this.waiters) wake()
+    }
+    this.logger = { debug: keep, info: keep, warn: keep, error: keep }
+  }
+
+  /** The first line, from line `from` on (logged so far or to come), that `match` accepts. */
+  async until (match: (line: string) => boolean, from = 0): Promise<string> {
+    for (let i = from; ; i++) {
+      while (i >= this.lines.length) {
+        await new Promise<void>((resolve) => {
+          const wake = (): void => { this.waiters.delete(wake); resolve() }
+          this.waiters.add(wake)
+        })
+      }
+      const line = this.lines[i]!
+      if (match(line)) return line
+    }
+  }
+}
+
+/** Message `seq` for a store, with the data checkSurvivors expects. */
+function message (seq: number): StoredMessage {
+  const uuid = new Uint8Array(16)
+  new DataView(uuid.buffer).setUint32(12, seq)
+  return { peer: 'p', seq, uuid, expiry: Infinity, flags: 1, data: new Uint8Array(SIZE).fill(seq & 0xff) }
+}
+
+/** Opens the store in `directory` once from another process: how that went, as the opener fixture prints it. */
+async function openElsewhere (directory: string): Promise<unknown> {
+  const child = spawn(process.execPath, ['--import', 'tsx', OPENER, directory], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const [code] = await once(child, 'exit') as [number | null]
+  assert.equal(code, 0, stderr)
+  return JSON.parse(stdout)
+}
+
 /** Opens the store the writer left and checks that every write it saw resolve is there, intact. */
 async function checkSurvivors (directory: string, resolved: readonly number[]): Promise<void> {
   const store = await LevelStore.open(directory)
@@ -148,5 +202,49 @@ test('a writer killed while the disk is still full loses no write that resolved,
   await rm(filler)
   // Open would refuse with StoreCorruptError had LevelDB dropped anything while recovering.
   await checkSurvivors(directory, writer.ok)
+  await rm(directory, { recursive: true })
+})
+
+test('a store reopening after a failed write keeps other processes out: a second open gets StoreLockedError, and the owner goes on', async (t) => {
+  if (!mounted) { t.skip(refused); return }
+  const directory = join(mountPoint, 'lock-gap')
+  const filler = join(mountPoint, 'filler')
+  const log = new LogWatch()
+  // Without the journal the store has no timer of its own that reopens the database: it stays closed until the next write.
+  const store = await LevelStore.open(directory, { journal: false, logger: log.logger })
+  const written: number[] = []
+  try {
+    let seq = 0
+    for (; seq < 200; seq++) {
+      await store.write({ put: [message(seq)] })
+      written.push(seq)
+    }
+    await fill(filler)
+    // Write until a LevelDB batch fails and the store, which closes the database to open it again, cannot open it on the full disk.
+    for (;;) {
+      const from = log.lines.length
+      try {
+        await store.write({ put: [message(seq)] })
+        written.push(seq++)
+        continue
+      } catch (err) {
+        assert.ok(err instanceof StoreError, String(err))
+        seq++
+      }
+      const outcome = await log.until((line) => line === 'reopening the queue store after a failed write failed' || line === 'queue store reopened after a failed write', from)
+      if (outcome !== 'queue store reopened after a failed write') break
+    }
+    // Room again, and the database is still closed (nothing was written since): LevelDB's own lock is not held now.
+    await rm(filler)
+    assert.deepEqual(await openElsewhere(directory), { name: 'StoreLockedError', code: 'ERR_STORE_LOCKED' })
+    // The wait after the failed reopen is long over: the owner's next write opens the database again, and resolves.
+    await store.write({ put: [message(seq)] })
+    written.push(seq)
+    assert.ok(log.lines.includes('queue store reopened after a failed write'))
+  } finally {
+    await store.close()
+    await rm(filler, { force: true })
+  }
+  await checkSurvivors(directory, written)
   await rm(directory, { recursive: true })
 })

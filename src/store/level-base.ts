@@ -45,7 +45,11 @@
 // database is closed and opened again, which replays the log up to the tear (a
 // torn tail is not corruption to LevelDB) and starts a new log. Until that
 // succeeds, writes reject; it is tried again on later writes, no more often than
-// a backoff allows.
+// a backoff allows. LevelDB's lock on its directory goes with the database
+// while it is closed, so a runtime that has other processes to keep out (Node)
+// holds a lock of its own for the store's whole life (LevelPlatform.lock): a
+// process that opened the store in that gap would replay and start over the
+// journal this one still appends to, and the counts of both would be written.
 //
 // LevelDB does not fail an open when it drops records from a damaged log: it
 // notes it in its LOG file and opens a shorter database. open() reads that note,
@@ -148,6 +152,18 @@ export interface LevelPlatform {
   recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null>
   /** Opens and reads the journal of the store at `location`; absent where the runtime has none (a browser). */
   openJournal?: (location: string, known: JournalMark | null) => JournalContents
+  /**
+   * Takes the store's lock, held until the store is closed (and let go by the
+   * system if the process dies), whatever becomes of the database meanwhile;
+   * rejects with StoreLockedError if another process holds it. Absent where
+   * nothing outside this process can open the store (a browser page).
+   */
+  lock?: (location: string) => Promise<StoreLock>
+}
+
+/** A store's lock, as {@link LevelPlatform.lock} takes it. */
+export interface StoreLock {
+  release (): Promise<void>
 }
 
 /** The journal file, as the runtime keeps it (see journal.ts). */
@@ -271,7 +287,8 @@ const JOURNAL_CLOCK = 3
  * open of a directory in the same process, but while refusing it closes a
  * descriptor of the LOCK file, and closing any descriptor of a file releases the
  * fcntl lock the process holds on it: the first store would stop keeping other
- * processes out. So a second open here is refused before LevelDB sees it.
+ * processes out (and so would the lock that level-node.ts takes the same way).
+ * So a second open here is refused before LevelDB sees it.
  */
 const openInThisProcess = new Set<string>()
 
@@ -333,6 +350,8 @@ export class LevelStoreBase implements QueueStore {
   private stalled: { error: unknown } | null = null
   /** Where journal records are encoded (reused: the append is synchronous). */
   private scratch: Uint8Array = allocUnsafe(0)
+  /** The platform's lock on the store, from open to close; null where the platform has none. */
+  private lock: StoreLock | null = null
 
   protected constructor (opened: Opened, directory: string, options: LevelStoreOptions, log: Logger, private readonly platform: LevelPlatform) {
     this.db = opened.db
@@ -359,14 +378,19 @@ export class LevelStoreBase implements QueueStore {
     if (openInThisProcess.has(located)) throw new StoreLockedError(located, { inThisProcess: true })
     openInThisProcess.add(located)
     const log = options.logger ?? debugLogger('store')
+    let lock: StoreLock | null = null
     let opened: Opened
     try {
+      // Before the database, and for as long as the store is open: LevelDB's own lock goes whenever the database is reopened.
+      lock = await platform.lock?.(located) ?? null
       opened = await openDatabase(platform, located, options.salvage === true, log)
     } catch (err) {
+      await lock?.release().catch(() => {})
       openInThisProcess.delete(located)
       throw err
     }
     const store = make(opened, located, log)
+    store.lock = lock
     try {
       await store.startJournal(options, opened)
     } catch (err) {
@@ -773,6 +797,10 @@ export class LevelStoreBase implements QueueStore {
     } finally {
       this.journal?.close()
       this.journal = null
+      // After the database: until it is closed, no other process may open it.
+      const lock = this.lock
+      this.lock = null
+      await lock?.release().catch((err: unknown) => { this.log.warn('releasing the queue store\'s lock failed', { directory: this.directory, error: err }) })
       openInThisProcess.delete(this.directory)
     }
     this.log.debug('queue store closed', { directory: this.directory })
@@ -932,7 +960,11 @@ export class LevelStoreBase implements QueueStore {
     }
   }
 
-  /** Closes the database (ending its log where it failed) and opens it again; never rejects. */
+  /**
+   * Closes the database (ending its log where it failed) and opens it again;
+   * never rejects. The platform's lock stays held throughout, so no other
+   * process opens the store while the database is closed.
+   */
   private async recover (): Promise<void> {
     const broken = this.broken
     if (broken === null) return
@@ -1329,8 +1361,8 @@ function describeMismatch (q: SalvagedQueue): string {
 
 let levelModule: Promise<typeof LevelModule> | null = null
 
-/** LevelDB, loaded on first use, so that importing snakemq does not load its native addon. */
-async function loadLevel (): Promise<typeof LevelModule> {
+/** @internal LevelDB, loaded on first use, so that importing snakemq does not load its native addon. */
+export async function loadLevel (): Promise<typeof LevelModule> {
   levelModule ??= import('level')
   try {
     return await levelModule
@@ -1553,7 +1585,8 @@ async function salvageStore (db: Db, location: string, counts: ReadonlyMap<strin
   return report
 }
 
-function hasCode (err: unknown, code: string): boolean {
+/** @internal Whether `err`, or an error in its chain of causes, has `code`. */
+export function hasCode (err: unknown, code: string): boolean {
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
     if ((e as { code?: unknown }).code === code) return true
   }

@@ -1,9 +1,11 @@
 // LevelStore in Node: LevelDB (classic-level) in a directory, with the checks
 // of LevelDB's own files that LevelDB does not make itself (a missing CURRENT, the
-// records its recovery dropped, as its LOG tells).
+// records its recovery dropped, as its LOG tells), and a lock on the directory
+// that lasts as long as the store, which LevelDB's own does not.
 import { readdir, readFile } from 'node:fs/promises'
 import { join, resolve as resolvePath } from 'node:path'
-import { errorMessage, LevelStoreBase, type LevelPlatform, type LevelStoreOptions } from './level-base.ts'
+import { StoreError, StoreLockedError } from '../errors.ts'
+import { errorMessage, hasCode, LevelStoreBase, loadLevel, type LevelPlatform, type LevelStoreOptions, type StoreLock } from './level-base.ts'
 import { openNodeJournal } from './journal.ts'
 
 export { LEVEL_STORE_FORMAT } from './level-base.ts'
@@ -62,14 +64,43 @@ async function recoveryDrops (location: string): Promise<{ bytes: number, text: 
   return { bytes, text: `dropped ${bytes} bytes of its log while recovering (${records} report${records === 1 ? '' : 's'}, the first: ${first})` }
 }
 
-const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, recoveryDrops, openJournal: openNodeJournal }
+/** The directory, in the store's, of the LevelDB database that is the store's lock and holds nothing else. */
+export const LOCK_DIRECTORY = 'snakemq-lock'
+
+/**
+ * Takes the lock of the store in `location` for as long as the store is open.
+ *
+ * LevelDB's lock on the store's database is let go whenever the store closes
+ * the database to reopen it after a failed write, and another process could
+ * open the store in that gap. This one is held throughout: it is an empty
+ * LevelDB database of its own, kept open only for the lock LevelDB takes on
+ * its LOCK file. That is the same kind of lock as LevelDB's (fcntl, LockFileEx
+ * on Windows), which Node cannot take without native code: the system lets go
+ * of it when the process ends however it ends, so a crash never leaves the
+ * store locked, as a lock file holding a pid could (the pid reused, or seen
+ * from another pid namespace).
+ */
+async function lockStore (location: string): Promise<StoreLock> {
+  const { Level } = await loadLevel()
+  const path = join(location, LOCK_DIRECTORY)
+  const db = new Level(path)
+  try {
+    await db.open()
+  } catch (err) {
+    if (hasCode(err, 'LEVEL_LOCKED')) throw new StoreLockedError(location, { cause: err })
+    throw new StoreError(`cannot take the lock of the queue store ${location} (the LevelDB database ${path}): ${errorMessage(err)}`, { cause: err })
+  }
+  return { release: async () => { await db.close() } }
+}
+
+const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, recoveryDrops, openJournal: openNodeJournal, lock: lockStore }
 
 /** A queue store in a LevelDB directory; `durable` is true. Open it with {@link LevelStore.open}. */
 export class LevelStore extends LevelStoreBase {
   /**
    * Opens (creating if needed) the store in `directory`. Rejects with
    * StoreLockedError if another LevelStore, in this process or another, has it
-   * open; with StoreCorruptError if it is damaged (unless `salvage`); and with
+   * open (while that one reopens its database after a failed write too); with StoreCorruptError if it is damaged (unless `salvage`); and with
    * StoreError if LevelDB cannot be loaded, or the directory cannot be opened
    * or is not a queue store. Loads LevelDB's native addon on first use.
    */
