@@ -6,7 +6,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import net from 'node:net'
@@ -15,8 +15,9 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Link, Messaging, FrameType, StoreError, StoreInUseError, StoreLockedError, type Message } from '../src/index.ts'
-import { LevelStore } from '../src/store/index.ts'
-import { RawPeer, connected, nodeHello, packets, pair, payload, take, waitFor } from './helpers/util.ts'
+import { LevelStore, MemoryStore, type QueueStore, type StoreBatch } from '../src/store/index.ts'
+import { MAX_KEPT_DELETES, StoreDeletes } from '../src/messaging/store-deletes.ts'
+import { LogWatch, RawPeer, connected, nodeHello, packets, pair, payload, take, waitFor } from './helpers/util.ts'
 import type { SenderEvent, SenderOptions } from './fixtures/persist-sender.ts'
 import type { ReceiverEvent, ReceiverOptions } from './fixtures/persist-receiver.ts'
 
@@ -509,6 +510,105 @@ test('without the journal, a failing store write rejects send() with StoreError 
   } finally {
     await mq.close()
   }
+})
+
+/**
+ * A durable store (a MemoryStore standing for the disk) that refuses deletions on
+ * demand: 'refuse' writes nothing of the batch; 'written' writes it and refuses it
+ * all the same, as a store whose fsync failed once the data was there may. Each
+ * refused batch of deletions, and each written one, is an event with its size.
+ */
+class RefusingStore extends EventEmitter implements QueueStore {
+  readonly durable = true
+  deletions: 'take' | 'refuse' | 'written' = 'take'
+  readonly inner = new MemoryStore()
+  claim (owner: object): void { this.inner.claim(owner) }
+  release (owner: object): void { this.inner.release(owner) }
+  async load (): ReturnType<QueueStore['load']> { return await this.inner.load() }
+  async summary (): ReturnType<QueueStore['summary']> { return await this.inner.summary() }
+  async read (peer: string, fromSeq: number, limit: number): ReturnType<QueueStore['read']> { return await this.inner.read(peer, fromSeq, limit) }
+  async write (batch: StoreBatch): Promise<void> {
+    const del = batch.del?.length ?? 0
+    if (del > 0 && this.deletions !== 'take') {
+      if (this.deletions === 'written') await this.inner.write(batch)
+      this.emit('refused', del)
+      throw new StoreError('the disk is full')
+    }
+    await this.inner.write(batch)
+    if (del > 0) this.emit('deleted', del)
+  }
+
+  async close (): Promise<void> { /* the inner store stands for the disk: it outlives the Messaging */ }
+}
+
+test('deletions the store refuses are kept and written once it writes again, before close() and at close(); one it had written after all is not written twice', async () => {
+  const store = new RefusingStore()
+  const log = new LogWatch()
+  const { a, b } = await pair({ store, logger: log.logger })
+  const consumer = (async () => { for await (const _ of b.messages()) { /* asking for the next finishes the last */ } })()
+  const delivered = new Set<string>()
+  a.on('delivered', ({ uuid }) => { delivered.add(uuid) })
+  /** Sends `n` persistent messages, and resolves once all are delivered and `n` deletions were refused. */
+  const deliverRefused = async (n: number): Promise<void> => {
+    let refused = 0
+    const allRefused = new Promise<void>((resolve) => {
+      const on = (count: number): void => {
+        if ((refused += count) < n) return
+        store.off('refused', on)
+        resolve()
+      }
+      store.on('refused', on)
+    })
+    await Promise.all(Array.from({ length: n }, async (_, i) => { await a.send('bob', payload(i), { persistent: true, wait: 'delivered' }) }))
+    await allRefused
+  }
+  /** The delivered messages the store holds. */
+  const left = async (): Promise<string[]> => (await store.inner.load()).messages.map((m) => Buffer.from(m.uuid).toString('hex')).filter((uuid) => delivered.has(uuid))
+  try {
+    store.deletions = 'refuse'
+    await deliverRefused(20)
+    assert.equal((await left()).length, 20)
+    // Tried again (on a timer): written, and refused all the same.
+    store.deletions = 'written'
+    await waitFor(store, 'refused')
+    assert.deepEqual(await left(), [])
+    // A send that goes through brings the next try forward; it finds those messages gone and deletes nothing
+    // (MemoryStore would refuse to delete a message it does not hold, and a LevelStore's count would go wrong).
+    store.deletions = 'take'
+    const from = log.lines.length
+    const ownDeletion = once(store, 'deleted')
+    await a.send('bob', payload(99), { persistent: true, wait: 'delivered' })
+    await log.until((message) => message === 'deleted delivered messages the store had refused to delete', from)
+    await ownDeletion
+    // Refused again, and the store takes deletions once more when close() comes: its last write has them.
+    store.deletions = 'refuse'
+    await deliverRefused(3)
+    assert.equal((await left()).length, 3)
+    store.deletions = 'take'
+  } finally {
+    await a.close()
+    await b.close()
+    await consumer
+  }
+  assert.deepEqual(await left(), [])
+  assert.deepEqual(log.messages('error'), [])
+})
+
+test('deletions kept for a store that refuses them are bounded: past MAX_KEPT_DELETES the oldest are given up, saying so', async () => {
+  const store = new RefusingStore()
+  store.deletions = 'refuse'
+  const log = new LogWatch()
+  const deletes = new StoreDeletes(store, log.logger)
+  const refused = once(store, 'refused')
+  for (let seq = 0; seq < MAX_KEPT_DELETES + 1000; seq++) deletes.add({ peer: 'bob', seq, size: 1 })
+  await refused
+  // The refusal is handled in the same turn.
+  await new Promise((resolve) => { setImmediate(resolve) })
+  assert.equal(deletes.waiting, MAX_KEPT_DELETES)
+  assert.deepEqual(log.messages('error'), ['too many deletions wait for the store: the oldest are given up, and their messages are sent again after a restart'])
+  // None of those messages is in the store: close() finds nothing left to delete.
+  store.deletions = 'take'
+  assert.deepEqual(await deletes.close(), [])
 })
 
 test('non-persistent messages stay in memory even when a store is configured', async () => {

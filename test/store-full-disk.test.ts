@@ -3,7 +3,8 @@
 // while the test fills the disk with a file of its own, then makes room (or
 // not), and kills the writer with SIGKILL; the store opened again must hold
 // every write the writer saw resolve. The same disk shows that a store reopening
-// after a failed write still keeps other processes out. Mounting needs root;
+// after a failed write still keeps other processes out, and that deletions of
+// delivered messages that failed meanwhile are not lost. Mounting needs root;
 // where the machine refuses it, the tests are skipped, saying why.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -12,11 +13,13 @@ import { once } from 'node:events'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { StoreError } from '../src/index.ts'
-import type { Logger } from '../src/logging.ts'
+import { Link, Messaging, StoreError } from '../src/index.ts'
 import { LevelStore } from '../src/store/level-node.ts'
 import type { StoredMessage } from '../src/store/types.ts'
+import { uuidHex } from '../src/messaging/uuid.ts'
+import { LogWatch } from './helpers/util.ts'
 
 const WRITER = fileURLToPath(new URL('./fixtures/store-disk-writer.ts', import.meta.url))
 const OPENER = fileURLToPath(new URL('./fixtures/store-opener.ts', import.meta.url))
@@ -96,35 +99,6 @@ async function fill (path: string): Promise<void> {
     assert.equal((err as { code?: string }).code, 'ENOSPC')
   } finally {
     await file.close()
-  }
-}
-
-/** A logger that keeps the message of every line, for a test to wait for one. */
-class LogWatch {
-  readonly lines: string[] = []
-  readonly logger: Logger
-  private readonly waiters = new Set<() => void>()
-
-  constructor () {
-    const keep = (message: string): void => {
-      this.lines.push(message)
-      for (const wake of this.waiters) wake()
-    }
-    this.logger = { debug: keep, info: keep, warn: keep, error: keep }
-  }
-
-  /** The first line, from line `from` on (logged so far or to come), that `match` accepts. */
-  async until (match: (line: string) => boolean, from = 0): Promise<string> {
-    for (let i = from; ; i++) {
-      while (i >= this.lines.length) {
-        await new Promise<void>((resolve) => {
-          const wake = (): void => { this.waiters.delete(wake); resolve() }
-          this.waiters.add(wake)
-        })
-      }
-      const line = this.lines[i]!
-      if (match(line)) return line
-    }
   }
 }
 
@@ -240,11 +214,67 @@ test('a store reopening after a failed write keeps other processes out: a second
     // The wait after the failed reopen is long over: the owner's next write opens the database again, and resolves.
     await store.write({ put: [message(seq)] })
     written.push(seq)
-    assert.ok(log.lines.includes('queue store reopened after a failed write'))
+    assert.ok(log.messages('info').includes('queue store reopened after a failed write'))
   } finally {
     await store.close()
     await rm(filler, { force: true })
   }
   await checkSurvivors(directory, written)
+  await rm(directory, { recursive: true })
+})
+
+test('deletions of messages delivered while the disk is full are kept and written once there is room: none is left to be sent again after a clean restart', async (t) => {
+  if (!mounted) { t.skip(refused); return }
+  const directory = join(mountPoint, 'deletes')
+  const filler = join(mountPoint, 'filler')
+  const count = 2000
+  const rxLink = new Link()
+  const { port } = await rxLink.listen({ port: 0 })
+  const rx = new Messaging(rxLink, { identity: 'rx' })
+  const consumed = (async () => { for await (const _ of rx.messages()) { /* taking it is finishing it */ } })()
+  const log = new LogWatch()
+  const txLink = new Link()
+  const tx = new Messaging(txLink, { identity: 'tx', store: await LevelStore.open(directory), logger: log.logger })
+  const delivered = new Set<string>()
+  let allDelivered!: () => void
+  const whenAllDelivered = new Promise<void>((resolve) => { allDelivered = resolve })
+  tx.on('delivered', ({ uuid }) => {
+    delivered.add(uuid)
+    if (delivered.size === count) allDelivered()
+  })
+  try {
+    await tx.ready()
+    for (let i = 0; i < count; i++) await tx.send('rx', new Uint8Array(SIZE).fill(i & 0xff), { persistent: true })
+    await fill(filler)
+    txLink.connect({ port })
+    await whenAllDelivered
+    // Their deletions come after the disk filled up: they fail (at least some of them).
+    await log.until((line) => line.startsWith('deleting delivered messages from the store failed'))
+    await rm(filler)
+    // As an application would, send until sends resolve again: the store is writing again.
+    for (;;) {
+      try {
+        await tx.send('rx', new Uint8Array(SIZE), { persistent: true })
+        break
+      } catch (err) {
+        assert.ok(err instanceof StoreError, String(err))
+        await delay(20)
+      }
+    }
+  } finally {
+    await tx.close()
+    await rx.close()
+    await consumed
+    await rm(filler, { force: true })
+  }
+  const store = await LevelStore.open(directory)
+  try {
+    // load() also checks the counts against the messages: no deletion was written twice.
+    const { messages } = await store.load()
+    const again = messages.filter((m) => delivered.has(uuidHex(m.uuid)))
+    assert.equal(again.length, 0, `${again.length} of ${delivered.size} delivered messages are still in the store, to be sent again after the restart`)
+  } finally {
+    await store.close()
+  }
   await rm(directory, { recursive: true })
 })

@@ -14,13 +14,14 @@ import { DEFAULT_MAX_PACKET_SIZE } from '../transforms/framing.ts'
 import { debugLogger, type Logger } from '../logging.ts'
 import { setImmediate } from '../immediate.ts'
 import { utf8 } from '../bytes.ts'
-import type { PeerClock, QueueStore, StoredMessage, StoredRef } from '../store/types.ts'
+import type { PeerClock, QueueStore, StoredMessage } from '../store/types.ts'
 import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryWaiter } from './outbox.ts'
 import { Inbox, InboundMessage, MessageBatches, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { ReceiveBudget } from './receive-budget.ts'
 import { newUuid, uuidHex } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
+import { StoreDeletes } from './store-deletes.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
   BatchMessagesOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
@@ -169,9 +170,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   private loadError: Error | null = null
   private closing: Promise<void> | null = null
   private clockTimer: ReturnType<typeof setInterval> | null = null
-  /** Stored messages to delete, written together at the end of the turn. */
-  private pendingDeletes: StoredRef[] = []
-  private deleteScheduled = false
+  /** Deletes finished messages from the store, and keeps those it refuses for later (null without a store). */
+  private readonly deletes: StoreDeletes | null
   private readonly clocksStored = new Set<string>()
   private readonly onConnection = (c: Connection): void => { this.accept(c) }
 
@@ -184,6 +184,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     this.plain = options.plainSnakeMQ === true
     this.store = options.store ?? null
     this.log = options.logger ?? debugLogger('messaging')
+    this.deletes = this.store === null ? null : new StoreDeletes(this.store, this.log)
     this.handshakeTimeout = positiveInt(options.handshakeTimeout, 'handshakeTimeout', messagingDefaults.handshakeTimeout)
     this.maxPacketSize = positiveInt(options.maxPacketSize, 'maxPacketSize', messagingDefaults.maxPacketSize)
     const maxUnfinished = positiveInt(options.maxUnfinishedBytes, 'maxUnfinishedBytes', UNFINISHED_PER_PACKET * this.maxPacketSize)
@@ -644,9 +645,11 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
         const q = this.queues.get(peer)
         if (q !== undefined) clocks.push([peer, this.clockToSave(q, { offline: q.offlineAt(now), since: now, connected: false })])
       }
-      const del = this.pendingDeletes
-      this.pendingDeletes = []
-      await this.store.write({ del, clocks }).catch((err: unknown) => { this.log.error('final store write failed', { error: err as Error }) })
+      // With the deletions the store refused before, if it still holds those messages.
+      const del = await this.deletes!.close()
+      await this.store.write({ del, clocks }).catch((err: unknown) => {
+        this.log.error('final store write failed', { error: err as Error, deletions: del.length })
+      })
       await this.store.close()
     }
   }
@@ -834,22 +837,12 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       throw err instanceof StoreError ? err : new StoreError('writing the message to the store failed', { cause: err })
     }
     q.ready(entry)
+    // The store writes again: deletions it refused can go now.
+    this.deletes!.storeWrote()
   }
 
   private deleteStored (peer: string, seq: number, size: number): void {
-    this.pendingDeletes.push({ peer, seq, size })
-    if (this.deleteScheduled) return
-    this.deleteScheduled = true
-    setImmediate(() => {
-      this.deleteScheduled = false
-      const del = this.pendingDeletes
-      this.pendingDeletes = []
-      if (del.length === 0 || this.store === null) return
-      this.store.write({ del }).catch((err: unknown) => {
-        // The message was delivered; if its deletion is lost it is sent again after a restart and the receiver drops the duplicate.
-        this.log.error('deleting delivered messages from the store failed', { error: err as Error, count: del.length })
-      })
-    })
+    this.deletes?.add({ peer, seq, size })
   }
 
   /** `clock` with the lowest expiry of the peer's stored messages, which becomes what the store is known to say. */

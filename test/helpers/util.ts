@@ -1,11 +1,12 @@
 // Helpers shared by the tests: waiting for events with a deadline, raw loopback
-// sockets that speak bytes, pairs of connected Messaging peers, and a check of
-// the packet decoder over every chunking.
+// sockets that speak bytes, pairs of connected Messaging peers, a check of the
+// packet decoder over every chunking, and a logger to wait on.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
 import { Link, Messaging, PacketDecoder, encodePacketBatch, type LinkOptions, type Message, type MessagesOptions, type MessagingOptions, type MessagingEvents } from '../../src/index.ts'
+import type { Logger } from '../../src/logging.ts'
 
 /** Resolves with the first emission of `event` that passes `filter`; rejects after `ms`. */
 export async function waitFor<T = unknown> (emitter: EventEmitter, event: string, filter: (v: T) => boolean = () => true, ms = 10_000): Promise<T> {
@@ -148,4 +149,42 @@ export function nodeHello (mq: Messaging, plain = false): string {
   limit.writeUInt32BE(mq.maxPacketSize)
   const ext = plain ? '' : '0000001a' + '10' + '03' + '00000003' + Buffer.from((mq as unknown as { nonce: Uint8Array }).nonce).toString('hex') + limit.toString('hex')
   return '000000050000000001' + ext + Buffer.concat([identPacket, ident]).toString('hex')
+}
+
+/** A logger that keeps every line, its level and message, for a test to wait for one. */
+export class LogWatch {
+  readonly lines: Array<{ level: keyof Logger, message: string }> = []
+  readonly logger: Logger
+  private readonly waiters = new Set<() => void>()
+
+  constructor () {
+    const keep = (level: keyof Logger) => (message: string): void => {
+      this.lines.push({ level, message })
+      for (const wake of this.waiters) wake()
+    }
+    this.logger = { debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
+  }
+
+  /** The messages of the lines of `level`. */
+  messages (level: keyof Logger): string[] {
+    return this.lines.filter((l) => l.level === level).map((l) => l.message)
+  }
+
+  /** The message of the first line, from line `from` on (logged so far or to come), that `match` accepts; rejects after `ms`. */
+  async until (match: (message: string) => boolean, from = 0, ms = 10_000): Promise<string> {
+    const deadline = Date.now() + ms
+    for (let i = from; ; i++) {
+      while (i >= this.lines.length) {
+        const left = deadline - Date.now()
+        if (left <= 0) throw new Error(`timed out waiting for a log line (${this.lines.length - from} others came)`)
+        await new Promise<void>((resolve) => {
+          const wake = (): void => { clearTimeout(timer); this.waiters.delete(wake); resolve() }
+          const timer = setTimeout(wake, left)
+          this.waiters.add(wake)
+        })
+      }
+      const { message } = this.lines[i]!
+      if (match(message)) return message
+    }
+  }
 }
