@@ -15,8 +15,9 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Link, Messaging, FrameType, StoreError, StoreInUseError, StoreLockedError, type Message } from '../src/index.ts'
-import { LevelStore, MemoryStore, type QueueStore, type StoreBatch } from '../src/store/index.ts'
+import { LevelStore, MemoryStore, type QueueStore, type StoreBatch, type StoredMessage } from '../src/store/index.ts'
 import { MAX_KEPT_DELETES, StoreDeletes } from '../src/messaging/store-deletes.ts'
+import { uuidKey } from '../src/messaging/uuid.ts'
 import { LogWatch, RawPeer, connected, nodeHello, packets, pair, payload, take, waitFor } from './helpers/util.ts'
 import type { SenderEvent, SenderOptions } from './fixtures/persist-sender.ts'
 import type { ReceiverEvent, ReceiverOptions } from './fixtures/persist-receiver.ts'
@@ -594,13 +595,30 @@ test('deletions the store refuses are kept and written once it writes again, bef
   assert.deepEqual(log.messages('error'), [])
 })
 
+test('a kept deletion deletes only the message it was made for, not another one stored at its seq since', async () => {
+  const store = new RefusingStore()
+  const stored = (n: number): StoredMessage => ({ peer: 'bob', seq: 5, uuid: new Uint8Array(16).fill(n), expiry: Infinity, flags: 1, data: payload(n) })
+  await store.inner.write({ put: [stored(1)] })
+  store.deletions = 'refuse'
+  const deletes = new StoreDeletes(store, quietLogger)
+  const refused = once(store, 'refused')
+  deletes.add({ peer: 'bob', seq: 5, size: 16, uuid: uuidKey(stored(1).uuid) })
+  await refused
+  // Meanwhile that message went, and another took its seq.
+  await store.inner.write({ del: [{ peer: 'bob', seq: 5, size: 16 }] })
+  await store.inner.write({ put: [stored(2)] })
+  store.deletions = 'take'
+  assert.deepEqual(await deletes.close(), [])
+  assert.deepEqual((await store.inner.load()).messages.map((m) => m.uuid[0]), [2])
+})
+
 test('deletions kept for a store that refuses them are bounded: past MAX_KEPT_DELETES the oldest are given up, saying so', async () => {
   const store = new RefusingStore()
   store.deletions = 'refuse'
   const log = new LogWatch()
   const deletes = new StoreDeletes(store, log.logger)
   const refused = once(store, 'refused')
-  for (let seq = 0; seq < MAX_KEPT_DELETES + 1000; seq++) deletes.add({ peer: 'bob', seq, size: 1 })
+  for (let seq = 0; seq < MAX_KEPT_DELETES + 1000; seq++) deletes.add({ peer: 'bob', seq, size: 1, uuid: '' })
   await refused
   // The refusal is handled in the same turn.
   await new Promise((resolve) => { setImmediate(resolve) })

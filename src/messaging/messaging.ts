@@ -19,7 +19,7 @@ import { COPY_LIMIT, EntryState, Outbox, QueueEntry, QueueTotals, type DeliveryW
 import { Inbox, InboundMessage, MessageBatches, type Consumer, type MessageHandler } from './inbox.ts'
 import { MAX_UNACKED_LIMIT, Session } from './session.ts'
 import { ReceiveBudget } from './receive-budget.ts'
-import { newUuid, uuidHex } from './uuid.ts'
+import { newUuid, uuidHex, uuidKey } from './uuid.ts'
 import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { StoreDeletes } from './store-deletes.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
@@ -841,8 +841,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     this.deletes!.storeWrote()
   }
 
-  private deleteStored (peer: string, seq: number, size: number): void {
-    this.deletes?.add({ peer, seq, size })
+  private deleteStored (peer: string, e: QueueEntry): void {
+    this.deletes?.add({ peer, seq: e.seq, size: e.size, uuid: uuidKey(e.buf, e.at) })
   }
 
   /** `clock` with the lowest expiry of the peer's stored messages, which becomes what the store is known to say. */
@@ -910,7 +910,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   private drop (q: Outbox, e: QueueEntry, reason: DropReason): void {
     q.finish(e)
-    if (e.stored) this.deleteStored(q.peer, e.seq, e.size)
+    if (e.stored) this.deleteStored(q.peer, e)
     const w = e.waiter
     e.waiter = undefined
     w?.reject(new MessageDroppedError(q.peer, e.uuid, reason))
@@ -944,7 +944,7 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** @internal OutboxHost: `e` reached its peer. */
   delivered (q: Outbox, e: QueueEntry): void {
     q.finish(e)
-    if (e.stored) this.deleteStored(q.peer, e.seq, e.size)
+    if (e.stored) this.deleteStored(q.peer, e)
     const w = e.waiter
     if (w !== undefined) { e.waiter = undefined; w.resolve() }
     if (this.listenerCount('delivered') > 0) this.emit('delivered', { to: q.peer, uuid: e.uuid })

@@ -8,6 +8,7 @@ import { ClosedError, StoreCorruptError, StoreError } from '../errors.ts'
 import { setImmediate } from '../immediate.ts'
 import type { Logger } from '../logging.ts'
 import type { QueueStore, StoredRef } from '../store/types.ts'
+import { uuidKey } from './uuid.ts'
 
 /** First wait before refused deletions are tried again, ms; doubled after each refusal up to the max. */
 const RETRY_MIN = 50
@@ -22,6 +23,11 @@ export const MAX_KEPT_DELETES = 65_536
 /** Reads in flight while checking which refused deletions the store still holds. */
 const CHECK_CONCURRENCY = 16
 
+/** A stored message to delete, with its UUID (as uuidKey gives it), so that trying again deletes that message and no other. */
+export interface StoredDelete extends StoredRef {
+  uuid: string
+}
+
 /** Whether a write refused with `err` may go through later: not if the store is closed, corrupt, or refused the batch itself. */
 function worthRetrying (err: unknown): boolean {
   return err instanceof StoreError && !(err instanceof StoreCorruptError) && !(err.cause instanceof ClosedError)
@@ -29,10 +35,10 @@ function worthRetrying (err: unknown): boolean {
 
 export class StoreDeletes {
   /** Deletions of this turn, written at its end. */
-  private pending: StoredRef[] = []
+  private pending: StoredDelete[] = []
   private scheduled = false
   /** Deletions the store refused, oldest first, to be tried again. */
-  private kept: StoredRef[] = []
+  private kept: StoredDelete[] = []
   private timer: ReturnType<typeof setTimeout> | null = null
   private delay = RETRY_MIN
   private retrying = false
@@ -52,7 +58,7 @@ export class StoreDeletes {
   get waiting (): number { return this.kept.length }
 
   /** Deletes `ref` from the store, with the others of this turn. */
-  add (ref: StoredRef): void {
+  add (ref: StoredDelete): void {
     this.pending.push(ref)
     if (this.scheduled) return
     this.scheduled = true
@@ -75,7 +81,7 @@ export class StoreDeletes {
    * and those refused before that the store still holds (none of those if it
    * cannot be read now: their messages are sent again after a restart).
    */
-  async close (): Promise<StoredRef[]> {
+  async close (): Promise<StoredDelete[]> {
     this.closed = true
     if (this.timer !== null) {
       clearTimeout(this.timer)
@@ -109,7 +115,7 @@ export class StoreDeletes {
   }
 
   /** `del` was refused with `err`: kept to be tried again, within MAX_KEPT_DELETES, if that can help. */
-  private keep (del: readonly StoredRef[], err: unknown, again: boolean): void {
+  private keep (del: readonly StoredDelete[], err: unknown, again: boolean): void {
     if (!worthRetrying(err)) {
       this.log.error('deleting delivered messages from the store failed: they are sent again after a restart', { error: err as Error, count: del.length })
       return
@@ -162,14 +168,14 @@ export class StoreDeletes {
   }
 
   /**
-   * Those of `refs` the store still holds. A write the store refused may have
-   * been written after all (a LevelStore whose fsync failed once LevelDB had the
-   * batch replays it when it reopens the database), and a deletion written twice
-   * would take a message too many off its peer's count. A message found at the
-   * seq is the one to delete: seqs are never reused while one Messaging holds
-   * the store (see QueueStore.claim), and no other process can open it.
+   * Those of `refs` the store still holds, as they were stored. A write the
+   * store refused may have been written after all (a LevelStore whose fsync
+   * failed once LevelDB had the batch replays it when it reopens the database),
+   * and a deletion written twice would take a message too many off its peer's
+   * count. The UUID must match too: a message stored at that seq since (a seq
+   * used again) is not the one to delete.
    */
-  private async stillStored (refs: readonly StoredRef[]): Promise<StoredRef[]> {
+  private async stillStored (refs: readonly StoredDelete[]): Promise<StoredDelete[]> {
     const held = new Array<boolean>(refs.length).fill(false)
     let next = 0
     const check = async (): Promise<void> => {
@@ -177,7 +183,7 @@ export class StoreDeletes {
         const i = next++
         const r = refs[i]!
         const [m] = await this.store.read(r.peer, r.seq, 1)
-        held[i] = m?.seq === r.seq
+        held[i] = m?.seq === r.seq && uuidKey(m.uuid) === r.uuid
       }
     }
     await Promise.all(Array.from({ length: Math.min(CHECK_CONCURRENCY, refs.length) }, check))
