@@ -5,6 +5,7 @@ import {
   LevelStore, RpcClient, RpcCodecError, RpcRemoteError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import { DedupWindow } from '../src/messaging/dedup.ts'
 import { PlainPeer } from './helpers/plain-peer.ts'
 import { RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
@@ -561,6 +562,37 @@ test('messages no consumer wants do not stall a peer that reads only with a filt
     if (b.queued('alice') > 64) await waitFor(b, 'delivered', () => b.queued('alice') <= 64)
     assert.ok(b.queued('alice') <= 64, `sender still holds ${b.queued('alice')}`)
   } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('an application between two loops of messages() loses nothing while a filtered consumer (its RpcServer) is there: the messages wait, and reading pauses past the receive buffer', async () => {
+  const lines = new EventEmitter()
+  const logger = { debug (msg: string) { lines.emit('line', msg) }, info () {}, warn () {}, error () {} }
+  const pausedOnce = waitFor<string>(lines, 'line', (msg) => msg === 'receive buffer full, reading paused')
+  const { a, b } = await pair({ receiveBuffer: 100, logger })
+  const server = new RpcServer(a)
+  server.register('calc', { add: (x: number, y: number) => x + y })
+  try {
+    const n = 1000
+    const sent = Promise.all(Array.from({ length: n }, async (_, i) => await b.send('alice', payload(i), { wait: 'delivered' })))
+    const first = await take(a, 100)
+    // Between the loops, with only the RpcServer's consumer there: before, past
+    // the receive buffer the oldest were dropped, and acknowledged to bob as delivered.
+    await pausedOnce
+    const seen = new Set(first.map((m) => Buffer.from(m.data).readUInt32BE(0)))
+    // The next loop reads up to a marker bob sends once all its sends were acknowledged.
+    const marked = sent.then(async () => await b.send('alice', 'end'))
+    for await (const m of a.messages()) {
+      if (Buffer.from(m.data).toString() === 'end') break
+      seen.add(Buffer.from(m.data).readUInt32BE(0))
+    }
+    await marked
+    assert.equal(seen.size, n)
+    assert.equal(await new RpcClient(b).proxy<{ add(x: number, y: number): Promise<number> }>('alice', 'calc').add(2, 3), 5)
+  } finally {
+    await server.close()
     await a.close()
     await b.close()
   }

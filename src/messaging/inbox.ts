@@ -380,6 +380,12 @@ export class Inbox {
   bufferedBytes = 0
   private roomWaiters: Array<() => void> = []
   private closed = false
+  /**
+   * An unfiltered consumer has been made: the application reads its messages
+   * (not RPC alone), so one that none of the consumers there now takes waits for
+   * its next loop, as before the first, instead of being dropped.
+   */
+  private readsAll = false
 
   constructor (
     private readonly limit: number,
@@ -393,12 +399,14 @@ export class Inbox {
   /**
    * Full: stop reading the sockets. Messages waiting for a consumer count; so do
    * unrouted ones while there is no consumer at all (the application has not
-   * started reading). Once it reads, unrouted messages never stall the sockets
-   * (see dispatch()), or a peer that reads only RPC would stop getting replies.
+   * started reading), or while the application, which reads its messages, is
+   * between two loops. Only where every consumer so far had a filter (a peer
+   * that reads only RPC) do unrouted messages never stall the sockets (see
+   * dispatch()): such a peer would stop getting its replies.
    */
   get full (): boolean {
     return this.buffered >= this.limit || this.bufferedBytes >= this.byteLimit ||
-      (this.consumers.length === 0 && (this.unrouted.length >= this.limit || this.unroutedBytes >= this.byteLimit))
+      ((this.consumers.length === 0 || this.readsAll) && (this.unrouted.length >= this.limit || this.unroutedBytes >= this.byteLimit))
   }
 
   /** Resolves when there is room again (or the inbox is closed). */
@@ -411,6 +419,7 @@ export class Inbox {
     const c = new Consumer(this, options, handler, onEnd, batchMax)
     if (this.closed || options.signal?.aborted === true) { c.end(); return c }
     this.consumers.push(c)
+    if (!c.filtered) this.readsAll = true
     if (this.unrouted.length > 0) {
       const pending = this.unrouted
       this.unrouted = []
@@ -443,10 +452,12 @@ export class Inbox {
     if (first === null) {
       this.unrouted.push(m)
       this.unroutedBytes += m.data.byteLength
-      // The application reads, but with filters none of these match: past the
-      // receive buffer the oldest is dropped, as received, rather than stalling
-      // every connection. Before anyone reads, they wait (and the sockets stop).
-      while (cs.length > 0 && (this.unrouted.length > this.limit || this.unroutedBytes > this.byteLimit)) {
+      // Only filtered consumers ever, none of which takes these (a peer that
+      // reads RPC alone): past the receive buffer the oldest is dropped, as
+      // received, rather than stalling every connection. Before anyone reads, or
+      // while an application that reads its messages is between two loops, they
+      // wait (and past the receive buffer the sockets stop: see full).
+      while (cs.length > 0 && !this.readsAll && (this.unrouted.length > this.limit || this.unroutedBytes > this.byteLimit)) {
         const old = this.unrouted.shift()!
         this.unroutedBytes -= old.data.byteLength
         this.log.warn('no consumer takes messages like this one: dropped', { from: old.from, uuid: old.uuid, bytes: old.data.byteLength })
