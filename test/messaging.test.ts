@@ -197,6 +197,36 @@ test('keepalive closes a connection whose peer went silent, and keeps a live one
   }
 })
 
+for (const transport of ['tcp', 'ws'] as const) {
+  test(`${transport}: a large message crossing a slow path is not cut off by the sender's keepalive while the receiver reads it`, async () => {
+    // The receiver reads 100 kB/s: 150 KB takes 1.5 s, well past the sender's keepalive (200 ms and 200 ms).
+    // Meanwhile the receiver owes no acknowledgement, and the sender's own bytes sit in the kernel.
+    const keepalive = { interval: 200, wait: 200 }
+    const linkA = new Link()
+    const l = await linkA.listen({ port: 0, throttle: { incoming: 100_000 }, ...(transport === 'ws' ? { websocket: true } : {}) })
+    const a = new Messaging(linkA, { identity: 'alice', keepalive })
+    const linkB = new Link()
+    const b = new Messaging(linkB, { identity: 'bob', keepalive })
+    linkB.connect(transport === 'ws' ? { url: `ws://127.0.0.1:${l.port}`, reconnect: { minDelay: 20, maxDelay: 200 } } : { port: l.port, reconnect: { minDelay: 20, maxDelay: 200 } })
+    let onError = (_e: { error: Error }): void => {}
+    try {
+      await connected(b, 'alice')
+      const data = Buffer.alloc(150_000, 5)
+      const got = take(a, 1)
+      // Before, the sender closed the connection with KeepaliveTimeoutError, and again at every resend.
+      const failed = new Promise<never>((_resolve, reject) => { onError = (e) => { reject(e.error) } })
+      b.on('error', onError)
+      await Promise.race([b.send('alice', data, { wait: 'delivered' }), failed])
+      assert.ok(Buffer.from((await got)[0]!.data).equals(data))
+      assert.equal(b.stats().totals.reconnects, 0)
+    } finally {
+      b.off('error', onError)
+      await b.close()
+      await a.close()
+    }
+  })
+}
+
 test("a full queue makes send wait, or reject with QueueFullError when asked", async () => {
   const link = new Link()
   const a = new Messaging(link, { identity: 'alice', queueLimits: { messages: 2 } })

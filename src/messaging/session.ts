@@ -157,6 +157,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   /** While reading is paused because the remote reads nothing (PAUSE_OWED): since when no byte has left, and the channel's bytesOut then. */
   private deafSince = -1
   private deafBytesOut = 0
+  /** When this side last wrote to the channel (see progress()). */
+  private lastWrite = Date.now()
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null
   private keepaliveTimer: ReturnType<typeof setTimeout> | null = null
   private readonly decoder: PacketDecoder
@@ -198,8 +200,29 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
     end: (error) => { this.onEnd(error) },
     pending: (bytes) => {
       this.assembling = bytes
-      if (!this.stopped) this.budget()
+      if (this.stopped) return
+      this.budget()
+      // Bytes of a WebSocket message still arriving: the remote is there.
+      if (bytes > 0) {
+        this.lastRecv = Date.now()
+        this.progress()
+      }
     }
+  }
+
+  /**
+   * Part of a packet came (over a slow path, one large packet takes long) and
+   * this side has written nothing for a while: no acknowledgement is owed until
+   * the packet is whole, so the remote hears nothing from here meanwhile, and
+   * its keepalive would close a connection that works, at every resend. A PING
+   * (answered with a PONG, which is only more data) tells it this side is there.
+   */
+  private progress (): void {
+    if (!this.up || this.ending || this.lastRecv - this.lastWrite < Math.min(PROGRESS_PING_MS, this.host.keepalive?.interval ?? PROGRESS_PING_MS)) return
+    this.lastWrite = this.lastRecv
+    this.host.log.debug('a packet is arriving and nothing was sent for a while: sending PING', { conn: this.connection.id, peer: this.ident ?? undefined })
+    this.control.push(PING)
+    this.want()
   }
 
   /** Tells the host's receive budget what this connection's unfinished data holds now, if that changed. */
@@ -233,7 +256,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       if (err instanceof PacketTooLargeError) this.refuseOrFail(err)
       else this.fail(err as Error)
     }
-    if (!this.stopped) this.budget()
+    if (!this.stopped) {
+      this.budget()
+      if (this.decoder.held > 0) this.progress()
+    }
     this.reading = false
     if (this.stopped) return
     // What this chunk made (replies, acknowledgements) goes out now, in one write.
@@ -473,6 +499,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       return
     }
     const ok = channel.write(chunks)
+    this.lastWrite = Date.now()
     if (this.pingWritten) {
       // The PING's wait starts once it is written; and what has left since then is ours, not the remote's answer.
       this.pingWritten = false
@@ -700,6 +727,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
 
 const PING: Frame = { type: FrameType.Ping }
 const PONG: Frame = { type: FrameType.Pong }
+/** Longest this side stays silent while a packet arrives (see Session.progress()): below the shortest keepalive a remote is likely to use. */
+const PROGRESS_PING_MS = 1000
 const WELCOME: Frame = { type: FrameType.Welcome }
 
 /** The REFUSED code for a refusal. */
