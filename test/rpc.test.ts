@@ -1209,3 +1209,49 @@ test('the server\'s call limiter never runs more than its limit, however tasks a
     assert.equal(most, limit)
   }
 })
+
+test('a call whose deadline passes while it waits for a slot is not run, and the server is told (its result-cache entry is finished, not left running)', async () => {
+  const limiter = new CallLimiter(1, 1)
+  let release!: () => void
+  const first = new Promise<void>((resolve) => { release = resolve })
+  limiter.run('p', async () => { await first })
+  let ran = false
+  let expired = 0
+  // Its caller's deadline is already past: it waits behind the first, then is dropped.
+  limiter.run('p', () => { ran = true }, Date.now() - 1, () => { expired++ })
+  limiter.run('p', () => {}, Infinity, () => { expired += 100 })
+  assert.equal(limiter.waiting, 2)
+  release()
+  await limiter.idle()
+  assert.equal(ran, false)
+  assert.equal(expired, 1)
+
+  // Through a server with one slot and a cache of 10: one call holds the slot; 20
+  // calls of a method with a 20 ms timeout wait behind it until their callers give up.
+  const { a, b } = await pair()
+  const server = new RpcServer(a, { concurrency: 1, perPeerConcurrency: 1, resultCacheSize: 10 })
+  let quickRuns = 0
+  let open!: () => void
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  server.register('svc', {
+    async block (): Promise<number> { await gate; return 1 },
+    quick (): number { quickRuns++; return 2 }
+  }, { timeout: { quick: 20 } })
+  const client = new RpcClient(b)
+  try {
+    const blocked = client.call('alice', 'svc', 'block', [], { timeout: 10_000 })
+    const outcomes = await Promise.all(Array.from({ length: 20 }, async () => await client.call('alice', 'svc', 'quick', [], { timeout: 1000 }).then(() => 'ok', (e: Error) => e.name)))
+    assert.ok(outcomes.every((o) => o === 'RpcTimeoutError'), outcomes.join())
+    open()
+    assert.equal(await blocked, 1)
+    await server.close()
+    // None of them ran; before, each stayed in the cache as running, for good, whatever resultCacheSize.
+    assert.equal(quickRuns, 0)
+    assert.ok((server as unknown as { cache: { size: number } }).cache.size <= 10)
+  } finally {
+    open()
+    await client.close()
+    await a.close()
+    await b.close()
+  }
+})

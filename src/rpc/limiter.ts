@@ -14,7 +14,7 @@ import PQueue from 'p-queue'
  */
 export type LimitedTask = () => void | Promise<void>
 
-interface Waiting { task: LimitedTask, deadline: number }
+interface Waiting { task: LimitedTask, deadline: number, expired: (() => void) | undefined }
 
 /** Entries of peers with nothing running or waiting kept for their next call. */
 const IDLE_PEERS_KEPT = 256
@@ -92,12 +92,15 @@ export class CallLimiter {
     if (deadline !== Infinity) timer = setTimeout(release, Math.max(0, deadline - Date.now()))
   }
 
-  /** Runs `task` for `peer` when a slot is free for it; dropped unrun if `deadline` passes while it waits. */
-  run (peer: string, task: LimitedTask, deadline = Infinity): void {
+  /**
+   * Runs `task` for `peer` when a slot is free for it; dropped unrun if
+   * `deadline` passes while it waits, and then `expired` is called.
+   */
+  run (peer: string, task: LimitedTask, deadline = Infinity, expired?: () => void): void {
     if (this.tryEnter(peer)) { this.start(peer, task, deadline); return }
     const s = this.slots(peer)
     if (s.waiting.length === s.head) this.turns.push(peer)
-    s.waiting.push({ task, deadline })
+    s.waiting.push({ task, deadline, expired })
     this.waitingCount++
     this.next()
   }
@@ -130,6 +133,11 @@ export class CallLimiter {
       // Its caller gave up while it waited: it is not run at all.
       if (w.deadline <= Date.now()) {
         if (s.running === 0 && s.waiting.length === 0) this.peers.delete(peer)
+        try {
+          w.expired?.()
+        } catch {
+          // Its own errors are the caller's to handle, as a task's.
+        }
         this.wakeIdle()
         continue
       }

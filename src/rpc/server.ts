@@ -59,7 +59,8 @@ export interface RpcServerOptions {
    * How many recent finished calls (per request id and peer) are remembered, so
    * that a call resent after a reconnect is not run again but answered with its
    * first result. Calls running or waiting for a slot are remembered besides
-   * (concurrency and maxQueued bound them). Default 10,000.
+   * (concurrency and maxQueued bound them; a call whose deadline passes before
+   * it runs counts as finished). Default 10,000.
    */
   resultCacheSize?: number
   /**
@@ -409,7 +410,10 @@ export class RpcServer implements AsyncDisposable {
       if (pending === undefined) limiter.leave(from)
       else limiter.track(from, pending, deadline)
     } else {
-      limiter.run(from, () => this.execute(registered.target, fn, args, m, object, method, entry, timeout), deadline)
+      // Dropped unrun when its caller's deadline passes first: its cache entry is finished then, or it would stay "running" for good.
+      limiter.run(from, () => this.execute(registered.target, fn, args, m, object, method, entry, timeout), deadline, () => {
+        this.cache.finish(entry, failedMessage(data, Status.Timeout, 'its deadline passed before it could run'))
+      })
     }
   }
 
@@ -634,7 +638,10 @@ export class RpcServer implements AsyncDisposable {
       if (pending === undefined) limiter.leave(from)
       else limiter.track(from, pending, deadline)
     } else {
-      limiter.run(from, task, deadline)
+      limiter.run(from, task, deadline, () => {
+        const e = new PythonException('TimeoutError', [`${object}.${method} did not start within its ${timeout ?? 0} ms timeout`])
+        this.snakeCache.finish(key, this.snakeExceptionReply(reqId, e, formatExceptionOnly(e)))
+      })
     }
   }
 
