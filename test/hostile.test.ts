@@ -15,6 +15,7 @@ import {
 import { RawPeer, connected, packets, waitFor } from './helpers/util.ts'
 import { seededRandom } from './helpers/faulty-proxy.ts'
 import { settledHeap } from './helpers/gc.ts'
+import { ReceiveBudget, type BudgetMember } from '../src/messaging/receive-budget.ts'
 
 // Nothing may escape as an uncaught exception or an unhandled rejection.
 const escaped: unknown[] = []
@@ -524,4 +525,26 @@ test('after close() no socket, server or timer of the library is left', async ()
   for (const kind of ['TCPSocketWrap', 'TCPServerWrap', 'Timeout']) {
     assert.ok((left.get(kind) ?? 0) <= (baseline.get(kind) ?? 0), `${kind}: ${left.get(kind) ?? 0} left, ${baseline.get(kind) ?? 0} before`)
   }
+})
+
+test('the receive budget: the largest holder is cut past the limit, never one that holds it all alone, and one cut counts no more whatever it still reports', () => {
+  const budget = new ReceiveBudget(100)
+  const cuts: string[] = []
+  const member = (name: string): BudgetMember & { name: string } => ({ name, held: 0, overBudget () { cuts.push(name) } })
+  const a = member('a')
+  const b = member('b')
+  budget.join(a)
+  budget.join(b)
+  // Alone over the limit (a packet of maxPacketSize over WebSocket, with the message being assembled): not cut.
+  budget.update(a, 120)
+  assert.deepEqual(cuts, [])
+  budget.update(a, 60)
+  budget.update(b, 50)
+  assert.deepEqual(cuts, ['a'])
+  assert.equal(budget.total, 50)
+  // a's transport reports bytes after the cut: ignored, or the total would never come down again.
+  budget.update(a, 30)
+  assert.equal(budget.total, 50)
+  budget.leave(b)
+  assert.equal(budget.total, 0)
 })

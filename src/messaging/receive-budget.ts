@@ -34,6 +34,8 @@ export class ReceiveBudget {
    * that member.
    */
   update (m: BudgetMember, held: number): void {
+    // One that left (its connection cut or gone) counts no more, whatever it still reports.
+    if (!this.members.has(m)) return
     this.total += held - m.held
     m.held = held
     while (this.total > this.limit) {

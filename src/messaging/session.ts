@@ -200,7 +200,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
     end: (error) => { this.onEnd(error) },
     pending: (bytes) => {
       this.assembling = bytes
-      if (this.stopped) return
+      if (this.stopped || this.cut) return
       this.budget()
       // Bytes of a WebSocket message still arriving: the remote is there.
       if (bytes > 0) {
