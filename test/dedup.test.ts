@@ -125,3 +125,49 @@ test('a fresh window holds no buffers; its first UUID allocates a small ring, an
   w.markDone(window + 999)
   assert.equal(w.admit(uuid(window + 999), 4), SEEN_DONE)
 })
+
+test('forget() lets a UUID whose message was set aside in again as new; the window answers like a bounded list of recent UUIDs through it', () => {
+  /** The reference: a list in arrival order, the oldest dropped first; a forgotten UUID keeps its place until dropped, and is found no more. */
+  class ForgetModel {
+    private readonly list: Array<{ k: number, done: boolean, ticket: number, forgotten: boolean }> = []
+    private next = 0
+    constructor (private readonly window: number) {}
+    private find (k: number): { done: boolean, forgotten: boolean } | undefined {
+      for (const e of this.list) if (e.k === k && !e.forgotten) return e
+      return undefined
+    }
+
+    admit (k: number): number {
+      const e = this.find(k)
+      if (e !== undefined) return e.done ? SEEN_DONE : SEEN_PENDING
+      if (this.list.length === this.window) this.list.shift()
+      const ticket = this.next++
+      this.list.push({ k, done: false, ticket, forgotten: false })
+      return ticket
+    }
+
+    markDone (ticket: number): void { for (const e of this.list) if (e.ticket === ticket && !e.forgotten) e.done = true }
+    forget (ticket: number): void { for (const e of this.list) if (e.ticket === ticket && !e.done) e.forgotten = true }
+    get (k: number): boolean | undefined { return this.find(k)?.done }
+  }
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 300 }),
+    fc.array(fc.tuple(fc.constantFrom('admit', 'admit', 'done', 'forget'), fc.integer({ min: 0, max: 400 })), { maxLength: 2000 }),
+    (window, ops) => {
+      const w = new DedupWindow(window)
+      const m = new ForgetModel(window)
+      const tickets: number[] = []
+      for (const [op, n] of ops) {
+        if (op === 'admit') {
+          const t = w.admit(uuid(n), 4)
+          assert.equal(t, m.admit(n), `admit ${n}`)
+          if (t >= 0) tickets.push(t)
+        } else if (tickets.length > 0) {
+          const t = tickets[n % tickets.length]!
+          if (op === 'done') { w.markDone(t); m.markDone(t) } else { w.forget(t); m.forget(t) }
+        }
+      }
+      for (let n = 0; n <= 400; n++) assert.equal(w.get(uuid(n), 4), m.get(n), `final get ${n}`)
+    }
+  ), { numRuns: 200 })
+})

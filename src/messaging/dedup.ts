@@ -25,6 +25,9 @@ export const SEEN_PENDING = -1
 /** What DedupWindow.admit() returns for a UUID the application was done with. */
 export const SEEN_DONE = -2
 
+/** A ring slot's `done` mark once its UUID was forgotten (see forget()): not in the table. */
+const FORGOTTEN = 2
+
 /** Ring slots allocated with the first UUID; doubled as needed up to the window's size. */
 const INITIAL_SLOTS = 16
 /** What an empty window holds: no ring, and one empty bucket, so every lookup ends at once. Never written to. */
@@ -141,7 +144,7 @@ export class DedupWindow {
     if (this.added === this.slots && this.slots < this.window) this.grow()
     const slot = this.next
     this.next = slot + 1 === this.slots ? 0 : slot + 1
-    if (this.added >= this.slots) this.unlink(slot)
+    if (this.added >= this.slots && this.done[slot] !== FORGOTTEN) this.unlink(slot)
     const ring = this.ring
     const o = slot * 4
     ring[o] = w0
@@ -155,11 +158,29 @@ export class DedupWindow {
 
   /** The application is done with the message `add` gave `ticket` for (if it is still remembered). */
   markDone (ticket: number): void {
+    const slot = this.slotOf(ticket)
+    if (slot >= 0 && this.done[slot] === 0) this.done[slot] = 1
+  }
+
+  /**
+   * Forgets the UUID `add` gave `ticket` for, while the application still has
+   * not had its message (it was set aside unacknowledged): its sender's resend
+   * is then new, not a duplicate. Its ring slot stays, unlinked, until reused.
+   */
+  forget (ticket: number): void {
+    const slot = this.slotOf(ticket)
+    if (slot < 0 || this.done[slot] !== 0) return
+    this.unlink(slot)
+    this.done[slot] = FORGOTTEN
+  }
+
+  /** The ring slot of `ticket` if it is still remembered, else -1. */
+  private slotOf (ticket: number): number {
     // The ticket's slot is `back` slots behind the next one.
     const back = this.added - ticket
-    if (back <= 0 || back > this.slots) return
+    if (back <= 0 || back > this.slots) return -1
     const slot = this.next - back
-    this.done[slot < 0 ? slot + this.slots : slot] = 1
+    return slot < 0 ? slot + this.slots : slot
   }
 
   private link (slot: number, h: number): void {
@@ -210,7 +231,9 @@ export class DedupWindow {
     const buckets = bucketsFor(slots)
     this.table = new Int32Array(buckets * 2)
     this.mask = buckets - 1
-    for (let s = 0; s < this.added; s++) this.link(s, mix(ring[4 * s]!, ring[4 * s + 1]!, ring[4 * s + 2]!, ring[4 * s + 3]!))
+    for (let s = 0; s < this.added; s++) {
+      if (done[s] !== FORGOTTEN) this.link(s, mix(ring[4 * s]!, ring[4 * s + 1]!, ring[4 * s + 2]!, ring[4 * s + 3]!))
+    }
   }
 }
 

@@ -382,10 +382,12 @@ export class Inbox {
   private closed = false
   /**
    * An unfiltered consumer has been made: the application reads its messages
-   * (not RPC alone), so one that none of the consumers there now takes waits for
-   * its next loop, as before the first, instead of being dropped.
+   * (not RPC alone), so one that none of the consumers there now takes is kept
+   * for its next loop instead of being dropped (see dispatch()).
    */
   private readsAll = false
+  /** Unrouted messages past the receive buffer that could not be set aside wait, and stop the sockets (see full). */
+  private stuck = false
 
   constructor (
     private readonly limit: number,
@@ -393,20 +395,28 @@ export class Inbox {
     private readonly byteLimit: number,
     /** Called once a message is fully received: acknowledge it to its sender. */
     private readonly onReceived: (m: InboundMessage) => void,
-    readonly log: Logger
+    readonly log: Logger,
+    /**
+     * A message no consumer takes, past the receive buffer, while the
+     * application is between two loops: let go of unacknowledged, for its sender
+     * to send again once the application reads (true), or not possible (false:
+     * it waits, and the sockets stop).
+     */
+    private readonly setAside: (m: InboundMessage) => boolean = () => false,
+    /** An unfiltered consumer came: what was set aside can be sent again. */
+    private readonly onReader: () => void = () => {}
   ) {}
 
   /**
    * Full: stop reading the sockets. Messages waiting for a consumer count; so do
    * unrouted ones while there is no consumer at all (the application has not
-   * started reading), or while the application, which reads its messages, is
-   * between two loops. Only where every consumer so far had a filter (a peer
-   * that reads only RPC) do unrouted messages never stall the sockets (see
-   * dispatch()): such a peer would stop getting its replies.
+   * started reading), or while some past the receive buffer could not be set
+   * aside (see dispatch()). Otherwise unrouted messages never stall the
+   * sockets: the consumers there (RPC's) would stop getting what they take.
    */
   get full (): boolean {
     return this.buffered >= this.limit || this.bufferedBytes >= this.byteLimit ||
-      ((this.consumers.length === 0 || this.readsAll) && (this.unrouted.length >= this.limit || this.unroutedBytes >= this.byteLimit))
+      ((this.consumers.length === 0 || this.stuck) && (this.unrouted.length >= this.limit || this.unroutedBytes >= this.byteLimit))
   }
 
   /** Resolves when there is room again (or the inbox is closed). */
@@ -420,12 +430,14 @@ export class Inbox {
     if (this.closed || options.signal?.aborted === true) { c.end(); return c }
     this.consumers.push(c)
     if (!c.filtered) this.readsAll = true
+    this.stuck = false
     if (this.unrouted.length > 0) {
       const pending = this.unrouted
       this.unrouted = []
       this.unroutedBytes = 0
       for (const m of pending) this.dispatch(m)
     }
+    if (!c.filtered) this.onReader()
     this.wakeRoom()
     return c
   }
@@ -452,14 +464,19 @@ export class Inbox {
     if (first === null) {
       this.unrouted.push(m)
       this.unroutedBytes += m.data.byteLength
-      // Only filtered consumers ever, none of which takes these (a peer that
-      // reads RPC alone): past the receive buffer the oldest is dropped, as
-      // received, rather than stalling every connection. Before anyone reads, or
-      // while an application that reads its messages is between two loops, they
-      // wait (and past the receive buffer the sockets stop: see full).
-      while (cs.length > 0 && !this.readsAll && (this.unrouted.length > this.limit || this.unroutedBytes > this.byteLimit)) {
-        const old = this.unrouted.shift()!
+      // Past the receive buffer, with consumers there that take none of these
+      // (RPC's), which must not stall: while the application, which reads its
+      // messages, is between two loops, the oldest is set aside
+      // unacknowledged, for its sender to send again once it reads; where that
+      // cannot be (a plain snakeMQ peer's message), the rest wait and the
+      // sockets stop. A peer that has only ever read with filters (RPC alone)
+      // drops it, as received. Before anyone reads, they wait.
+      while (cs.length > 0 && (this.unrouted.length > this.limit || this.unroutedBytes > this.byteLimit)) {
+        const old = this.unrouted[0]!
+        if (this.readsAll && !this.setAside(old)) { this.stuck = true; break }
+        this.unrouted.shift()
         this.unroutedBytes -= old.data.byteLength
+        if (this.readsAll) continue
         this.log.warn('no consumer takes messages like this one: dropped', { from: old.from, uuid: old.uuid, bytes: old.data.byteLength })
         this.release(old)
       }

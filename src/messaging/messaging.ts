@@ -173,6 +173,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
   /** Deletes finished messages from the store, and keeps those it refuses for later (null without a store). */
   private readonly deletes: StoreDeletes | null
   private readonly clocksStored = new Set<string>()
+  /** Peers with messages set aside unacknowledged while the application was between two loops (see setAside()). */
+  private readonly setAsideFrom = new Set<string>()
   private readonly onConnection = (c: Connection): void => { this.accept(c) }
 
   constructor (link: Link, options: MessagingOptions) {
@@ -209,7 +211,9 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       positiveInt(options.receiveBuffer, 'receiveBuffer', messagingDefaults.receiveBuffer),
       positiveInt(options.receiveBufferBytes, 'receiveBufferBytes', messagingDefaults.receiveBufferBytes),
       (m) => { this.receivedByApp(m) },
-      this.log
+      this.log,
+      (m) => this.setAside(m),
+      () => { this.refetch() }
     )
     // Everything checked: only now does this Messaging take the store and the link (both, or neither).
     options.store?.claim(this)
@@ -1027,6 +1031,39 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       }
     }
     this.inbox.dispatch(new InboundMessage(from, packet.subarray(messageDataAt(at), end), packet, at, ticket, window, messageTtl(packet, at), flags, this.inbox))
+  }
+
+  /**
+   * A message no consumer takes while the application is between two loops,
+   * past the receive buffer: let go of unacknowledged (its UUID forgotten, so
+   * that its resend is new), for its sender to send again. Not for a message
+   * its sender will not send again (a plain snakeMQ peer's, or one sent
+   * without acknowledgement).
+   */
+  private setAside (m: InboundMessage): boolean {
+    const s = this.peers.get(m.from)
+    if (m.window === null || (s !== undefined && !s.acks)) return false
+    m.window.forget(m.ticket)
+    // Gone: it comes again with the next connection anyway.
+    if (s !== undefined) this.setAsideFrom.add(m.from)
+    this.log.debug('a message no consumer takes now was set aside, unacknowledged: its sender sends it again once the application reads', { from: m.from, uuid: m.uuid })
+    return true
+  }
+
+  /**
+   * An unfiltered consumer came: the connections of peers whose messages were
+   * set aside are closed, quietly, so that their senders reconnect and send
+   * what was never acknowledged again (there is no other way to ask for it).
+   */
+  private refetch (): void {
+    if (this.setAsideFrom.size === 0) return
+    for (const peer of this.setAsideFrom) {
+      const s = this.peers.get(peer)
+      if (s === undefined) continue
+      this.log.info('reconnecting to a peer whose messages were set aside while the application was not reading, for its sender to send them again', { peer })
+      s.close()
+    }
+    this.setAsideFrom.clear()
   }
 
   private receivedByApp (m: InboundMessage): void {
