@@ -1038,14 +1038,14 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
    * past the receive buffer: let go of unacknowledged (its UUID forgotten, so
    * that its resend is new), for its sender to send again. Not for a message
    * its sender will not send again (a plain snakeMQ peer's, or one sent
-   * without acknowledgement).
+   * without acknowledgement), nor one whose connection is gone.
    */
   private setAside (m: InboundMessage): boolean {
     const s = this.peers.get(m.from)
-    if (m.window === null || (s !== undefined && !s.acks)) return false
+    // Its connection gone, whether its sender acknowledges (and so sends it again) is not known: it waits.
+    if (m.window === null || s === undefined || !s.acks) return false
     m.window.forget(m.ticket)
-    // Gone: it comes again with the next connection anyway.
-    if (s !== undefined) this.setAsideFrom.add(m.from)
+    this.setAsideFrom.add(m.from)
     this.log.debug('a message no consumer takes now was set aside, unacknowledged: its sender sends it again once the application reads', { from: m.from, uuid: m.uuid })
     return true
   }
