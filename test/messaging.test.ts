@@ -634,6 +634,33 @@ test('an application between two loops of messages() loses nothing while a filte
   }
 })
 
+test('between two loops, a plain snakeMQ peer\'s messages (never sent again) are not let go of: they wait, reading pauses past the receive buffer, and the next loop gets them all', async () => {
+  const linkA = new Link()
+  const l = await linkA.listen({ port: 0 })
+  const a = new Messaging(linkA, { identity: 'alice', receiveBuffer: 50 })
+  const server = new RpcServer(a)
+  const p = await PlainPeer.connect(l.port, 'snake')
+  try {
+    await connected(a, 'snake')
+    p.send(Buffer.from('first'))
+    const [first] = await take(a, 1)
+    assert.equal(Buffer.from(first!.data).toString(), 'first')
+    // Between the loops: 300 messages, six times the receive buffer.
+    for (let i = 0; i < 300; i++) p.send(payload(i))
+    p.send(Buffer.from('end'))
+    const got = new Set<number>()
+    for await (const m of a.messages()) {
+      if (Buffer.from(m.data).toString() === 'end') break
+      got.add(Buffer.from(m.data).readUInt32BE(0))
+    }
+    assert.equal(got.size, 300)
+  } finally {
+    p.destroy()
+    await server.close()
+    await a.close()
+  }
+})
+
 test('past maxIdleWindowBytes the duplicate windows of the longest-gone idle peers are forgotten, the others kept', async () => {
   // What one window holds after 20 messages, to fit about two and a half of them.
   const probe = new DedupWindow(messagingDefaults.dedupWindow)
