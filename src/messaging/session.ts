@@ -157,8 +157,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   /** While reading is paused because the remote reads nothing (PAUSE_OWED): since when no byte has left, and the channel's bytesOut then. */
   private deafSince = -1
   private deafBytesOut = 0
-  /** When this side last wrote to the channel (see progress()). */
-  private lastWrite = Date.now()
+  /** Writes to the channel so far; the count progress() last saw, and since when it has not moved (no clock read per write). */
+  private writes = 0
+  private quietWrites = 0
+  private quietSince = Date.now()
   private handshakeTimer: ReturnType<typeof setTimeout> | null = null
   private keepaliveTimer: ReturnType<typeof setTimeout> | null = null
   private readonly decoder: PacketDecoder
@@ -218,8 +220,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
    * (answered with a PONG, which is only more data) tells it this side is there.
    */
   private progress (): void {
-    if (!this.up || this.ending || this.lastRecv - this.lastWrite < Math.min(PROGRESS_PING_MS, this.host.keepalive?.interval ?? PROGRESS_PING_MS)) return
-    this.lastWrite = this.lastRecv
+    if (!this.up || this.ending) return
+    if (this.writes !== this.quietWrites) { this.quietWrites = this.writes; this.quietSince = this.lastRecv; return }
+    if (this.lastRecv - this.quietSince < Math.min(PROGRESS_PING_MS, this.host.keepalive?.interval ?? PROGRESS_PING_MS)) return
+    this.quietSince = this.lastRecv
     this.host.log.debug('a packet is arriving and nothing was sent for a while: sending PING', { conn: this.connection.id, peer: this.ident ?? undefined })
     this.control.push(PING)
     this.want()
@@ -499,7 +503,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       return
     }
     const ok = channel.write(chunks)
-    this.lastWrite = Date.now()
+    this.writes++
     if (this.pingWritten) {
       // The PING's wait starts once it is written; and what has left since then is ours, not the remote's answer.
       this.pingWritten = false
