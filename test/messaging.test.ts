@@ -5,10 +5,9 @@ import {
   LevelStore, RpcClient, RpcCodecError, RpcRemoteError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
-import { EventEmitter } from 'node:events'
 import { DedupWindow } from '../src/messaging/dedup.ts'
 import { PlainPeer } from './helpers/plain-peer.ts'
-import { RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
+import { LogWatch, RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
 
 
 test('messages flow both ways, whichever side listens', async () => {
@@ -598,10 +597,8 @@ test('messages no consumer wants do not stall a peer that reads only with a filt
 })
 
 test('an application between two loops of messages() loses nothing while a filtered consumer (its RpcServer) is there, and RPC goes on meanwhile', async () => {
-  const lines = new EventEmitter()
-  const logger = { debug (msg: string) { lines.emit('line', msg) }, info (msg: string) { lines.emit('line', msg) }, warn () {}, error () {} }
-  const setAside = waitFor<string>(lines, 'line', (msg) => msg.startsWith('a message no consumer takes now was set aside'))
-  const { a, b } = await pair({ receiveBuffer: 100, logger })
+  const log = new LogWatch()
+  const { a, b } = await pair({ receiveBuffer: 100, logger: log.logger })
   const server = new RpcServer(a)
   server.register('calc', { add: (x: number, y: number) => x + y })
   const client = new RpcClient(b)
@@ -612,7 +609,7 @@ test('an application between two loops of messages() loses nothing while a filte
     // Between the loops, with only the RpcServer's consumer there: before, past the
     // receive buffer the oldest were dropped, and acknowledged to bob as delivered.
     // Now they are set aside unacknowledged, and reading goes on: RPC is answered.
-    await setAside
+    await log.until((msg) => msg.startsWith('a message no consumer takes now was set aside'))
     assert.equal(await client.proxy<{ add(x: number, y: number): Promise<number> }>('alice', 'calc').add(2, 3), 5)
     const seen = new Set(first.map((m) => Buffer.from(m.data).readUInt32BE(0)))
     // The next loop: bob, reconnected, sends what was set aside again. It reads up
@@ -637,7 +634,8 @@ test('an application between two loops of messages() loses nothing while a filte
 test('between two loops, a plain snakeMQ peer\'s messages (never sent again) are not let go of: they wait, reading pauses past the receive buffer, and the next loop gets them all', async () => {
   const linkA = new Link()
   const l = await linkA.listen({ port: 0 })
-  const a = new Messaging(linkA, { identity: 'alice', receiveBuffer: 50 })
+  const log = new LogWatch()
+  const a = new Messaging(linkA, { identity: 'alice', receiveBuffer: 50, logger: log.logger })
   const server = new RpcServer(a)
   const p = await PlainPeer.connect(l.port, 'snake')
   try {
@@ -648,6 +646,8 @@ test('between two loops, a plain snakeMQ peer\'s messages (never sent again) are
     // Between the loops: 300 messages, six times the receive buffer.
     for (let i = 0; i < 300; i++) p.send(payload(i))
     p.send(Buffer.from('end'))
+    await log.until((msg) => msg === 'receive buffer full, reading paused')
+    assert.equal(log.messages('debug').filter((msg) => msg.startsWith('a message no consumer takes now was set aside')).length, 0)
     const got = new Set<number>()
     for await (const m of a.messages()) {
       if (Buffer.from(m.data).toString() === 'end') break
@@ -765,7 +765,7 @@ test('peers only ever addressed, never connected, leave no state behind once the
     const calls = await Promise.allSettled(Array.from({ length: n }, (_, i) => client.call(`absent-${i}`, 'svc', 'm', [], { timeout: 20 })))
     assert.ok(calls.every((r) => r.status === 'rejected' && (r.reason as Error).name === 'RpcTimeoutError'))
     await dropped
-    // Before, each kept a queue (about 1.2 KB), and maxIdlePeers did not bound them.
+    // Before, each kept a queue (about 1 KB), and maxIdlePeers did not bound them.
     assert.deepEqual(Object.keys(mq.stats().peers), [])
     assert.equal(mq.queued(), 0)
     // A peer with a message still waiting is kept, of course.
