@@ -5,7 +5,7 @@
 import { test, describe, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { cp, mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -663,6 +663,28 @@ void describe('LevelStore', () => {
     const check = new Level(newer)
     await check.open()
     await check.close()
+  })
+
+  void test('refuses a directory that holds other files, before writing anything there; opens an empty one, a missing one, and its own again', async () => {
+    const home = await tempDir()
+    await writeFile(join(home, 'notes.txt'), 'mine')
+    await mkdir(join(home, 'photos'))
+    await assert.rejects(LevelStore.open(home), (err: unknown) => {
+      assert.ok(err instanceof StoreError, String(err))
+      assert.match(err.message, /is not a snakemq queue store: it holds 2 entries \("notes.txt", "photos"\) and no LevelDB files/)
+      return true
+    })
+    assert.deepEqual((await readdir(home)).sort(), ['notes.txt', 'photos'])
+    const file = join(home, 'notes.txt')
+    await assert.rejects(LevelStore.open(file), (err: unknown) => err instanceof StoreError && /it is a file/.test(err.message))
+    // The refusal let go of the location: the same process can open it once it is a store's.
+    await rm(join(home, 'photos'), { recursive: true })
+    await rm(file)
+    await (await LevelStore.open(home)).close()
+    const missing = join(home, 'queues')
+    const store = await LevelStore.open(missing)
+    await store.close()
+    await (await LevelStore.open(missing)).close()
   })
 
   void test('opens a format-1 store written by the previous version: upgraded to format 2 with its counts, contents unchanged', async () => {

@@ -148,6 +148,12 @@ export interface LevelPlatform {
    * the runtime cannot tell.
    */
   missingFiles (location: string): Promise<string | null>
+  /**
+   * Why `location` is not a place for a store: it holds files, none of them a
+   * store's or LevelDB's (opening it would scatter LevelDB's files among
+   * someone else's); null if it is empty, missing, or a store's.
+   */
+  foreign?: (location: string) => Promise<string | null>
   /** What LevelDB's LOG says it dropped while recovering; null if nothing, or the runtime cannot tell. */
   recoveryDrops (location: string): Promise<{ bytes: number, text: string } | null>
   /** Opens and reads the journal of the store at `location`; absent where the runtime has none (a browser). */
@@ -381,6 +387,9 @@ export class LevelStoreBase implements QueueStore {
     let lock: StoreLock | null = null
     let opened: Opened
     try {
+      // Before anything is written there.
+      const foreign = await platform.foreign?.(located) ?? null
+      if (foreign !== null) throw new StoreError(`${located} is not a snakemq queue store: ${foreign}; open a store in an empty or new directory`)
       // Before the database, and for as long as the store is open: LevelDB's own lock goes whenever the database is reopened.
       lock = await platform.lock?.(located) ?? null
       opened = await openDatabase(platform, located, options.salvage === true, log)

@@ -6,7 +6,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join, resolve as resolvePath } from 'node:path'
 import { StoreError, StoreLockedError } from '../errors.ts'
 import { errorMessage, hasCode, LevelStoreBase, loadLevel, type LevelPlatform, type LevelStoreOptions, type StoreLock } from './level-base.ts'
-import { openNodeJournal } from './journal.ts'
+import { JOURNAL_FILE, openNodeJournal } from './journal.ts'
 
 export { LEVEL_STORE_FORMAT } from './level-base.ts'
 export type { LevelStoreOptions, SalvageReport, SalvagedQueue } from './level-base.ts'
@@ -93,7 +93,25 @@ async function lockStore (location: string): Promise<StoreLock> {
   return { release: async () => { await db.close() } }
 }
 
-const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, recoveryDrops, openJournal: openNodeJournal, lock: lockStore }
+/** A file LevelDB keeps in its directory. */
+const LEVELDB_FILE = /^(?:CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(?:log|ldb|sst))$/
+const isStoreEntry = (name: string): boolean => name === JOURNAL_FILE || name === LOCK_DIRECTORY || LEVELDB_FILE.test(name)
+
+/** See LevelPlatform.foreign. */
+async function foreign (location: string): Promise<string | null> {
+  let names: string[]
+  try {
+    names = await readdir(location)
+  } catch (err) {
+    // Missing: LevelDB creates it. Not a directory, or unreadable: LevelDB's open says so.
+    return hasCode(err, 'ENOTDIR') ? 'it is a file' : null
+  }
+  if (names.length === 0 || names.some(isStoreEntry)) return null
+  const shown = names.slice(0, 3).map((n) => JSON.stringify(n)).join(', ')
+  return `it holds ${names.length} ${names.length === 1 ? 'entry' : 'entries'} (${shown}${names.length > 3 ? ', ...' : ''}) and no LevelDB files`
+}
+
+const nodePlatform: LevelPlatform = { locate: (location) => resolvePath(location), missingFiles, foreign, recoveryDrops, openJournal: openNodeJournal, lock: lockStore }
 
 /** A queue store in a LevelDB directory; `durable` is true. Open it with {@link LevelStore.open}. */
 export class LevelStore extends LevelStoreBase {
