@@ -229,6 +229,28 @@ test('what the encoder writes unpickles in Python to the expected Python values,
   }
 })
 
+test('every JavaScript error the encoder writes loads in Python: names Python cannot make from one message go as Exception, attributes Python refuses are left out', async () => {
+  // Python names two of its built-ins by their alias.
+  const aliases: Record<string, string> = { IOError: 'OSError', EnvironmentError: 'OSError' }
+  const unbuildable = ['ExceptionGroup', 'UnicodeDecodeError', 'UnicodeEncodeError', 'UnicodeTranslateError', 'EncodingWarning', 'PythonFinalizationError']
+  const errors: Array<[string, Error, string, string[]]> = []
+  for (const name of PYTHON_EXCEPTIONS) {
+    const e = new Error('boom')
+    e.name = name
+    errors.push([`named ${name}`, e, unbuildable.includes(name) ? 'Exception' : aliases[name] ?? name, []])
+  }
+  // Own properties named as BaseException's own slots: Python's __setstate__ checks their types.
+  for (const key of ['args', '__traceback__', '__cause__', '__context__', '__suppress_context__', '__class__', '__dict__']) {
+    errors.push([`with a property ${key}`, Object.assign(new TypeError('boom'), { [key]: 5, code: 'E_X' }), 'TypeError', ['code']])
+    errors.push([`PythonException with an attribute ${key}`, new PythonException('ValueError', ['boom'], { attributes: { [key]: 5, code: 'E_X' } }), 'ValueError', ['code']])
+  }
+  const loaded = await python(['exceptions'], errors.map(([, e]) => hex(encodePickle(e)))) as Array<{ type?: string, args?: string, attributes?: string[], error?: string }>
+  assert.equal(loaded.length, errors.length)
+  for (const [i, [what, , type, attributes]] of errors.entries()) {
+    assert.deepEqual(loaded[i], { type, args: "('boom',)", attributes }, what)
+  }
+})
+
 test('the encoder writes protocol 4 as Python does: one FRAME, none under 4 bytes or past 64 KiB', () => {
   // Python: pickle.dumps(None, 4) and pickle.dumps([1, 2], 4).
   assert.equal(hex(encodePickle(null)), '80044e2e')

@@ -580,7 +580,7 @@ class Pickler {
       attributes = e.attributes()
     } else {
       const jsName: unknown = e.name
-      name = typeof jsName === 'string' && PYTHON_EXCEPTIONS.has(jsName) ? jsName : 'Exception'
+      name = typeof jsName === 'string' && PYTHON_EXCEPTIONS.has(jsName) && !NOT_FROM_MESSAGE.has(jsName) ? jsName : 'Exception'
       const message: unknown = e.message
       args = [typeof message === 'string' ? message : '']
       attributes = errorAttributes(e)
@@ -599,7 +599,7 @@ class Pickler {
     }, args.length)
     const index = this.memoCount - 1
     const keys = Object.keys(attributes)
-    const kept = keys.filter((k) => this.fits(attributes[k], level + 2))
+    const kept = keys.filter((k) => !PYTHON_OWN_ATTRIBUTES.has(k) && this.fits(attributes[k], level + 2))
     if (kept.length > 0) {
       const state: Record<string, unknown> = {}
       for (const k of kept) Object.defineProperty(state, k, { value: attributes[k], enumerable: true, configurable: true, writable: true })
@@ -623,6 +623,22 @@ class Pickler {
     }
   }
 }
+
+/**
+ * Built-in exceptions Python cannot make from one message (they take 2 to 5
+ * arguments), or that not every Python 3 has (3.10's, 3.13's): unpickling a
+ * JavaScript error sent under one of these names would fail on the Python side
+ * (snakeMQ's RpcClient would never see its reply), so it goes as Exception.
+ */
+const NOT_FROM_MESSAGE = new Set(['ExceptionGroup', 'UnicodeDecodeError', 'UnicodeEncodeError', 'UnicodeTranslateError', 'EncodingWarning', 'PythonFinalizationError'])
+
+/**
+ * Attributes that Python's BaseException.__setstate__ (what BUILD calls) refuses
+ * unless they are of its own types (`args` a sequence, `__cause__` an exception,
+ * `__traceback__` a traceback, ...): an error's own property of such a name is
+ * left out, or the whole pickle would fail to load in Python.
+ */
+const PYTHON_OWN_ATTRIBUTES = new Set(['args', '__traceback__', '__cause__', '__context__', '__suppress_context__', '__class__', '__dict__'])
 
 function propertyStep (key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
