@@ -436,6 +436,11 @@ test('values the encoder cannot carry are refused with RpcCodecError naming wher
   refused(new Map([[{}, 1]]), /Python cannot hash a dict/)
   refused(new Set([new Map()]), /Python cannot hash a dict/)
   refused(2n ** 10000n, /maxIntegerBytes/)
+  // Python's loads would fail on these (TypeError: cannot hash a signaling NaN; no builtins.AppError).
+  refused(new Map([[new PyDecimal('sNaN'), 1]]), /signaling NaN Decimal as a dict key/)
+  refused(new Set([new PyDecimal('-snan7')]), /signaling NaN Decimal as a dict key or set member/)
+  assert.deepStrictEqual(decodePickle(encodePickle([new PyDecimal('sNaN')])), [new PyDecimal('sNaN')])
+  refused({ e: new PythonException('AppError', ['x']) }, /builtins\.AppError, which Python does not have .* at value\.e/)
   refused('x'.repeat(2000), /longer than maxBytes/, { maxBytes: 1000 })
   let deep: unknown = []
   for (let i = 0; i < 70; i++) deep = [deep]

@@ -321,6 +321,37 @@ test('a snakeMQ call resent with the same req_id is answered from the result cac
   }
 })
 
+test('an error thrown to a Python caller always reaches it as an exception Python can load, its name and message kept when its class cannot go', async () => {
+  const t = await nodeServer()
+  t.server.register('bad', {
+    // No module: builtins.AppError, which Python does not have.
+    noModule () { throw new PythonException('AppError', ['went wrong']) },
+    // Own properties Python's exceptions refuse as attributes (args must be a sequence, __cause__ an exception).
+    slots () { throw Object.assign(new TypeError('typed'), { args: 5, __cause__: 'x', code: 'E_SLOT' }) }
+  })
+  try {
+    const answers: Record<string, unknown> = {}
+    for (const [i, method] of ['noModule', 'slots'].entries()) {
+      t.peer.send(snakeRequestMessage({ command: 'call', object: 'bad', method, args: [], reqId: new Uint8Array(16).fill(i + 1) }))
+      const body = pickleOf((await t.peer.message()).data)
+      // What snakeMQ's RpcClient does with it: pickle.loads.
+      const python = spawn('python3', [PICKLE_PEER, 'load', hex(body)], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      python.stdout.setEncoding('utf8').on('data', (d: string) => { out += d })
+      assert.equal((await once(python, 'exit'))[0], 0, `Python could not load the reply to ${method}`)
+      answers[method] = (JSON.parse(out) as { loaded: string }).loaded
+      const e = (decodePickle(body) as Reply).exception as PythonException
+      answers[`${method} decoded`] = [e.module, e.name, e.args, (e as unknown as { code?: unknown }).code]
+    }
+    assert.match(answers.noModule as string, /'exception': Exception\('AppError: went wrong'\)/)
+    assert.deepEqual(answers['noModule decoded'], ['builtins', 'Exception', ['AppError: went wrong'], undefined])
+    assert.match(answers.slots as string, /'exception': TypeError\('typed'\)/)
+    assert.deepEqual(answers['slots decoded'], ['builtins', 'TypeError', ['typed'], 'E_SLOT'])
+  } finally {
+    await t.close()
+  }
+})
+
 test('with snakemq: false an RpcServer refuses snakeMQ requests as before: logged, never decoded, not answered', async () => {
   const t = await nodeServer({ snakemq: false })
   try {

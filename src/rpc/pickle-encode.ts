@@ -18,7 +18,7 @@
 // class instances and cycles are refused with RpcCodecError, as by the RPC codec.
 import { RpcCodecError, isNativeError } from './errors.ts'
 import { Op, PickleTuple, resolvePickleLimits, type PickleCodecOptions, type PickleLimits } from './pickle.ts'
-import { PYTHON_EXCEPTIONS, PyDate, PyDecimal, PyTime, PyTimedelta, PythonException } from './python-types.ts'
+import { PYTHON_BASE_EXCEPTIONS, PYTHON_EXCEPTIONS, PyDate, PyDecimal, PyTime, PyTimedelta, PythonException } from './python-types.ts'
 
 /** Python's pickler starts a new frame past this many bytes; a longer pickle goes out unframed (framing is optional). */
 const FRAME_TARGET = 64 * 1024
@@ -239,7 +239,11 @@ class Pickler {
       else this.set(v, level)
       return
     }
-    if (v instanceof PyDecimal) { this.reduced(v, level, 'decimal', 'Decimal', () => { this.str(v.value) }, 1); return }
+    if (v instanceof PyDecimal) {
+      if (key && /^[+-]?snan/i.test(v.value)) throw new EncodeFailure('a signaling NaN Decimal as a dict key or set member (Python cannot hash one)')
+      this.reduced(v, level, 'decimal', 'Decimal', () => { this.str(v.value) }, 1)
+      return
+    }
     if (v instanceof PyDate) { this.reduced(v, level, 'datetime', 'date', () => { this.state([v.year >> 8, v.year & 0xff, v.month, v.day]) }, 1); return }
     if (v instanceof PyTime) { this.time(v, level); return }
     if (v instanceof PyTimedelta) { this.timedelta(v, level); return }
@@ -576,6 +580,10 @@ class Pickler {
     if (e instanceof PythonException) {
       module = e.module
       name = e.name
+      // Python would fail to load the whole pickle (no such attribute of builtins), and its caller never see the reply.
+      if (module === 'builtins' && !PYTHON_EXCEPTIONS.has(name) && !PYTHON_BASE_EXCEPTIONS.has(name)) {
+        throw new EncodeFailure(`the exception builtins.${name}, which Python does not have (a PythonException of a class of one's own needs its module)`)
+      }
       args = e.args
       attributes = e.attributes()
     } else {

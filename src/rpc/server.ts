@@ -716,7 +716,8 @@ export class RpcServer implements AsyncDisposable {
       try {
         return snakeExceptionMessage(reqId, snakePlain(error), format.slice(0, 16_384), this.codec)
       } catch {
-        return snakeExceptionMessage(reqId, new PythonException('Exception', ['the remote error could not be sent']), '')
+        // A class Python cannot load (builtins.AppError): its name and message still reach the caller.
+        return snakeExceptionMessage(reqId, new PythonException('Exception', [`${String(error.name).slice(0, 256)}: ${String(error.message).slice(0, 4096)}`]), format.slice(0, 16_384))
       }
     }
   }
