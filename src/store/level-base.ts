@@ -96,7 +96,7 @@ export interface LevelStoreOptions {
    * Open the store even if it is found damaged (records dropped by LevelDB's
    * recovery, a missing CURRENT or MANIFEST file, counts that disagree with the
    * messages), keep what is left, and report what was lost in
-   * {@link LevelStoreBase.salvaged} and in a log line. Default false: such a store
+   * {@link LevelStore.salvaged} and in a log line. Default false: such a store
    * is refused with StoreCorruptError. Salvaging reads the whole store at
    * open, so leave it off once the store is back in order.
    */
@@ -116,7 +116,7 @@ export interface SalvagedQueue {
   foundBytes: number
 }
 
-/** What opening with `salvage: true` found; see {@link LevelStoreBase.salvaged}. */
+/** What opening with `salvage: true` found; see {@link LevelStore.salvaged}. */
 export interface SalvageReport {
   directory: string
   /** What was wrong, one line each; empty if nothing was. */
