@@ -12,6 +12,8 @@ import { once } from 'node:events'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { Link, Messaging } from '../src/index.ts'
+import { LogWatch } from './helpers/util.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SMQ = join(ROOT, 'bin', 'smq.js')
@@ -371,6 +373,7 @@ test('--help explains the command and every flag of peer', async () => {
   }
   assert.match(text, /"elapsed"/)
   assert.match(text, /With --quiet only start and done are printed/)
+  assert.match(text, /--keepalive SECONDS .*\n.*\(default 10, the\n/, 'the keepalive default is the library\'s, as the keepalive test checks')
   assert.match(text, /e\.g\./)
   assert.match(top.junk.join('\n'), /smq peer --ident bob --listen 4000 --echo/)
 })
@@ -389,6 +392,33 @@ test('--timeout ends with exit 1 while an expectation is unmet, and with 0 when 
   assert.ok(sending.all('error').some((e) => /ECONNREFUSED/.test(e.error as string)), 'a refused connection is reported')
   assert.equal(i.code, 0)
   assert.deepEqual(i.done, { event: 'done', ok: true, received: 0, sent: 0, delivered: 0, reason: 'timeout: no expectations' })
+})
+
+test('--keepalive SECONDS pings a silent connection after SECONDS; without it, after the library\'s 10 s', async () => {
+  const quick = smq('peer', '--ident', 'quick', '--listen', '0', '--keepalive', '1', '--timeout', '30', '--quiet')
+  const usual = smq('peer', '--ident', 'usual', '--listen', '0', '--timeout', '30', '--quiet')
+  const [quickPort, usualPort] = await Promise.all([quick.port(), usual.port()])
+  /** A peer that never pings (keepalive: false) and answers PINGs: how long after its handshake the first one comes, in seconds. */
+  const firstPing = async (port: number, ident: string): Promise<number> => {
+    const watch = new LogWatch()
+    const link = new Link()
+    const mq = new Messaging(link, { identity: ident, keepalive: false, logger: watch.logger })
+    try {
+      link.connect({ host: '127.0.0.1', port })
+      await watch.until((m) => m === 'peer connected')
+      const t0 = performance.now()
+      await watch.until((m) => m === 'got PING, answering PONG', 0, 20_000)
+      return (performance.now() - t0) / 1000
+    } finally {
+      await mq.close()
+    }
+  }
+  const [afterQuick, afterUsual] = await Promise.all([firstPing(quickPort, 'silent-1'), firstPing(usualPort, 'silent-2')])
+  quick.child.kill('SIGTERM')
+  usual.child.kill('SIGTERM')
+  await Promise.all([quick.exited, usual.exited])
+  assert.ok(afterQuick > 0.5 && afterQuick < 3, `--keepalive 1: the first PING after ${afterQuick} s`)
+  assert.ok(afterUsual > 8 && afterUsual < 14, `no --keepalive: the first PING after ${afterUsual} s`)
 })
 
 test('SIGTERM ends a peer with a done line', async () => {

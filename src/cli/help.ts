@@ -50,7 +50,8 @@ Peer:
                         loss; repeatable
                           e.g. --connect 127.0.0.1:4000 --connect localhost:4001
   --keepalive SECONDS   ping a connection silent for SECONDS and close it if nothing
-                        comes back within another SECONDS (default: off)
+                        comes back within another SECONDS (default 10, the
+                        library's; it cannot be turned off here)
                           e.g. --keepalive 5
   --throttle BYTES_PER_SECOND
                         limit the bytes this peer writes to each connection
