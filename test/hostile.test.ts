@@ -270,6 +270,24 @@ test('a MESSAGE before IDENTIFICATION is a ProtocolError', async () => {
   }
 })
 
+test('between peers that give verdicts, a MESSAGE before the remote\'s WELCOME is a ProtocolError, and the application never sees it', async () => {
+  const f = await Fixture.start()
+  try {
+    const raw = await RawPeer.connect(f.port)
+    // EXTENSIONS version 3 (acknowledgements and verdicts, a nonce, maxPacketSize), IDENTIFICATION, then a MESSAGE with no WELCOME.
+    raw.write(Buffer.concat([VERSION_1, packet('1003' + '00000003' + '5a'.repeat(16) + '04000000'), identification('eager'), message(Buffer.from('too early'))]))
+    const error = await f.errorFor(raw)
+    assert.ok(error instanceof ProtocolError, `${error.name}: ${error.message}`)
+    assert.match(error.message, /before WELCOME/)
+    await raw.closed
+    assert.equal(f.received.length, 0, 'the application saw a message from a connection that never completed its handshake')
+    assert.equal(f.server.isConnected('eager'), false)
+    await f.roundtrip()
+  } finally {
+    await f.close()
+  }
+})
+
 test('frames too short for their type close the connection with a ProtocolError; extra bytes where snakeMQ ignores them are ignored', async () => {
   const f = await Fixture.start()
   try {

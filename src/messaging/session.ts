@@ -320,8 +320,11 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   private readonly onPacket = (buf: Uint8Array, start: number, end: number): boolean => {
     if (this.stopped || this.ending) return false
     const type = buf[start]
-    // MESSAGE, the frame nearly every packet carries, is read in place.
-    if (type === FrameType.Message && end - start >= 1 + MESSAGE_HEADER_BYTES && this.outbox !== null) {
+    // MESSAGE, the frame nearly every packet carries, is read in place; only once
+    // the connection is up (between peers that give verdicts, the remote sends
+    // its WELCOME before any message: one that sends messages without it, or
+    // refuses this side after them, has them refused, not delivered).
+    if (type === FrameType.Message && end - start >= 1 + MESSAGE_HEADER_BYTES && this.up) {
       this.host.received(this, buf, start + 1, end)
       if (this.madeWhileReading >= MID_CHUNK_MESSAGES && this.flushState === FLUSH_AT_CHUNK_END && !this.stopped) this.flushNow()
       return !this.stopped
@@ -343,8 +346,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   private handle (f: Frame): void {
     switch (f.type) {
       case FrameType.Message:
-        // Identified sessions read MESSAGE frames in place (see onPacket).
-        this.fail(new ProtocolError('MESSAGE before IDENTIFICATION'))
+        // Sessions that are up read MESSAGE frames in place (see onPacket).
+        this.fail(new ProtocolError(this.ident === null ? 'MESSAGE before IDENTIFICATION' : 'MESSAGE before WELCOME: the remote gives verdicts, and sends messages only once it has accepted this side'))
         return
       case FrameType.Ack:
         this.host.log.debug('ignored ACK: acknowledged delivery not agreed on this connection', { conn: this.connection.id, peer: this.ident ?? undefined })
