@@ -14,8 +14,9 @@ export class PacketTooLargeError extends SnakeMQError {
   static override readonly name = 'PacketTooLargeError'
   override name = 'PacketTooLargeError'
   override readonly code = 'ERR_PACKET_TOO_LARGE'
-  constructor (readonly length: number, readonly limit: number) {
-    super(`packet of ${length} bytes exceeds the limit of ${limit} bytes`)
+  /** `when`: the limit is not maxPacketSize but a stricter one of that moment ('before IDENTIFICATION'). */
+  constructor (readonly length: number, readonly limit: number, when?: string) {
+    super(`packet of ${length} bytes exceeds the limit of ${limit} bytes${when === undefined ? '' : ` ${when}`}`)
   }
 }
 

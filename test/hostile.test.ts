@@ -6,7 +6,7 @@
 import { test, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
-import { once } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import {
   Link, Messaging, SnakeMQError, PacketTooLargeError, ProtocolError, IncompatibleProtocolError, HandshakeTimeoutError,
   HandshakeRefusedError, ReceiveBudgetError, InvalidArgumentError,
@@ -16,6 +16,7 @@ import { RawPeer, connected, packets, waitFor } from './helpers/util.ts'
 import { seededRandom } from './helpers/faulty-proxy.ts'
 import { settledHeap } from './helpers/gc.ts'
 import { ReceiveBudget, type BudgetMember } from '../src/messaging/receive-budget.ts'
+import { MAX_HANDSHAKE_PACKET } from '../src/messaging/session.ts'
 
 // Nothing may escape as an uncaught exception or an unhandled rejection.
 const escaped: unknown[] = []
@@ -46,6 +47,8 @@ class Fixture {
   readonly errors: ConnectionError[] = []
   /** Messages the server's application received from anyone but the good peer. */
   readonly received: Message[] = []
+  /** Emits 'message' for each of `received`. */
+  private readonly arrivals = new EventEmitter()
   private readonly echoes = new Map<string, () => void>()
   private seq = 0
   private readonly loops: Array<Promise<void>> = []
@@ -59,7 +62,7 @@ class Fixture {
     this.loops.push((async () => {
       for await (const m of server.messages()) {
         if (m.from === 'good') await server.send('good', m.data)
-        else this.received.push(m)
+        else { this.received.push(m); this.arrivals.emit('message', m) }
       }
     })())
     this.loops.push((async () => {
@@ -77,6 +80,11 @@ class Fixture {
     goodLink.connect({ port: listener.port, reconnect: { minDelay: 20, maxDelay: 200 } })
     await Promise.all([connected(server, 'good'), connected(good, 'server')])
     return new Fixture(server, listener.port, good)
+  }
+
+  /** The first message from `ident` the server's application received, once it comes. */
+  async receivedFrom (ident: string): Promise<Message> {
+    return this.received.find((m) => m.from === ident) ?? await waitFor<Message>(this.arrivals, 'message', (m) => m.from === ident)
   }
 
   /** The good peer sends a message and gets it back: the listener is up and serving. */
@@ -125,16 +133,17 @@ test('a 4 GiB length header closes the connection with PacketTooLargeError befor
   const f = await Fixture.start({ maxPacketSize: 1024 * 1024 })
   try {
     const heapBefore = await settledHeap()
-    // The header alone: the decoder must not wait for (or make room for) 4 GiB.
+    // The header alone: the decoder must not wait for (or make room for) 4 GiB (before IDENTIFICATION, the limit is the handshake's).
     const { error } = await f.closedWith(Buffer.from('ffffffff', 'hex'))
     assert.ok(error instanceof PacketTooLargeError)
     assert.equal(error.length, 0xFFFFFFFF)
-    assert.equal(error.limit, 1024 * 1024)
+    assert.equal(error.limit, MAX_HANDSHAKE_PACKET)
     // After a good handshake too, and with payload bytes following the header.
     const after = await f.closedWith([VERSION_1, identification('big'), Buffer.from('ffffffff', 'hex'), Buffer.alloc(256 * 1024, 1)])
     assert.ok(after.error instanceof PacketTooLargeError)
+    assert.equal(after.error.limit, 1024 * 1024)
     // One byte over the limit is refused; exactly the limit is accepted (an unknown frame type, ignored).
-    const over = await f.closedWith(Buffer.from((1024 * 1024 + 1).toString(16).padStart(8, '0'), 'hex'))
+    const over = await f.closedWith([VERSION_1, identification('over'), Buffer.from((1024 * 1024 + 1).toString(16).padStart(8, '0'), 'hex')])
     assert.ok(over.error instanceof PacketTooLargeError)
     const raw = await RawPeer.connect(f.port)
     raw.write(Buffer.concat([VERSION_1, identification('exact'), packet(Buffer.concat([Buffer.of(99), Buffer.alloc(1024 * 1024 - 1)]))]))
@@ -157,11 +166,11 @@ test('unfinished packets are bounded over all connections (maxUnfinishedBytes): 
   const aliceLink = new Link()
   const alice = new Messaging(aliceLink, { identity: 'alice' })
   try {
-    // Three remotes each begin a 1 MiB packet and stop: each holds 1 MiB (its buffer is made at the header), 3 MiB in all.
+    // Three plain remotes each identify, begin a 1 MiB packet and stop: each holds 1 MiB (its buffer is made at the header), 3 MiB in all.
     const overflowed = waitFor<ConnectionError>(f.server, 'error', (e) => e.error instanceof ReceiveBudgetError)
     for (let i = 0; i < 3; i++) {
       const raw = await RawPeer.connect(f.port)
-      raw.write(Buffer.concat([Buffer.from('00100000', 'hex'), Buffer.alloc(10, 1)]))
+      raw.write(Buffer.concat([VERSION_1, identification(`holder${i}`), Buffer.from('00100000', 'hex'), Buffer.alloc(10, 1)]))
       raws.push(raw)
     }
     const first = await overflowed
@@ -221,6 +230,34 @@ test('a remote that reads verdicts but announced no limit (layout version 2) and
     const refused = packets(raw.received).find((p) => p[0] === 18)
     assert.ok(refused !== undefined, `no REFUSED among ${packets(raw.received).map((p) => p[0]).join(',')}`)
     assert.match(refused.subarray(2).toString('utf8'), /^packet of \d+ bytes exceeds the limit of 65536 bytes$/)
+    await f.roundtrip()
+  } finally {
+    await f.close()
+  }
+})
+
+test('before its IDENTIFICATION a remote may send no packet over 64 KiB (MAX_HANDSHAKE_PACKET): it is closed at the header, a remote that reads verdicts told why; once identified, a 1 MiB message is taken', async () => {
+  const f = await Fixture.start()
+  try {
+    const header = (len: number): Buffer => { const h = Buffer.alloc(4); h.writeUInt32BE(len); return h }
+    // Without a word of who it is: PROTOCOL_VERSION, then the header of a 60 MiB packet (within maxPacketSize).
+    const { error } = await f.closedWith([VERSION_1, header(60 * 1024 * 1024)])
+    assert.ok(error instanceof PacketTooLargeError, `${error.name}: ${error.message}`)
+    assert.equal(error.limit, MAX_HANDSHAKE_PACKET)
+    assert.match(error.message, /before IDENTIFICATION$/)
+    // With EXTENSIONS announcing verdicts: told why with REFUSED before the close.
+    const raw = await RawPeer.connect(f.port)
+    raw.write(Buffer.concat([VERSION_1, packet('1003' + '00000003' + '5a'.repeat(16) + '04000000'), header(MAX_HANDSHAKE_PACKET + 1)]))
+    assert.ok((await f.errorFor(raw)) instanceof PacketTooLargeError)
+    await raw.closed
+    const refused = packets(raw.received).find((p) => p[0] === 18)
+    assert.ok(refused !== undefined, `no REFUSED among ${packets(raw.received).map((p) => p[0]).join(',')}`)
+    assert.match(refused.subarray(2).toString('utf8'), /^packet of 65537 bytes exceeds the limit of 65536 bytes before IDENTIFICATION$/)
+    // A plain snakeMQ peer's handshake followed at once, in the same write, by a 1 MiB message: the limit is maxPacketSize from its IDENTIFICATION on.
+    const plain = await RawPeer.connect(f.port)
+    plain.write(Buffer.concat([VERSION_1, identification('plain'), message(Buffer.alloc(1024 * 1024, 1))]))
+    assert.equal((await f.receivedFrom('plain')).data.length, 1024 * 1024)
+    plain.destroy()
     await f.roundtrip()
   } finally {
     await f.close()

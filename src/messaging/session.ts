@@ -34,6 +34,13 @@ import { settleFields } from '../settle.ts'
 const BATCH_MESSAGES = 4096
 /** Bytes of message data after which a batch is cut. */
 const BATCH_BYTES = 256 * 1024
+/**
+ * Largest packet accepted before the remote's IDENTIFICATION is accepted: the
+ * handshake's frames are small (an identity is at most 1,024 bytes), so a remote
+ * nobody knows yet cannot make this side hold maxPacketSize for it (over all
+ * such connections, the whole maxUnfinishedBytes) before it has even said who it is.
+ */
+export const MAX_HANDSHAKE_PACKET = 64 * 1024
 /** Most UUIDs in one ACK frame. */
 const ACK_BATCH = 4096
 /**
@@ -167,7 +174,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
   private readonly writer = new FrameWriter()
 
   constructor (private readonly host: SessionHost<C>, readonly connection: C) {
-    this.decoder = new PacketDecoder({ maxPacketSize: host.maxPacketSize })
+    this.decoder = new PacketDecoder({ maxPacketSize: Math.min(host.maxPacketSize, MAX_HANDSHAKE_PACKET) })
     host.receiveBudget.join(this)
     settleFields(this, 'ending', 'stopped')
   }
@@ -257,7 +264,7 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
       this.decoder.each(chunk, this.onPacket)
     } catch (err) {
       // A packet over maxPacketSize: a remote that reads verdicts is told so (it would otherwise resend it at every reconnect without knowing why).
-      if (err instanceof PacketTooLargeError) this.refuseOrFail(err)
+      if (err instanceof PacketTooLargeError) this.refuseOrFail(this.ident === null ? new PacketTooLargeError(err.length, err.limit, 'before IDENTIFICATION') : err)
       else this.fail(err as Error)
     }
     if (!this.stopped) {
@@ -418,6 +425,8 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
     }
     this.ident = ident
     this.outbox = outbox
+    // Known now: its messages may be as large as this side accepts.
+    this.decoder.maxPacketSize = this.host.maxPacketSize
     if (!this.verdicts) { this.goUp(); return }
     this.control.push(WELCOME)
     this.want()

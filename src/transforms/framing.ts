@@ -68,7 +68,8 @@ export interface PacketDecoderOptions {
  * are views into it (no copy); only packets spread over chunks are copied.
  */
 export class PacketDecoder {
-  private readonly maxPacketSize: number
+  /** Largest payload accepted; may be changed between packets (it applies to the next length header read). */
+  maxPacketSize: number
   private readonly pending = new Uint8ArrayList()
   /** Length of the packet being assembled, or -1 while reading its header. */
   private need = -1
