@@ -305,6 +305,46 @@ test('a TLS listener drops a client that never completes the handshake', { skip 
   await assert.rejects(new Link().listen({ port: 0, tls: { key: alice.key, cert: alice.cert }, handshakeTimeout: -1 }), InvalidArgumentError)
 })
 
+test('sockets in their TLS handshake count in maxConnectionsPerAddress from accept: one address cannot fill maxConnections with ones that never start TLS', { skip }, async () => {
+  const warnings: string[] = []
+  const linkL = new Link({ logger: { debug () {}, info () {}, warn (message: string) { warnings.push(message) }, error () {} } })
+  const errors: Error[] = []
+  linkL.on('error', (e) => { errors.push(e) })
+  const server = new Messaging(linkL, { identity: 'alice', bindIdentityToCertificate: true })
+  const linkB = new Link()
+  const peer = new Messaging(linkB, { identity: 'bob' })
+  const silent: net.Socket[] = []
+  try {
+    const l = await linkL.listen({ port: 0, tls: serverTls(alice), maxConnections: 8, maxConnectionsPerAddress: 3, handshakeTimeout: 500 })
+    // Eight sockets from 127.0.0.2 that never send a ClientHello: three are kept (until handshakeTimeout), five closed at once.
+    const t0 = performance.now()
+    let closed = 0
+    const allClosed = new Promise<void>((resolve) => {
+      for (let i = 0; i < 8; i++) {
+        const s = net.connect({ host: '127.0.0.1', port: l.port, localAddress: '127.0.0.2' })
+        s.on('error', () => {})
+        s.on('close', () => { if (++closed === 5) resolve() })
+        silent.push(s)
+      }
+    })
+    await allClosed
+    assert.ok(performance.now() - t0 < 500, 'the extra ones are closed at once, not after handshakeTimeout')
+    assert.equal(silent.filter((s) => !s.destroyed).length, 3)
+    assert.equal(warnings.filter((w) => w === 'connection refused: maxConnectionsPerAddress reached').length, 5)
+    // bob, from 127.0.0.1, gets in at once, though the sockets from 127.0.0.2 would have filled maxConnections.
+    linkB.connect({ host: '127.0.0.1', port: l.port, tls: clientTls(bob), reconnect: fast })
+    await connected(server, 'bob')
+    assert.deepEqual(errors, [], 'a socket refused at accept is not reported again as a failed TLS handshake')
+    // The three kept ones are dropped after handshakeTimeout, as before.
+    const timeouts = (): Error[] => errors.filter((e) => (e as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT')
+    while (timeouts().length < 3) await waitFor(linkL, 'error')
+    assert.equal(errors.length, 3, errors.map(String).join('; '))
+  } finally {
+    for (const s of silent) s.destroy()
+    await Promise.all([peer.close(), server.close()])
+  }
+})
+
 test('a connector gives up on a listener that never answers the TLS handshake after connectTimeout', { skip }, async () => {
   const held: net.Socket[] = []
   const server = net.createServer((s) => { held.push(s) })

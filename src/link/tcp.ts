@@ -4,6 +4,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { AbortError, ConnectTimeoutError, InvalidArgumentError, PeerCertificateError } from '../errors.ts'
 import { SocketChannel } from './socket-channel.ts'
+import { listenDefaults } from './link.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
 import type { Channel } from './channel.ts'
 
@@ -75,6 +76,57 @@ async function connectSocket (socket: net.Socket, ready: 'connect' | 'secureConn
   })
 }
 
+/**
+ * The TCP sockets of a TLS listener still in their TLS handshake, per address
+ * from accept, as a WebSocket listener counts those that have not upgraded:
+ * else one address could fill every slot of maxConnections with sockets that
+ * never start TLS, each for handshakeTimeout, before the link's
+ * maxConnectionsPerAddress (which counts finished handshakes) saw any.
+ */
+class HandshakeCount {
+  /** The errors sockets refused at accept were destroyed with (logged already). */
+  static readonly refused = new WeakSet<Error>()
+
+  /** By "address:port": the socket and its address (read at accept: a closed socket may no longer tell it). */
+  private readonly open = new Map<string, { socket: net.Socket, address: string }>()
+  private readonly from = new Map<string, number>()
+
+  constructor (private readonly perAddress: number, private readonly events: TransportEvents) {}
+
+  /** A TCP connection came: counted, or destroyed when its address has perAddress in their handshake already. */
+  admit (raw: net.Socket): void {
+    const address = raw.remoteAddress
+    const port = raw.remotePort
+    // Without an address the remote is already gone.
+    if (address === undefined || port === undefined) { raw.destroy(); return }
+    const n = this.from.get(address) ?? 0
+    if (n >= this.perAddress) {
+      this.events.log.warn('connection refused: maxConnectionsPerAddress reached', { remote: `${address}:${port}`, maxConnectionsPerAddress: this.perAddress, inTlsHandshake: n })
+      // node:tls reports the socket's end as a failed handshake (tlsClientError) with this error: that one is not reported again.
+      const why = new Error(`refused at accept: ${n} connections from ${address} are in their TLS handshake (maxConnectionsPerAddress)`)
+      HandshakeCount.refused.add(why)
+      raw.destroy(why)
+      return
+    }
+    const remote = `${address}:${port}`
+    this.from.set(address, n + 1)
+    this.open.set(remote, { socket: raw, address })
+    raw.once('close', () => { this.settle(remote, raw) })
+  }
+
+  /** Its handshake is done: from here on it counts in the link's maxConnectionsPerAddress. */
+  done (socket: tls.TLSSocket): void { this.settle(`${socket.remoteAddress}:${socket.remotePort}`) }
+
+  private settle (remote: string, raw?: net.Socket): void {
+    const entry = this.open.get(remote)
+    if (entry === undefined || (raw !== undefined && entry.socket !== raw)) return
+    this.open.delete(remote)
+    const left = (this.from.get(entry.address) ?? 1) - 1
+    if (left === 0) this.from.delete(entry.address)
+    else this.from.set(entry.address, left)
+  }
+}
+
 export const tcpTransport: Transport = {
   name: 'tcp',
   listens: (o) => o.tls === undefined && o.websocket === undefined && o.server === undefined,
@@ -108,9 +160,12 @@ export const tlsTransport: Transport = {
     // Clients whose certificate does not verify are refused by the layer above,
     // which can tell them why (node:tls would drop them without a word).
     const verify = tlsOptions.requestCert === true && tlsOptions.rejectUnauthorized !== false
+    const handshakes = new HandshakeCount((options.maxConnectionsPerAddress as number | undefined) ?? listenDefaults.maxConnectionsPerAddress, events)
     let server: tls.Server
     try {
       server = tls.createServer({ minVersion: DEFAULT_TLS_MIN_VERSION, ...tlsOptions, handshakeTimeout, ...(verify ? { rejectUnauthorized: false } : {}) }, (socket) => {
+        // Its handshake done, it counts in the link's maxConnectionsPerAddress instead.
+        handshakes.done(socket)
         socket.on('error', (err) => { events.log.debug('accepted socket failed', { error: err }) })
         const channel = new SocketChannel(socket, 'inbound')
         if (verify && !socket.authorized) {
@@ -131,10 +186,12 @@ export const tlsTransport: Transport = {
     server.on('connection', (raw: net.Socket) => {
       pending.add(raw)
       raw.once('close', () => { pending.delete(raw) })
+      handshakes.admit(raw)
     })
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       // node:tls leaves the socket open after a handshake timeout: drop it here.
       socket.destroy()
+      if (HandshakeCount.refused.has(err)) return
       // A client certificate that failed verification closes the socket with no
       // error of its own (the error seen is "socket hang up"): say what happened.
       const refused = socket.authorizationError as Error | string | null | undefined
