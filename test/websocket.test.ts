@@ -441,6 +441,31 @@ test('wss: a client that never starts TLS and one that never sends its upgrade a
   }
 })
 
+test('wss: TCP connections refused at accept (maxConnections, maxConnectionsPerAddress) are logged once, not reported again as failed TLS handshakes', async () => {
+  const warnings: string[] = []
+  const linkB = new Link({ logger: { debug () {}, info () {}, warn (message: string) { warnings.push(message) }, error () {} } })
+  const errors: Error[] = []
+  linkB.on('error', (e) => { errors.push(e) })
+  const timeout = 300
+  const tlsOptions = { key: server.key, cert: server.cert }
+  const total = await linkB.listen({ port: 0, websocket: true, tls: tlsOptions, maxConnections: 2, handshakeTimeout: timeout })
+  const perAddress = await linkB.listen({ port: 0, websocket: true, tls: tlsOptions, maxConnectionsPerAddress: 2, handshakeTimeout: timeout })
+  // Silent ones: they never start TLS (idleSockets' plaintext requests would fail the TLS handshake at once).
+  const silent = (port: number): Idle[] => Array.from({ length: 5 }, () => idle(net.connect({ host: '127.0.0.1', port })))
+  const opened = [...silent(total.port), ...silent(perAddress.port)]
+  try {
+    // Three of each five closed at once; then the two kept on each after handshakeTimeout, with one error each.
+    await closedFirst(opened, 6)
+    assert.equal(warnings.filter((w) => /^connection refused: maxConnections(PerAddress)? reached$/.test(w)).length, 6)
+    await closedFirst(opened, opened.length)
+    assert.equal(errors.length, 4, errors.map(String).join('; '))
+    assert.ok(errors.every((e) => /TLS handshake timeout/.test(e.message)), errors.map(String).join('; '))
+  } finally {
+    for (const { socket } of opened) socket.destroy()
+    await linkB.close()
+  }
+})
+
 test('listening on a shared http.Server: its own requests stay its own, and closing the link leaves it open', async () => {
   const httpServer = http.createServer((_req, res) => { res.end('page') })
   await new Promise<void>((resolve) => { httpServer.listen(0, '127.0.0.1', resolve) })

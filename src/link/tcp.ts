@@ -76,6 +76,23 @@ async function connectSocket (socket: net.Socket, ready: 'connect' | 'secureConn
   })
 }
 
+/** The errors sockets refused at accept were destroyed with (logged there already). */
+const refusedAtAccept = new WeakSet<Error>()
+
+/**
+ * Destroys a socket refused at accept (the caller logged why). node:tls passes
+ * the error a socket is destroyed with to its server's tlsClientError, as for a
+ * failed handshake: this one is known there for what it is (refusedAtAccept()).
+ */
+export function refuseAtAccept (raw: net.Socket, why: string): void {
+  const error = new Error(`refused at accept: ${why}`)
+  refusedAtAccept.add(error)
+  raw.destroy(error)
+}
+
+/** True for the error of a socket destroyed by refuseAtAccept(): not a handshake that failed, nothing to report again. */
+export function wasRefusedAtAccept (error: Error): boolean { return refusedAtAccept.has(error) }
+
 /**
  * The TCP sockets of a TLS listener still in their TLS handshake, per address
  * from accept, as a WebSocket listener counts those that have not upgraded:
@@ -84,9 +101,6 @@ async function connectSocket (socket: net.Socket, ready: 'connect' | 'secureConn
  * maxConnectionsPerAddress (which counts finished handshakes) saw any.
  */
 class HandshakeCount {
-  /** The errors sockets refused at accept were destroyed with (logged already). */
-  static readonly refused = new WeakSet<Error>()
-
   /** By "address:port": the socket and its address (read at accept: a closed socket may no longer tell it). */
   private readonly open = new Map<string, { socket: net.Socket, address: string }>()
   private readonly from = new Map<string, number>()
@@ -102,10 +116,7 @@ class HandshakeCount {
     const n = this.from.get(address) ?? 0
     if (n >= this.perAddress) {
       this.events.log.warn('connection refused: maxConnectionsPerAddress reached', { remote: `${address}:${port}`, maxConnectionsPerAddress: this.perAddress, inTlsHandshake: n })
-      // node:tls reports the socket's end as a failed handshake (tlsClientError) with this error: that one is not reported again.
-      const why = new Error(`refused at accept: ${n} connections from ${address} are in their TLS handshake (maxConnectionsPerAddress)`)
-      HandshakeCount.refused.add(why)
-      raw.destroy(why)
+      refuseAtAccept(raw, `${n} connections from ${address} are in their TLS handshake (maxConnectionsPerAddress)`)
       return
     }
     const remote = `${address}:${port}`
@@ -191,7 +202,7 @@ export const tlsTransport: Transport = {
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       // node:tls leaves the socket open after a handshake timeout: drop it here.
       socket.destroy()
-      if (HandshakeCount.refused.has(err)) return
+      if (wasRefusedAtAccept(err)) return
       // A client certificate that failed verification closes the socket with no
       // error of its own (the error seen is "socket hang up"): say what happened.
       const refused = socket.authorizationError as Error | string | null | undefined

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream'
 import { AbortError, ConnectFailedError, ConnectTimeoutError, HandshakeTimeoutError, InvalidArgumentError, PeerCertificateError, WebSocketUpgradeError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { listenDefaults } from './link.ts'
-import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, withSecureContext } from './tcp.ts'
+import { bind, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_MIN_VERSION, refuseAtAccept, wasRefusedAtAccept, withSecureContext } from './tcp.ts'
 import type { Transport, TransportConnectOptions, TransportEvents, TransportListenOptions, TransportServer } from './transport.ts'
 import { WsChannel } from './ws-channel.ts'
 import { checkMaxPayload, DEFAULT_MAX_PAYLOAD, webSocketUrl } from './ws-messages.ts'
@@ -174,6 +174,8 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
     }
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       socket.destroy()
+      // One this listener refused at accept (logged there).
+      if (wasRefusedAtAccept(err)) return
       events.log.warn('TLS handshake with a wss client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, error: err })
       events.error(err)
     })
@@ -193,13 +195,13 @@ async function listenWebSocket (options: TransportListenOptions, accept: (channe
     const remote = `${address}:${port}`
     if (upgrading.size >= options.maxConnections) {
       events.log.warn('connection refused: maxConnections reached', { remote, maxConnections: options.maxConnections, upgrading: upgrading.size })
-      raw.destroy()
+      refuseAtAccept(raw, `${upgrading.size} connections have not upgraded (maxConnections)`)
       return
     }
     const fromAddress = upgradingFrom.get(address) ?? 0
     if (fromAddress >= perAddress) {
       events.log.warn('connection refused: maxConnectionsPerAddress reached', { remote, maxConnectionsPerAddress: perAddress, upgrading: fromAddress })
-      raw.destroy()
+      refuseAtAccept(raw, `${fromAddress} connections from ${address} have not upgraded (maxConnectionsPerAddress)`)
       return
     }
     upgradingFrom.set(address, fromAddress + 1)
