@@ -325,6 +325,23 @@ test('between peers that give verdicts, a MESSAGE before the remote\'s WELCOME i
   }
 })
 
+test('identities that identified and never came up (no WELCOME) leave no per-peer state behind', async () => {
+  const f = await Fixture.start()
+  try {
+    const raws = await Promise.all(Array.from({ length: 50 }, async () => await RawPeer.connect(f.port)))
+    raws.forEach((raw, i) => { raw.write(Buffer.concat([VERSION_1, packet('1003' + '00000003' + '5a'.repeat(16) + '04000000'), identification(`half-${i}`)])) })
+    // Each is accepted (WELCOME), sends none of its own, and is closed by the handshake timeout.
+    for (const raw of raws) assert.ok((await f.errorFor(raw)) instanceof HandshakeTimeoutError)
+    await Promise.all(raws.map(async (raw) => { await raw.closed }))
+    for (const raw of raws) assert.ok(packets(raw.received).some((p) => p.length === 1 && p[0] === 19), 'it was sent WELCOME')
+    await f.roundtrip()
+    // Before, each kept a queue record (about 2 KB) among the idle peers, up to maxIdlePeers of them.
+    assert.deepEqual(Object.keys(f.server.stats().peers), ['good'])
+  } finally {
+    await f.close()
+  }
+})
+
 test('frames too short for their type close the connection with a ProtocolError; extra bytes where snakeMQ ignores them are ignored', async () => {
   const f = await Fixture.start()
   try {

@@ -1133,7 +1133,8 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
     }
     const q = this.queueFor(ident)
     void this.sweep(q)
-    if (q.count === 0) this.forgetIdle(ident)
+    // A remote that identified and never came up (it never sent WELCOME) leaves nothing behind, as one never connected.
+    if (q.count === 0) this.idleIfEmpty(q)
   }
 
   /**
