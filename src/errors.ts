@@ -206,15 +206,19 @@ export class StoreError extends SnakeMQError {
   override readonly code: string = 'ERR_STORE'
 }
 
-/** The store directory is already opened by another process, or by another LevelStore in this one (`inThisProcess`). */
+/**
+ * The store directory is already opened by another process (in a browser: by
+ * another tab or worker of the origin, `holder`), or by another LevelStore in
+ * this one (`inThisProcess`).
+ */
 export class StoreLockedError extends StoreError {
   static override readonly name = 'StoreLockedError'
   override name = 'StoreLockedError'
   override readonly code = 'ERR_STORE_LOCKED'
-  constructor (readonly directory: string, options?: ErrorOptions & { inThisProcess?: boolean }) {
+  constructor (readonly directory: string, options?: ErrorOptions & { inThisProcess?: boolean, holder?: string }) {
     super(options?.inThisProcess === true
       ? `the queue store ${directory} is already open in this process: close that LevelStore first`
-      : `the queue store ${directory} is in use by another process`, options)
+      : `the queue store ${directory} is in use by ${options?.holder ?? 'another process'}`, options)
   }
 }
 

@@ -154,6 +154,37 @@ test('100 persistent messages queued in IndexedDB while the Node peer is down su
   }
 })
 
+test('a store open in one tab is refused to another tab with StoreLockedError, and is free again once the first tab closes it or goes away', async () => {
+  // No Node peer: the first tab's connector keeps failing, which does not matter here.
+  const url = 'ws://127.0.0.1:1/mq'
+  const first = await openPage()
+  const second = await openPage()
+  try {
+    assert.deepEqual(await first.evaluate(async (u) => await harness.start(u, 'tabs'), url), { queued: 0 })
+    assert.deepEqual(await first.evaluate(async () => await harness.queuePersistent(10)), { queued: 10 })
+    // Without a lock the second tab would load the first one's 10 messages and send them too.
+    assert.deepEqual(await second.evaluate(async () => await harness.openStore('tabs')), {
+      name: 'StoreLockedError', message: 'the queue store tabs is in use by another tab or worker of this origin'
+    })
+    await first.evaluate(async () => { await harness.close() })
+    assert.deepEqual(await second.evaluate(async () => await harness.openStore('tabs')), { opened: true })
+    // A tab that goes away without closing its store (as a crashed or closed tab does) leaves it free too.
+    await first.close()
+    const third = await openPage()
+    try {
+      assert.equal((await third.evaluate(async () => await harness.openStore('tabs')) as { name: string }).name, 'StoreLockedError')
+      await second.close({ runBeforeUnload: false })
+      assert.deepEqual(await third.evaluate(async () => await harness.openStore('tabs')), { opened: true })
+      await third.evaluate(async () => { await harness.closeStore() })
+    } finally {
+      await third.close()
+    }
+  } finally {
+    if (!first.isClosed()) await first.close()
+    if (!second.isClosed()) await second.close()
+  }
+})
+
 test('what a browser cannot do is refused with InvalidArgumentError saying so', async () => {
   const page = await openPage()
   try {

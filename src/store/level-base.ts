@@ -161,10 +161,11 @@ export interface LevelPlatform {
   /**
    * Takes the store's lock, held until the store is closed (and let go by the
    * system if the process dies), whatever becomes of the database meanwhile;
-   * rejects with StoreLockedError if another process holds it. Absent where
-   * nothing outside this process can open the store (a browser page).
+   * rejects with StoreLockedError if another process holds it (in a browser:
+   * another tab or worker of the origin, which IndexedDB lets open the same
+   * database). Absent where nothing outside this process can open the store.
    */
-  lock?: (location: string) => Promise<StoreLock>
+  lock?: (location: string, log: Logger) => Promise<StoreLock>
 }
 
 /** A store's lock, as {@link LevelPlatform.lock} takes it. */
@@ -391,7 +392,7 @@ export class LevelStoreBase implements QueueStore {
       const foreign = await platform.foreign?.(located) ?? null
       if (foreign !== null) throw new StoreError(`${located} is not a snakemq queue store: ${foreign}; open a store in an empty or new directory`)
       // Before the database, and for as long as the store is open: LevelDB's own lock goes whenever the database is reopened.
-      lock = await platform.lock?.(located) ?? null
+      lock = await platform.lock?.(located, log) ?? null
       opened = await openDatabase(platform, located, options.salvage === true, log)
     } catch (err) {
       await lock?.release().catch(() => {})

@@ -2,8 +2,16 @@
 // browser implementation (browser-level). A location is a database name; there
 // are no LevelDB files to check, so damage shows only as entries that do not
 // decode, which load() and summary() report as StoreCorruptError.
-import { InvalidArgumentError } from '../errors.ts'
-import { LevelStoreBase, type LevelPlatform, type LevelStoreOptions } from './level-base.ts'
+//
+// IndexedDB lets every tab and worker of an origin open the same database at
+// once, and two stores on one database would each load and send the other's
+// messages and write over each other's counts and seqs. So the store holds a
+// Web Lock (navigator.locks) named after its database from open to close; the
+// browser lets go of it when the page or worker goes away, so a closed or
+// crashed tab never leaves the store locked.
+import { InvalidArgumentError, StoreError, StoreLockedError } from '../errors.ts'
+import type { Logger } from '../logging.ts'
+import { errorMessage, LevelStoreBase, type LevelPlatform, type LevelStoreOptions, type StoreLock } from './level-base.ts'
 
 export { LEVEL_STORE_FORMAT } from './level-base.ts'
 export type { SalvageReport, SalvagedQueue } from './level-base.ts'
@@ -11,10 +19,57 @@ export type { SalvageReport, SalvagedQueue } from './level-base.ts'
 /** LevelStore's options in a browser: `sync` is Node's (IndexedDB commits each batch in a transaction of its own). */
 export type BrowserLevelStoreOptions = Omit<LevelStoreOptions, 'sync'>
 
+/** The part of the Web Locks API used here. */
+interface LockManager {
+  request (name: string, options: { ifAvailable: true }, callback: (lock: unknown) => Promise<void>): Promise<void>
+}
+
+/** The name of the Web Lock that keeps the store in IndexedDB database `name` to one tab or worker. */
+function storeLockName (name: string): string {
+  return `snakemq-store:${name}`
+}
+
+/**
+ * Takes the Web Lock of the store `name` for as long as it is open; rejects
+ * with StoreLockedError if another tab or worker of this origin holds it.
+ * Where there is no navigator.locks (a page served over plain http from
+ * another host than localhost: Web Locks are for secure contexts only), the
+ * store opens without a lock, saying so in a log line.
+ */
+async function lockStore (name: string, log: Logger): Promise<StoreLock> {
+  const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks
+  if (locks === undefined) {
+    log.warn('queue store opened without a lock: this context has no navigator.locks (Web Locks need a secure context); do not open it in two tabs at once', { directory: name })
+    return { release: async () => {} }
+  }
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  let granted!: (taken: boolean) => void
+  const taking = new Promise<boolean>((resolve) => { granted = resolve })
+  const request = locks.request(storeLockName(name), { ifAvailable: true }, async (lock) => {
+    granted(lock !== null)
+    if (lock !== null) await held
+  })
+  // The request settles once the lock is let go, or at once if it is refused.
+  const ended = request.then(() => false, (err: unknown) => err)
+  const taken = await Promise.race([taking, ended])
+  if (taken !== true) {
+    if (taken === false) throw new StoreLockedError(name, { holder: 'another tab or worker of this origin' })
+    throw new StoreError(`cannot take the lock of the queue store ${name} (Web Lock ${storeLockName(name)}): ${errorMessage(taken)}`, { cause: taken })
+  }
+  return {
+    release: async () => {
+      release()
+      await ended
+    }
+  }
+}
+
 const browserPlatform: LevelPlatform = {
   locate: (name) => name,
   missingFiles: async () => null,
-  recoveryDrops: async () => null
+  recoveryDrops: async () => null,
+  lock: lockStore
 }
 
 /** A queue store in an IndexedDB database; `durable` is true. Open it with {@link LevelStore.open}. */
@@ -22,7 +77,8 @@ export class LevelStore extends LevelStoreBase {
   /**
    * Opens (creating if needed) the store in the IndexedDB database `name` of
    * this page's origin (browser-level names it `level-js-<name>`). Rejects with
-   * StoreLockedError if a LevelStore of this page has it open, with
+   * StoreLockedError if a LevelStore of this page, or of another tab or worker
+   * of the origin, has it open (it holds a Web Lock from open to close), with
    * StoreCorruptError if it holds entries that are not a queue store's, and with
    * StoreError if IndexedDB cannot open it. `sync` is refused
    * (InvalidArgumentError): it is Node's.

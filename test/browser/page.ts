@@ -8,6 +8,7 @@ const decoder = new TextDecoder()
 
 let link: Link | null = null
 let mq: Messaging | null = null
+let lone: LevelStore | null = null
 let deliveredCount = 0
 let deliveredWaiters: Array<() => void> = []
 
@@ -80,6 +81,21 @@ const harness = {
   async delivered (n: number): Promise<number> {
     while (deliveredCount < n) await new Promise<void>((resolve) => { deliveredWaiters.push(resolve) })
     return deliveredCount
+  },
+
+  /** Opens the store `name` on its own (no Messaging), kept open until closeStore(); what the open did. */
+  async openStore (name: string): Promise<{ opened: true } | { name: string, message: string }> {
+    try {
+      lone = await LevelStore.open(name)
+      return { opened: true }
+    } catch (err) {
+      return { name: (err as Error).name, message: (err as Error).message }
+    }
+  },
+
+  async closeStore (): Promise<void> {
+    await lone?.close()
+    lone = null
   },
 
   /** What a browser cannot do, each refused with InvalidArgumentError: the messages. */
