@@ -7,7 +7,7 @@
 // serve.ts bundles this file with esbuild for the browser. In an application,
 // import from 'snakemq' (the bundler picks the browser build) instead of
 // '../../src/index.browser.ts'.
-import { Link, LevelStore, Messaging, RpcClient } from '../../src/index.browser.ts'
+import { Link, LevelStore, Messaging, RpcClient, StoreLockedError } from '../../src/index.browser.ts'
 
 interface Status { done: number, peers: number }
 
@@ -21,7 +21,11 @@ const log = (line: string): void => {
 const identity = localStorage.getItem('snakemq-example-identity') ?? `page-${Math.random().toString(36).slice(2, 8)}`
 localStorage.setItem('snakemq-example-identity', identity)
 
-const store = await LevelStore.open(`jobs-${identity}`)
+// One tab at a time is this peer: its store holds a Web Lock, and a second tab gets StoreLockedError.
+const store = await LevelStore.open(`jobs-${identity}`).catch((err: unknown) => {
+  if (err instanceof StoreLockedError) $('state').textContent = `${identity} is open in another tab: use that one, or close it and reload`
+  throw err
+})
 const link = new Link()
 const mq = new Messaging(link, { identity, store })
 const worker = new RpcClient(mq).proxy<{ status (): Status }>('worker', 'worker')
