@@ -21,8 +21,16 @@ export type BrowserLevelStoreOptions = Omit<LevelStoreOptions, 'sync'>
 
 /** The part of the Web Locks API used here. */
 interface LockManager {
-  request (name: string, options: { ifAvailable: true }, callback: (lock: unknown) => Promise<void>): Promise<void>
+  request (name: string, options: { signal: AbortSignal }, callback: (lock: unknown) => Promise<void>): Promise<void>
 }
+
+/**
+ * How long open() waits for the store's lock before it gives up with
+ * StoreLockedError, in ms. The browser lets go of the lock of a page that went
+ * away (closed, crashed, or reloaded: the old document may still be ending
+ * while the new one runs) a moment later, not at once.
+ */
+const LOCK_WAIT = 2000
 
 /** The name of the Web Lock that keeps the store in IndexedDB database `name` to one tab or worker. */
 function storeLockName (name: string): string {
@@ -31,7 +39,8 @@ function storeLockName (name: string): string {
 
 /**
  * Takes the Web Lock of the store `name` for as long as it is open; rejects
- * with StoreLockedError if another tab or worker of this origin holds it.
+ * with StoreLockedError if another tab or worker of this origin holds it for
+ * LOCK_WAIT ms.
  * Where there is no navigator.locks (a page served over plain http from
  * another host than localhost: Web Locks are for secure contexts only), the
  * store opens without a lock, saying so in a log line.
@@ -44,18 +53,20 @@ async function lockStore (name: string, log: Logger): Promise<StoreLock> {
   }
   let release!: () => void
   const held = new Promise<void>((resolve) => { release = resolve })
-  let granted!: (taken: boolean) => void
-  const taking = new Promise<boolean>((resolve) => { granted = resolve })
-  const request = locks.request(storeLockName(name), { ifAvailable: true }, async (lock) => {
-    granted(lock !== null)
-    if (lock !== null) await held
+  let granted!: (taken: true) => void
+  const taking = new Promise<true>((resolve) => { granted = resolve })
+  const signal = AbortSignal.timeout(LOCK_WAIT)
+  const request = locks.request(storeLockName(name), { signal }, async () => {
+    granted(true)
+    await held
   })
-  // The request settles once the lock is let go, or at once if it is refused.
-  const ended = request.then(() => false, (err: unknown) => err)
+  // The request settles once the lock is let go, or when waiting for it fails (the signal aborted it).
+  const ended = request.then(() => false, (err: unknown) => ({ err }))
   const taken = await Promise.race([taking, ended])
   if (taken !== true) {
-    if (taken === false) throw new StoreLockedError(name, { holder: 'another tab or worker of this origin' })
-    throw new StoreError(`cannot take the lock of the queue store ${name} (Web Lock ${storeLockName(name)}): ${errorMessage(taken)}`, { cause: taken })
+    if (signal.aborted) throw new StoreLockedError(name, { holder: 'another tab or worker of this origin' })
+    const cause = taken === false ? undefined : taken.err
+    throw new StoreError(`cannot take the lock of the queue store ${name} (Web Lock ${storeLockName(name)}): ${errorMessage(cause)}`, { cause })
   }
   return {
     release: async () => {
@@ -78,7 +89,8 @@ export class LevelStore extends LevelStoreBase {
    * Opens (creating if needed) the store in the IndexedDB database `name` of
    * this page's origin (browser-level names it `level-js-<name>`). Rejects with
    * StoreLockedError if a LevelStore of this page, or of another tab or worker
-   * of the origin, has it open (it holds a Web Lock from open to close), with
+   * of the origin, has it open (it holds a Web Lock from open to close; open
+   * waits up to 2 s for another tab's to be let go), with
    * StoreCorruptError if it holds entries that are not a queue store's, and with
    * StoreError if IndexedDB cannot open it. `sync` is refused
    * (InvalidArgumentError): it is Node's.
