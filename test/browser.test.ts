@@ -10,6 +10,7 @@ import http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import type { Page } from 'playwright-core'
+import { WebSocketServer } from 'ws'
 import { Link, Messaging, RpcClient, RpcServer, type Message } from '../src/index.ts'
 import type { Harness } from './browser/page.ts'
 import { bundleForBrowser, launchChromium, type Chromium } from './helpers/chromium.ts'
@@ -182,6 +183,38 @@ test('a store open in one tab is refused to another tab with StoreLockedError, a
   } finally {
     if (!first.isClosed()) await first.close()
     if (!second.isClosed()) await second.close()
+  }
+})
+
+test('a server that sends the page a text message: ProtocolError in the page, close code 4003 with the reason to the server, no uncaught error, and the page reconnects', async () => {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await new Promise<void>((resolve) => { server.once('listening', resolve) })
+  const closes: Array<{ code: number, reason: string }> = []
+  let closed: () => void
+  const twoClosed = new Promise<void>((resolve) => { closed = resolve })
+  server.on('connection', (ws) => {
+    ws.on('close', (code, reason) => {
+      closes.push({ code, reason: String(reason) })
+      if (closes.length === 2) closed()
+    })
+    ws.send('not the protocol')
+  })
+  const page = await openPage()
+  const uncaught: string[] = []
+  page.on('pageerror', (err) => { uncaught.push(String(err)) })
+  try {
+    await page.evaluate(async (u) => await harness.start(u, 'text-message'), `ws://127.0.0.1:${(server.address() as AddressInfo).port}/mq`)
+    // Two connections, each refused the same way: the connector went on.
+    await twoClosed
+    const errors = await page.evaluate(async () => await harness.errors(2))
+    for (const e of errors.slice(0, 2)) assert.match(e, /^ProtocolError: connection \w+: a text WebSocket message arrived/)
+    assert.deepEqual(closes.slice(0, 2), [{ code: 4003, reason: 'binary messages only' }, { code: 4003, reason: 'binary messages only' }])
+    await page.evaluate(async () => { await harness.close() })
+    assert.deepEqual(uncaught, [])
+  } finally {
+    await page.close()
+    for (const ws of server.clients) ws.terminate()
+    await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
   }
 })
 

@@ -1,7 +1,8 @@
 // A channel over a browser's own WebSocket (binaryType 'arraybuffer'), and the
 // transport of a browser's Link: connectors to ws:// and wss:// URLs only. Each
 // write() goes out as binary messages; each binary message that comes in is
-// pushed as one chunk, a text message closes the connection with ProtocolError.
+// pushed as one chunk, a text message closes the connection with ProtocolError
+// (close code 4003, reason 'binary messages only').
 //
 // A browser's WebSocket cannot stop reading and has no drain event: pause()
 // holds what arrives until resume(), and congestion is bufferedAmount, looked
@@ -18,7 +19,12 @@ const END_TIMEOUT = 2000
 const DRAIN_POLL = 5
 const CLOSE_NORMAL = 1000
 const CLOSE_GOING_AWAY = 1001
-const CLOSE_UNSUPPORTED_DATA = 1003
+/**
+ * RFC 6455's 1003 (unsupported data), in the private range: a script may close
+ * a WebSocket with 1000 or 3000-4999 only (close() throws InvalidAccessError
+ * on any other code).
+ */
+const CLOSE_UNSUPPORTED_DATA = 4003
 
 /** The part of the WebSocket API used here, as browsers (and Node 22's global WebSocket) have it. */
 interface BrowserWebSocket {
@@ -79,9 +85,10 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
     if (this.readEnded) return
     if (!(data instanceof ArrayBuffer)) {
       this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
+      // Closed before the reader ends, whose end closes the connection (with 1000, telling the remote nothing).
+      this.ws.close(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
       this.finishRead(this.error)
       this.closing = true
-      this.ws.close(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
       return
     }
     const chunk = new Uint8Array(data)

@@ -9,6 +9,9 @@ const decoder = new TextDecoder()
 let link: Link | null = null
 let mq: Messaging | null = null
 let lone: LevelStore | null = null
+/** The Messaging's 'error' events since start(), as "name: message". */
+const errors: string[] = []
+let errorWaiters: Array<() => void> = []
 let deliveredCount = 0
 let deliveredWaiters: Array<() => void> = []
 
@@ -21,6 +24,13 @@ const harness = {
     link = new Link()
     mq = new Messaging(link, { identity: 'page', store })
     deliveredCount = 0
+    errors.length = 0
+    mq.on('error', ({ error }) => {
+      errors.push(`${error.name}: ${error.message}`)
+      const waiters = errorWaiters
+      errorWaiters = []
+      for (const w of waiters) w()
+    })
     mq.on('delivered', ({ to }) => {
       if (to !== 'node') return
       deliveredCount++
@@ -81,6 +91,12 @@ const harness = {
   async delivered (n: number): Promise<number> {
     while (deliveredCount < n) await new Promise<void>((resolve) => { deliveredWaiters.push(resolve) })
     return deliveredCount
+  },
+
+  /** Resolves with the 'error' events since start() once there are at least `n`. */
+  async errors (n: number): Promise<string[]> {
+    while (errors.length < n) await new Promise<void>((resolve) => { errorWaiters.push(resolve) })
+    return [...errors]
   },
 
   /** Opens the store `name` on its own (no Messaging), kept open until closeStore(); what the open did. */
