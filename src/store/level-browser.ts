@@ -55,16 +55,19 @@ async function lockStore (name: string, log: Logger): Promise<StoreLock> {
   const held = new Promise<void>((resolve) => { release = resolve })
   let granted!: (taken: true) => void
   const taking = new Promise<true>((resolve) => { granted = resolve })
-  const signal = AbortSignal.timeout(LOCK_WAIT)
-  const request = locks.request(storeLockName(name), { signal }, async () => {
+  // A timer rather than AbortSignal.timeout(), which browsers got years after Web Locks.
+  const waiting = new AbortController()
+  const timer = setTimeout(() => { waiting.abort() }, LOCK_WAIT)
+  const request = locks.request(storeLockName(name), { signal: waiting.signal }, async () => {
     granted(true)
     await held
   })
   // The request settles once the lock is let go, or when waiting for it fails (the signal aborted it).
   const ended = request.then(() => false, (err: unknown) => ({ err }))
   const taken = await Promise.race([taking, ended])
+  clearTimeout(timer)
   if (taken !== true) {
-    if (signal.aborted) throw new StoreLockedError(name, { holder: 'another tab or worker of this origin' })
+    if (waiting.signal.aborted) throw new StoreLockedError(name, { holder: 'another tab or worker of this origin' })
     const cause = taken === false ? undefined : taken.err
     throw new StoreError(`cannot take the lock of the queue store ${name} (Web Lock ${storeLockName(name)}): ${errorMessage(cause)}`, { cause })
   }
