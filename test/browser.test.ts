@@ -222,7 +222,7 @@ test('what a browser cannot do is refused with InvalidArgumentError saying so', 
   const page = await openPage()
   try {
     const refusals = await page.evaluate(async () => await harness.refusals())
-    const expected = [/cannot listen/, /WebSocket only/, /tls options cannot be used in a browser/, /incoming throttle/, /sync is an option of LevelDB in Node/]
+    const expected = [/cannot listen/, /WebSocket only/, /cannot have a fragment/, /tls options cannot be used in a browser/, /incoming throttle/, /sync is an option of LevelDB in Node/]
     assert.equal(refusals.length, expected.length)
     for (const [i, re] of expected.entries()) assert.match(refusals[i]!, re)
   } finally {

@@ -557,6 +557,9 @@ test('bad WebSocket options are refused with InvalidArgumentError before anythin
   try {
     assert.throws(() => link.connect({ url: 'http://127.0.0.1:1/' }), InvalidArgumentError)
     assert.throws(() => link.connect({ url: 'not a url' }), InvalidArgumentError)
+    // ws would throw a SyntaxError at every attempt, for ever.
+    assert.throws(() => link.connect({ url: 'ws://127.0.0.1:1/mq#part' }), { name: 'InvalidArgumentError', message: /cannot have a fragment/ })
+    assert.throws(() => link.connect({ url: 'ws://127.0.0.1:1/mq#' }), { name: 'InvalidArgumentError', message: /cannot have a fragment/ })
     assert.throws(() => link.connect({ url: 'ws://127.0.0.1:1/', tls: { ca: ca.cert } }), /wss:\/\//)
     await assert.rejects(link.listen({ port: 0, websocket: { path: 'mq' } }), InvalidArgumentError)
     await assert.rejects(link.listen({ port: 0, websocket: { maxPayload: 10 } }), InvalidArgumentError)

@@ -41,7 +41,7 @@ export function checkMaxPayload (value: unknown, what: string): number | string 
   return value
 }
 
-/** A connector's `url`, checked (a string, a URL, ws: or wss:); InvalidArgumentError says what is wrong. */
+/** A connector's `url`, checked (a string, a URL, ws: or wss:, no fragment); InvalidArgumentError says what is wrong. */
 export function webSocketUrl (url: unknown): URL {
   if (typeof url !== 'string') throw new InvalidArgumentError(`connect: url must be a ws:// or wss:// URL string, got ${typeof url}`)
   let parsed: URL
@@ -51,5 +51,7 @@ export function webSocketUrl (url: unknown): URL {
     throw new InvalidArgumentError(`connect: url ${JSON.stringify(url)} is not a URL`, { cause: err })
   }
   if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new InvalidArgumentError(`connect: url must start with ws:// or wss://, got ${JSON.stringify(url)}`)
+  // A WebSocket URL has no fragment: ws and browsers alike throw a SyntaxError at every attempt to connect to one.
+  if (parsed.href.includes('#')) throw new InvalidArgumentError(`connect: a WebSocket url cannot have a fragment (#...), got ${JSON.stringify(url)}`)
   return parsed
 }

@@ -128,6 +128,7 @@ const harness = {
     }
     await check(async () => await l.listen({ port: 0 }))
     await check(() => l.connect({ host: '127.0.0.1', port: 1 }))
+    await check(() => l.connect({ url: 'ws://127.0.0.1:1/mq#part' }))
     await check(() => l.connect({ url: 'wss://127.0.0.1:1', tls: { rejectUnauthorized: false } }))
     await check(() => l.connect({ url: 'ws://127.0.0.1:1', throttle: { incoming: 1000 } }))
     await check(async () => await LevelStore.open('refused', { sync: true } as never))
