@@ -7,11 +7,14 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import net from 'node:net'
+import { createHash } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import type { Page } from 'playwright-core'
 import { WebSocketServer } from 'ws'
 import { Link, Messaging, RpcClient, RpcServer, type Message } from '../src/index.ts'
+import { encodeFrame, FrameType, PROTOCOL_VERSION } from '../src/transforms/frames.ts'
 import type { Harness } from './browser/page.ts'
 import { bundleForBrowser, launchChromium, type Chromium } from './helpers/chromium.ts'
 import { connected, take } from './helpers/util.ts'
@@ -215,6 +218,44 @@ test('a server that sends the page a text message: ProtocolError in the page, cl
     await page.close()
     for (const ws of server.clients) ws.terminate()
     await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  }
+})
+
+test('close() in a page is not held up by a server that never answers the WebSocket closing handshake', async () => {
+  // A server that upgrades, says it is the peer 'node' (PROTOCOL_VERSION, IDENTIFICATION, as snakeMQ 1.6 would) and then reads nothing, answers nothing, never closes.
+  const sockets: net.Socket[] = []
+  const deaf = net.createServer((socket) => {
+    sockets.push(socket)
+    let head = ''
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1')
+      const key = /^sec-websocket-key: *(\S+)\r$/im.exec(head)?.[1]
+      if (!head.includes('\r\n\r\n') || key === undefined) return
+      socket.off('data', onData)
+      const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64')
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+      const frames = [encodeFrame({ type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION }), encodeFrame({ type: FrameType.Identification, identity: 'node' })]
+      const payload = Buffer.concat(frames.flatMap((f) => { const b = f instanceof Uint8Array ? f : f.subarray(); const len = Buffer.alloc(4); len.writeUInt32BE(b.length); return [len, b] }))
+      socket.write(Buffer.concat([Buffer.from([0x82, payload.length]), payload]))
+    }
+    socket.on('data', onData)
+  })
+  await new Promise<void>((resolve) => { deaf.listen(0, '127.0.0.1', resolve) })
+  const page = await openPage()
+  try {
+    await page.evaluate(async (u) => await harness.start(u, 'deaf-server'), `ws://127.0.0.1:${(deaf.address() as AddressInfo).port}/mq`)
+    assert.equal(await page.evaluate(async () => await harness.connected()), 'ws')
+    // Chromium waits a minute for the answer to its close frame; the channel stops waiting after 2 s.
+    const ms = await page.evaluate(async () => {
+      const t0 = performance.now()
+      await harness.close()
+      return performance.now() - t0
+    })
+    assert.ok(ms < 10_000, `close() took ${Math.round(ms)} ms`)
+  } finally {
+    await page.close()
+    for (const s of sockets) s.destroy()
+    await new Promise<void>((resolve) => { deaf.close(() => { resolve() }) })
   }
 })
 

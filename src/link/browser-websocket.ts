@@ -13,7 +13,13 @@ import { MessageChannelBase } from './message-channel.ts'
 import type { Transport, TransportConnectOptions } from './transport.ts'
 import { toMessages, webSocketUrl, WEBSOCKET_HIGH_WATER } from './ws-messages.ts'
 
-/** How long end() waits for the closing handshake before giving up on it, in ms. */
+/**
+ * How long a closing channel waits for the closing handshake before it counts
+ * as closed anyway, in ms. The browser goes on waiting for the remote's answer
+ * (Chromium for a minute) with nothing a script can do to drop the socket: a
+ * remote that never answers, or a network that is gone, would hold up every
+ * close() for that long.
+ */
 const END_TIMEOUT = 2000
 /** How often a waiting writer looks at bufferedAmount again, in ms. */
 const DRAIN_POLL = 5
@@ -59,6 +65,8 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
   bytesIn = 0
   private sent = 0
   private poll: ReturnType<typeof setTimeout> | undefined = undefined
+  private giveUp: ReturnType<typeof setTimeout> | undefined = undefined
+  private resolveClosed!: () => void
 
   constructor (private readonly ws: BrowserWebSocket) {
     super()
@@ -69,16 +77,28 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
     this.remotePort = url.port !== '' ? Number(url.port) : this.encrypted ? 443 : 80
     ws.onmessage = (event) => { this.onMessage(event.data) }
     ws.onerror = () => { this.error ??= new ClosedError(`connection ${this.id}: the WebSocket to ${ws.url} failed`) }
-    this.closed = new Promise((resolve) => {
-      ws.onclose = (event) => {
-        this.isClosed = true
-        if (this.poll !== undefined) clearTimeout(this.poll)
-        this.notifyDrained()
-        const clean = event.code === CLOSE_NORMAL || event.code === CLOSE_GOING_AWAY
-        this.finishRead(this.error ?? (clean ? null : new ClosedError(`connection ${this.id} closed (WebSocket close code ${event.code})`)))
-        resolve()
-      }
-    })
+    this.closed = new Promise((resolve) => { this.resolveClosed = resolve })
+    ws.onclose = (event) => { this.finish(event.code) }
+  }
+
+  /** The WebSocket closed (with `code`), or this side stopped waiting for it to. */
+  private finish (code: number): void {
+    if (this.isClosed) return
+    this.isClosed = true
+    clearTimeout(this.poll)
+    clearTimeout(this.giveUp)
+    this.ws.onmessage = this.ws.onerror = this.ws.onclose = null
+    this.notifyDrained()
+    const clean = code === CLOSE_NORMAL || code === CLOSE_GOING_AWAY
+    this.finishRead(this.error ?? (clean ? null : new ClosedError(`connection ${this.id} closed (WebSocket close code ${code})`)))
+    this.resolveClosed()
+  }
+
+  /** Closes the WebSocket, and counts it closed after END_TIMEOUT if the browser has not said so by then. */
+  private shut (code: number, reason?: string): void {
+    if (this.isClosed) return
+    if (this.ws.readyState <= OPEN) this.ws.close(code, reason)
+    this.giveUp ??= setTimeout(() => { this.finish(CLOSE_NORMAL) }, END_TIMEOUT)
   }
 
   private onMessage (data: unknown): void {
@@ -86,7 +106,7 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
     if (!(data instanceof ArrayBuffer)) {
       this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
       // Closed before the reader ends, whose end closes the connection (with 1000, telling the remote nothing).
-      this.ws.close(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
+      this.shut(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
       this.finishRead(this.error)
       this.closing = true
       return
@@ -130,17 +150,15 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
     if (!this.isOpen) return
     this.closing = true
     // The browser sends what was written before the close frame.
-    this.ws.close(CLOSE_NORMAL)
-    let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([this.closed, new Promise<void>((resolve) => { timer = setTimeout(resolve, END_TIMEOUT) })])
-    clearTimeout(timer)
+    this.shut(CLOSE_NORMAL)
+    await this.closed
   }
 
   close (error?: Error): void {
     if (error !== undefined) this.error ??= error
     this.closing = true
-    if (this.ws.readyState <= OPEN) this.ws.close(CLOSE_NORMAL)
-    // A browser cannot drop a WebSocket at once: the reader ends now, the socket when the browser is done.
+    this.shut(CLOSE_NORMAL)
+    // A browser cannot drop a WebSocket at once: the reader ends now, the socket when the browser is done (or END_TIMEOUT).
     this.finishRead(null)
   }
 }
