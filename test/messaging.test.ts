@@ -196,14 +196,15 @@ test('keepalive closes a connection whose peer went silent, and keeps a live one
   }
 })
 
-for (const transport of ['tcp', 'ws'] as const) {
-  test(`${transport}: a large message crossing a slow path is not cut off by the sender's keepalive while the receiver reads it`, async () => {
+for (const [transport, receiver] of [['tcp', 'the same'], ['ws', 'the same'], ['tcp', 'the default']] as const) {
+  test(`${transport}: a large message crossing a slow path is not cut off by the sender's keepalive while the receiver (keepalive: ${receiver}) reads it`, async () => {
     // The receiver reads 100 kB/s: 150 KB takes 1.5 s, well past the sender's keepalive (200 ms and 200 ms).
     // Meanwhile the receiver owes no acknowledgement, and the sender's own bytes sit in the kernel.
+    // A receiver on the default keepalive (10 s) cannot know the sender's: it still PINGs in time.
     const keepalive = { interval: 200, wait: 200 }
     const linkA = new Link()
     const l = await linkA.listen({ port: 0, throttle: { incoming: 100_000 }, ...(transport === 'ws' ? { websocket: true } : {}) })
-    const a = new Messaging(linkA, { identity: 'alice', keepalive })
+    const a = new Messaging(linkA, { identity: 'alice', ...(receiver === 'the same' ? { keepalive } : {}) })
     const linkB = new Link()
     const b = new Messaging(linkB, { identity: 'bob', keepalive })
     linkB.connect(transport === 'ws' ? { url: `ws://127.0.0.1:${l.port}`, reconnect: { minDelay: 20, maxDelay: 200 } } : { port: l.port, reconnect: { minDelay: 20, maxDelay: 200 } })
