@@ -60,8 +60,9 @@ export class WebSocketMessageTooLargeError extends ProtocolError {
   static override readonly name = 'WebSocketMessageTooLargeError'
   override name = 'WebSocketMessageTooLargeError'
   override readonly code = 'ERR_WEBSOCKET_MESSAGE_TOO_LARGE'
-  constructor (readonly limit: number, options?: ErrorOptions) {
-    super(`a WebSocket message larger than the limit of ${limit} bytes arrived`, options)
+  /** `when`: the limit is a stricter one of that moment than maxPayload ('before IDENTIFICATION'). */
+  constructor (readonly limit: number, options?: ErrorOptions & { when?: string }) {
+    super(`a WebSocket message larger than the limit of ${limit} bytes arrived${options?.when === undefined ? '' : ` ${options.when}`}`, options)
   }
 }
 

@@ -260,6 +260,45 @@ test('WebSocket messages still arriving count in maxUnfinishedBytes: over it, th
   }
 })
 
+test('before its IDENTIFICATION a remote over ws may have no more than one message of 1 MiB (and the handshake) still arriving: past it, closed at once with WebSocketMessageTooLargeError', async () => {
+  const MiB = 1024 * 1024
+  const linkB = new Link()
+  const listener = await linkB.listen({ port: 0, websocket: true })
+  // The handshake timeout is far off: what closes the remote is what it holds.
+  const bob = new Messaging(linkB, { identity: 'bob', handshakeTimeout: 60_000 })
+  const url = `ws://127.0.0.1:${listener.port}`
+  const raws: WebSocket[] = []
+  try {
+    const refused = waitFor<{ error: Error }>(bob, 'error', (e) => e.error instanceof WebSocketMessageTooLargeError)
+    const raw = await rawClient(url)
+    raws.push(raw)
+    const closed = once(raw, 'close')
+    // 1.25 MiB of a message that never ends, from a remote that never said who it is (ws alone would hold 4 MiB of it).
+    for (let k = 0; k < 20; k++) raw.send(new Uint8Array(64 * 1024), { binary: true, fin: false })
+    const { error } = await refused
+    assert.ok(error instanceof WebSocketMessageTooLargeError)
+    assert.equal(error.limit, MiB + 64 * 1024)
+    assert.match(error.message, /before IDENTIFICATION/)
+    await closed
+    // A remote that holds just under it is not closed for that: a peer of this library never sends more in one message.
+    const under = await rawClient(url)
+    raws.push(under)
+    for (let k = 0; k < 16; k++) under.send(new Uint8Array(64 * 1024), { binary: true, fin: false })
+    const linkA = new Link()
+    const alice = new Messaging(linkA, { identity: 'alice' })
+    try {
+      linkA.connect({ url, reconnect: fast })
+      await connected(bob, 'alice')
+      assert.equal(under.readyState, WebSocket.OPEN)
+    } finally {
+      await alice.close()
+    }
+  } finally {
+    for (const r of raws) r.terminate()
+    await bob.close()
+  }
+})
+
 test('a connector over ws: reconnects after the listening peer restarts on the same port, and what was queued goes through', async () => {
   let linkB = new Link()
   const first = await linkB.listen({ port: 0, websocket: true })

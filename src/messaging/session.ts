@@ -15,13 +15,14 @@
 // stays bounded. Nothing here knows about sockets.
 import type { Channel, ChannelReader } from '../link/channel.ts'
 import { PacketDecoder } from '../transforms/framing.ts'
+import { MAX_MESSAGE_BYTES } from '../link/ws-messages.ts'
 import {
   ackPacketBytes, decodeFrame, EXTENSIONS_VERSION, FEATURE_ACK, FEATURE_VERDICT, FrameType, FrameWriter, MESSAGE_HEADER_BYTES, messagePacketBytes,
   PROTOCOL_VERSION, RefusalCode, setMessageTtl, UUID_BYTES, type Frame
 } from '../transforms/frames.ts'
 import {
   DuplicateIdentityError, HandshakeRefusedError, HandshakeTimeoutError, IdentityMismatchError, IncompatibleProtocolError,
-  KeepaliveTimeoutError, PacketTooLargeError, PeerCertificateError, ProtocolError, ReceiveBudgetError, RedundantConnectionError
+  KeepaliveTimeoutError, PacketTooLargeError, PeerCertificateError, ProtocolError, ReceiveBudgetError, RedundantConnectionError, WebSocketMessageTooLargeError
 } from '../errors.ts'
 import type { BudgetMember, ReceiveBudget } from './receive-budget.ts'
 import type { Logger } from '../logging.ts'
@@ -41,6 +42,14 @@ const BATCH_BYTES = 256 * 1024
  * such connections, the whole maxUnfinishedBytes) before it has even said who it is.
  */
 export const MAX_HANDSHAKE_PACKET = 64 * 1024
+/**
+ * Most a transport may hold of data not yet pushed (a WebSocket message still
+ * arriving, see ChannelReader.pending) before the remote's IDENTIFICATION is
+ * accepted: one message of a peer of this library (at most 1 MiB) may carry the
+ * handshake and, from a plain peer, its first messages; beyond that, a remote
+ * nobody knows yet would hold `ws`'s maxPayload (4 MiB) per connection.
+ */
+export const MAX_HANDSHAKE_PENDING = MAX_MESSAGE_BYTES + MAX_HANDSHAKE_PACKET
 /** Most UUIDs in one ACK frame. */
 const ACK_BATCH = 4096
 /**
@@ -210,6 +219,10 @@ export class Session<C extends Channel = Channel> implements OutboxReader, Budge
     pending: (bytes) => {
       this.assembling = bytes
       if (this.stopped || this.cut) return
+      if (this.ident === null && bytes > MAX_HANDSHAKE_PENDING) {
+        this.refuseOrFail(new WebSocketMessageTooLargeError(MAX_HANDSHAKE_PENDING, { when: 'before IDENTIFICATION (while it was still arriving)' }))
+        return
+      }
       this.budget()
       // Bytes of a WebSocket message still arriving: the remote is there.
       if (bytes > 0) {
