@@ -36,6 +36,23 @@ export class ReceiveBudgetError extends SnakeMQError {
   }
 }
 
+/**
+ * The remote sent more than `limit` bytes while this side was not reading them
+ * (its consumers had not taken what came before). A browser's WebSocket cannot
+ * stop reading, so what arrives then is held; past the limit the connection is
+ * closed (close code 4008) and what it held dropped. A sender of this library
+ * resends what was not acknowledged after reconnecting; nothing acknowledged is lost.
+ */
+export class ReceiveOverflowError extends SnakeMQError {
+  static override readonly name = 'ReceiveOverflowError'
+  override name = 'ReceiveOverflowError'
+  override readonly code = 'ERR_RECEIVE_OVERFLOW'
+  /** `held`: the bytes held when the connection was closed; `limit`: what may be held. */
+  constructor (readonly held: number, readonly limit: number) {
+    super(`the remote sent ${held} bytes while this side was not reading, more than the limit of ${limit} bytes; a browser's WebSocket cannot stop reading, so the connection was closed (a sender of this library resends what was not acknowledged)`)
+  }
+}
+
 /** The byte stream ended in the middle of a packet. */
 export class TruncatedPacketError extends SnakeMQError {
   static override readonly name = 'TruncatedPacketError'

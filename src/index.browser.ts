@@ -4,6 +4,6 @@
 // IndexedDB; no Node built-in is reachable from here.
 export * from './surface.ts'
 export { Link } from './link/browser-link.ts'
-export { browserWebSocketTransport, BrowserWebSocketChannel } from './link/browser-websocket.ts'
+export { browserWebSocketTransport, BrowserWebSocketChannel, RECEIVE_HOLD_LIMIT } from './link/browser-websocket.ts'
 export { LevelStore, LEVEL_STORE_FORMAT } from './store/level-browser.ts'
 export type { BrowserLevelStoreOptions as LevelStoreOptions, SalvageReport, SalvagedQueue } from './store/level-browser.ts'

@@ -8,13 +8,15 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import net from 'node:net'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import type { Page } from 'playwright-core'
 import { WebSocketServer } from 'ws'
 import { Link, Messaging, RpcClient, RpcServer, type Message } from '../src/index.ts'
-import { encodeFrame, FrameType, PROTOCOL_VERSION } from '../src/transforms/frames.ts'
+import { encodeFrame, FrameType, PROTOCOL_VERSION, type Frame } from '../src/transforms/frames.ts'
+import { encodePacketBatch } from '../src/transforms/framing.ts'
+import { RECEIVE_HOLD_LIMIT } from '../src/link/browser-websocket.ts'
 import type { Harness } from './browser/page.ts'
 import { bundleForBrowser, launchChromium, type Chromium } from './helpers/chromium.ts'
 import { connected, take } from './helpers/util.ts'
@@ -212,6 +214,90 @@ test('a server that sends the page a text message: ProtocolError in the page, cl
     const errors = await page.evaluate(async () => await harness.errors(2))
     for (const e of errors.slice(0, 2)) assert.match(e, /^ProtocolError: connection \w+: a text WebSocket message arrived/)
     assert.deepEqual(closes.slice(0, 2), [{ code: 4003, reason: 'binary messages only' }, { code: 4003, reason: 'binary messages only' }])
+    await page.evaluate(async () => { await harness.close() })
+    assert.deepEqual(uncaught, [])
+  } finally {
+    await page.close()
+    for (const ws of server.clients) ws.terminate()
+    await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  }
+})
+
+test('a server that floods a page whose consumer does not read: ReceiveOverflowError in the page once it holds 64 MiB, close code 4008 with the reason to the server, what the page took in is kept, and the page reconnects', async () => {
+  // A plain snakeMQ peer 'node' (no acknowledgements): the first connection sends MESSAGE frames of 16 KiB as fast as the page takes them in, up to 256 MiB.
+  const MIB = 1024 * 1024
+  const FLOOD = 256 * MIB
+  const wire = (frames: Frame[]): Buffer => Buffer.concat(encodePacketBatch(frames.map(encodeFrame)))
+  const hello = wire([{ type: FrameType.ProtocolVersion, version: PROTOCOL_VERSION }, { type: FrameType.Identification, identity: 'node' }])
+  const message = (text: string, size: number): Frame => {
+    const data = Buffer.alloc(size)
+    data.write(text)
+    return { type: FrameType.Message, uuid: randomBytes(16), ttl: 600, flags: 0, data }
+  }
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await new Promise<void>((resolve) => { server.once('listening', resolve) })
+  let connections = 0
+  let written = 0
+  let floodClose!: (close: { code: number, reason: string, written: number }) => void
+  const closed = new Promise<{ code: number, reason: string, written: number }>((resolve) => { floodClose = resolve })
+  let floodDone!: (how: string) => void
+  const done = new Promise<string>((resolve) => { floodDone = resolve })
+  let second!: () => void
+  const secondUp = new Promise<void>((resolve) => { second = resolve })
+  server.on('connection', (ws) => {
+    ws.on('error', () => {})
+    ws.send(hello)
+    if (++connections > 1) {
+      ws.send(wire([0, 1, 2].map((i) => message(`after ${i}`, 16))))
+      second()
+      return
+    }
+    ws.on('close', (code, reason) => { floodClose({ code, reason: String(reason), written }) })
+    // Each batch goes out once the socket took one of the 16 before it: the server is bound by the page's reading, not by a timer.
+    let next = 0
+    let inFlight = 0
+    const pump = (): void => {
+      while (inFlight < 16 && ws.readyState === ws.OPEN && next * 16 * 1024 < FLOOD) {
+        const batch = wire(Array.from({ length: 16 }, () => message(`flood ${next++}`, 16 * 1024)))
+        inFlight++
+        ws.send(batch, (err) => {
+          inFlight--
+          if (err !== undefined && err !== null) return
+          written += batch.length
+          if (written >= FLOOD) floodDone(`sent all ${written} bytes without being closed`)
+          else pump()
+        })
+      }
+    }
+    pump()
+  })
+  const page = await openPage()
+  const uncaught: string[] = []
+  page.on('pageerror', (err) => { uncaught.push(String(err)) })
+  try {
+    await page.evaluate(async (u) => await harness.start(u, 'flood'), `ws://127.0.0.1:${(server.address() as AddressInfo).port}/mq`)
+    await page.evaluate(() => { harness.stall() })
+    const outcome = await Promise.race([closed, done])
+    assert.equal(typeof outcome, 'object', typeof outcome === 'string' ? outcome : '')
+    const close = outcome as Awaited<typeof closed>
+    assert.deepEqual({ code: close.code, reason: close.reason }, { code: 4008, reason: 'receive overflow' })
+    // Closed once the page held the limit past its receive buffer (1,024 messages of 16 KiB), with what was on its way then (about 100 MiB in all).
+    assert.ok(close.written < 2 * RECEIVE_HOLD_LIMIT, `${close.written} bytes written before the close`)
+    const [error] = await page.evaluate(async () => await harness.errorFields(1))
+    assert.equal(error!.name, 'ReceiveOverflowError')
+    assert.equal(error!.code, 'ERR_RECEIVE_OVERFLOW')
+    assert.equal(error!.limit, RECEIVE_HOLD_LIMIT)
+    assert.ok(typeof error!.held === 'number' && error!.held > RECEIVE_HOLD_LIMIT && error!.held < RECEIVE_HOLD_LIMIT + MIB, `held ${String(error!.held)}`)
+    assert.match((await page.evaluate(async () => await harness.errors(1)))[0]!, /while this side was not reading.*a browser's WebSocket cannot stop reading/)
+
+    // The connector reconnects; the messages the page took in before the close are still there for its consumer, in order, then the new ones.
+    await secondUp
+    assert.equal(await page.evaluate(async () => await harness.connected()), 'ws')
+    const got = await page.evaluate(async () => await harness.takeUntil('after 2', 12))
+    const flood = got.filter((t) => t.startsWith('flood '))
+    assert.ok(flood.length >= 1024, `${flood.length} kept`)
+    assert.deepEqual(flood.map((t) => t.replace(/\0/g, '')), Array.from({ length: flood.length }, (_, i) => `flood ${i}`))
+    assert.deepEqual(got.slice(flood.length).map((t) => t.replace(/\0/g, '')), ['after 0', 'after 1', 'after 2'])
     await page.evaluate(async () => { await harness.close() })
     assert.deepEqual(uncaught, [])
   } finally {

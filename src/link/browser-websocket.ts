@@ -5,9 +5,11 @@
 // (close code 4003, reason 'binary messages only').
 //
 // A browser's WebSocket cannot stop reading and has no drain event: pause()
-// holds what arrives until resume(), and congestion is bufferedAmount, looked
-// at again every few milliseconds while a writer waits.
-import { AbortError, ClosedError, ConnectFailedError, ConnectTimeoutError, InvalidArgumentError, ProtocolError } from '../errors.ts'
+// holds what arrives until resume() (past RECEIVE_HOLD_LIMIT bytes the
+// connection is closed with ReceiveOverflowError, close code 4008, reason
+// 'receive overflow'), and congestion is bufferedAmount, looked at again every
+// few milliseconds while a writer waits.
+import { AbortError, ClosedError, ConnectFailedError, ConnectTimeoutError, InvalidArgumentError, ProtocolError, ReceiveOverflowError } from '../errors.ts'
 import type { Channel } from './channel.ts'
 import { MessageChannelBase } from './message-channel.ts'
 import type { Transport, TransportConnectOptions } from './transport.ts'
@@ -31,6 +33,17 @@ const CLOSE_GOING_AWAY = 1001
  * on any other code).
  */
 const CLOSE_UNSUPPORTED_DATA = 4003
+/** RFC 6455's 1008 (policy violation), in the private range: the remote sent more than RECEIVE_HOLD_LIMIT while not read. */
+const CLOSE_RECEIVE_OVERFLOW = 4008
+/**
+ * Bytes held while the reader is paused (its consumers have not taken what came
+ * before) past which the connection is closed with ReceiveOverflowError. A
+ * sender of this library keeps at most `maxUnacked` (8,192) messages
+ * unacknowledged and, by default, 64 MiB of them queued in memory (`queueLimits`),
+ * and the page's own receive buffer holds the first `receiveBuffer` (1,024)
+ * of them; a sender with more in flight is cut and resends after reconnecting.
+ */
+export const RECEIVE_HOLD_LIMIT = 64 * 1024 * 1024
 
 /** The part of the WebSocket API used here, as browsers (and Node 22's global WebSocket) have it. */
 interface BrowserWebSocket {
@@ -63,6 +76,7 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
   readonly peerAuthorizationError = null
   readonly closed: Promise<void>
   bytesIn = 0
+  protected override readonly holdLimit = RECEIVE_HOLD_LIMIT
   private sent = 0
   private poll: ReturnType<typeof setTimeout> | undefined = undefined
   private giveUp: ReturnType<typeof setTimeout> | undefined = undefined
@@ -104,16 +118,25 @@ export class BrowserWebSocketChannel extends MessageChannelBase implements Chann
   private onMessage (data: unknown): void {
     if (this.readEnded) return
     if (!(data instanceof ArrayBuffer)) {
-      this.error ??= new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`)
-      // Closed before the reader ends, whose end closes the connection (with 1000, telling the remote nothing).
-      this.shut(CLOSE_UNSUPPORTED_DATA, 'binary messages only')
-      this.finishRead(this.error)
-      this.closing = true
+      this.refuse(new ProtocolError(`connection ${this.id}: a text WebSocket message arrived; the protocol travels in binary messages only`), CLOSE_UNSUPPORTED_DATA, 'binary messages only')
       return
     }
     const chunk = new Uint8Array(data)
     this.bytesIn += chunk.length
     this.push(chunk)
+  }
+
+  protected override overflow (held: number): void {
+    this.refuse(new ReceiveOverflowError(held, this.holdLimit), CLOSE_RECEIVE_OVERFLOW, 'receive overflow')
+  }
+
+  /** Closes the WebSocket with `code` and `reason`, telling the remote why, and ends the reader with `error`. */
+  private refuse (error: Error, code: number, reason: string): void {
+    this.error ??= error
+    // Closed before the reader ends, whose end closes the connection (with 1000, telling the remote nothing).
+    this.shut(code, reason)
+    this.finishRead(this.error)
+    this.closing = true
   }
 
   get isOpen (): boolean { return !this.isClosed && this.ws.readyState === OPEN }

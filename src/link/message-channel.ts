@@ -1,6 +1,7 @@
 // What the two WebSocket channels (the `ws` package's on Node, a browser's own)
 // share: the chunks that come in go to one reader, held while it is paused or
-// not there yet; the reader is ended once; writers wait for a drain.
+// not there yet (up to holdLimit bytes, for a source that cannot stop reading);
+// the reader is ended once; writers wait for a drain.
 import { AlreadyIteratingError, ClosedError } from '../errors.ts'
 import { channelId, type ChannelReader } from './channel.ts'
 
@@ -14,6 +15,14 @@ export abstract class MessageChannelBase {
   protected readEnded = false
   /** Chunks that came before read(), or while paused (a source may still deliver a few after it was paused). */
   private held: Uint8Array[] = []
+  /** The bytes of `held`. */
+  private heldBytes = 0
+  /**
+   * Bytes `held` may reach before overflow() is called: a bound for a source
+   * that cannot stop reading (a browser's WebSocket). One that can pauses and
+   * holds no more than it delivered after the pause.
+   */
+  protected readonly holdLimit: number = Infinity
   private drainWaiters: Array<() => void> = []
 
   abstract get isOpen (): boolean
@@ -35,6 +44,7 @@ export abstract class MessageChannelBase {
     if (reader === null || this.readEnded) return
     this.readEnded = true
     this.held = []
+    this.heldBytes = 0
     reader.end(error === null || this.closing ? null : error)
   }
 
@@ -47,18 +57,29 @@ export abstract class MessageChannelBase {
     if (this.reader === null || this.readEnded) return
     this.paused = false
     // What was held goes first; a reader may pause again on any chunk.
-    while (this.held.length > 0 && !this.paused && !this.readEnded) this.reader.data(this.held.shift()!)
+    while (this.held.length > 0 && !this.paused && !this.readEnded) {
+      const chunk = this.held.shift()!
+      this.heldBytes -= chunk.length
+      this.reader.data(chunk)
+    }
     if (!this.paused && this.isOpen) this.resumeSource()
   }
 
   /** Stops the source from delivering, where it can (a browser's WebSocket cannot). */
   protected pauseSource (): void {}
   protected resumeSource (): void {}
+  /** What is held went past holdLimit (`held` bytes): the channel ends its reader and closes. */
+  protected overflow (_held: number): void {}
 
   /** A chunk from the remote: to the reader, or held. */
   protected push (chunk: Uint8Array): void {
-    if (this.reader === null || this.paused || this.held.length > 0) this.held.push(chunk)
-    else this.reader.data(chunk)
+    if (this.reader !== null && !this.paused && this.held.length === 0) {
+      this.reader.data(chunk)
+      return
+    }
+    this.held.push(chunk)
+    this.heldBytes += chunk.length
+    if (this.heldBytes > this.holdLimit) this.overflow(this.heldBytes)
   }
 
   drained (): Promise<void> {

@@ -1,7 +1,7 @@
 // The page of the browser tests, bundled by esbuild for the browser from the
 // package's browser entry: a peer named 'page' whose steps the test drives
 // through `globalThis.harness` (page.evaluate). Its queues persist in IndexedDB.
-import { Link, LevelStore, Messaging, RpcClient, RpcServer, InvalidArgumentError } from '../../src/index.browser.ts'
+import { Link, LevelStore, Messaging, RpcClient, RpcServer, InvalidArgumentError, type Message } from '../../src/index.browser.ts'
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -9,8 +9,11 @@ const decoder = new TextDecoder()
 let link: Link | null = null
 let mq: Messaging | null = null
 let lone: LevelStore | null = null
+let stalled: AsyncIterableIterator<Message> | null = null
 /** The Messaging's 'error' events since start(), as "name: message". */
 const errors: string[] = []
+/** The same errors' name, code and numeric fields. */
+const errorFields: Array<Record<string, unknown>> = []
 let errorWaiters: Array<() => void> = []
 let deliveredCount = 0
 let deliveredWaiters: Array<() => void> = []
@@ -25,8 +28,12 @@ const harness = {
     mq = new Messaging(link, { identity: 'page', store })
     deliveredCount = 0
     errors.length = 0
+    errorFields.length = 0
     mq.on('error', ({ error }) => {
       errors.push(`${error.name}: ${error.message}`)
+      const fields: Record<string, unknown> = { name: error.name, code: (error as { code?: unknown }).code }
+      for (const [k, v] of Object.entries(error)) if (typeof v === 'number') fields[k] = v
+      errorFields.push(fields)
       const waiters = errorWaiters
       errorWaiters = []
       for (const w of waiters) w()
@@ -97,6 +104,29 @@ const harness = {
   async errors (n: number): Promise<string[]> {
     while (errors.length < n) await new Promise<void>((resolve) => { errorWaiters.push(resolve) })
     return [...errors]
+  },
+
+  /** Resolves with the 'error' events since start() as their name, code and numeric fields once there are at least `n`. */
+  async errorFields (n: number): Promise<Array<Record<string, unknown>>> {
+    await harness.errors(n)
+    return [...errorFields]
+  },
+
+  /** Makes a consumer that takes nothing until takeUntil(): what arrives fills the receive buffer, and reading pauses. */
+  stall (): void {
+    stalled = mq!.messages()
+  },
+
+  /** Takes messages with the stalled consumer until one starts with `last`: the first `prefix` characters of each. */
+  async takeUntil (last: string, prefix: number): Promise<string[]> {
+    const got: string[] = []
+    for await (const m of stalled!) {
+      const head = decoder.decode(m.data.subarray(0, prefix))
+      got.push(head)
+      if (head.startsWith(last)) break
+    }
+    stalled = null
+    return got
   },
 
   /** Opens the store `name` on its own (no Messaging), kept open until closeStore(); what the open did. */
