@@ -89,3 +89,9 @@ export function pinoLogger (target: FieldsFirstLogger, options: PinoLoggerOption
     error (message, fields) { target.error(adapt(fields), message) }
   }
 }
+
+/**
+ * @internal The key Node's util.inspect (and so console.log) looks up on an object
+ * for how to show it; a plain symbol, looked up by nothing, in a browser.
+ */
+export const INSPECT = Symbol.for('nodejs.util.inspect.custom')

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter, once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { inspect } from 'node:util'
 import {
   AbortError, ClosedError, InvalidArgumentError, Link, MessageDroppedError, Messaging, RpcCallKindError, RpcClient,
   RpcCodecError, RpcProtocolError, RpcRemoteError, RpcServer, RpcTimeoutError, RpcUnknownMethodError,
@@ -117,6 +118,26 @@ test('a typed proxy call resolves with the remote result; a proxy is never a the
     assert.equal(t.client.pendingCalls, 0)
     assert.throws(() => { (t.calc as Record<string, unknown>).add = 1 }, TypeError)
     assert.equal(await t.client.call('alice', 'calc', 'add', [40, 2]), 42)
+  } finally {
+    await t.close()
+  }
+})
+
+test('a proxy turned into a string or logged says what it is, and sends no toString() or valueOf() call', async () => {
+  const t = await setup()
+  try {
+    const name = '[RpcClient proxy of "calc" on "alice"]'
+    // Without Symbol.toPrimitive these fell back on toString() and valueOf(): two remote
+    // calls (whose rejections went unhandled) and a TypeError.
+    assert.equal(String(t.calc as unknown as string), name)
+    assert.equal(`${t.calc as unknown as string}`, name)
+    assert.equal('' + (t.calc as unknown as string), name)
+    assert.equal(inspect(t.calc), name)
+    assert.equal(inspect({ calc: t.calc }), `{ calc: ${name} }`)
+    assert.equal(t.client.pendingCalls, 0)
+    // An explicit toString() is still a remote method like any other name.
+    assert.equal(typeof (t.calc as unknown as Record<string, unknown>).toString, 'function')
+    assert.equal(await t.calc.add(1, 2), 3)
   } finally {
     await t.close()
   }

@@ -12,7 +12,7 @@ import type { Message, MessagingEvents } from '../messaging/types.ts'
 import type { Consumer } from '../messaging/inbox.ts'
 import type { QueueEntry } from '../messaging/outbox.ts'
 import { ClosedError, InvalidArgumentError, MessageDroppedError, SnakeMQError, abortError } from '../errors.ts'
-import { debugLogger, type Logger } from '../logging.ts'
+import { INSPECT, debugLogger, type Logger } from '../logging.ts'
 import { decodeValue, encodeAfter, encodeValue } from './codec.ts'
 import {
   RpcCallKindError, RpcCodecError, RpcProtocolError, RpcRemoteError, RpcResultLostError, RpcTimeoutError,
@@ -198,15 +198,26 @@ export class RpcClient implements AsyncDisposable {
   /**
    * A proxy of the object `objectName` on the peer `peer`: `await proxy.add(1, 2)`.
    * Every property read gives a remote method (except `then` and `toJSON`, which
-   * read as undefined, so a proxy is never taken for a promise); see `Remote<T>`
+   * read as undefined, so a proxy is never taken for a promise; and turned into a
+   * string, or logged, it describes itself instead of calling anything); see `Remote<T>`
    * for the options each method takes. Nothing is sent until a method is called.
    */
   proxy<T = Record<string, (...args: unknown[]) => unknown>> (peer: string, objectName: string): Remote<T> {
     checkPeer(peer)
     const objectBytes = encodeName(objectName, 'the object name')
     const methods = new Map<string, unknown>()
+    const description = `[RpcClient proxy of ${JSON.stringify(objectName)} on ${JSON.stringify(peer)}]`
+    const describe = (): string => description
+    // Node's util.inspect (console.log) shows a Proxy's target without going through
+    // its traps: the target says what the proxy is, instead of `[Object: null prototype] {}`.
+    const target = Object.create(null) as Record<PropertyKey, unknown>
+    Object.defineProperty(target, INSPECT, { value: describe })
     const handler: ProxyHandler<object> = {
       get: (_target, prop) => {
+        // String(proxy), `${proxy}` and `'' + proxy` ask for Symbol.toPrimitive first: answered here, they
+        // never fall back on toString() and valueOf(), which would be two remote calls (their
+        // rejections unhandled) and a TypeError.
+        if (prop === Symbol.toPrimitive) return describe
         if (typeof prop !== 'string' || prop === 'then' || prop === 'toJSON') return undefined
         let m = methods.get(prop)
         if (m === undefined) {
@@ -219,7 +230,7 @@ export class RpcClient implements AsyncDisposable {
       defineProperty: () => false,
       deleteProperty: () => false
     }
-    return new Proxy(Object.create(null) as object, handler) as Remote<T>
+    return new Proxy(target, handler) as Remote<T>
   }
 
   /**
