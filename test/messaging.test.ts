@@ -524,6 +524,36 @@ test('events() streams typed events and leaving the loop removes its listeners',
   }
 })
 
+test('events() listens from the call, not from the first step of the loop; return() ends it at once, even while a step waits', async () => {
+  const { a, b } = await pair()
+  try {
+    // Called, then something happens, then the loop: the event is there for it (it was lost).
+    const events = b.events({ types: ['delivered'] })
+    const got = take(a, 1)
+    const { uuid } = await b.send('alice', 'x', { wait: 'delivered' })
+    await got
+    // Already held: the step settles within this turn of the event loop (it waited for good).
+    const first = await Promise.race([events.next(), new Promise((resolve) => { setImmediate(resolve, 'nothing held') })])
+    assert.deepEqual(first, { value: { type: 'delivered', to: 'alice', uuid }, done: false })
+    // return() while a step waits: both settle now (the step waited for the next event).
+    const waiting = events.next()
+    assert.deepEqual(await events.return(undefined), { value: undefined, done: true })
+    assert.deepEqual(await waiting, { value: undefined, done: true })
+    assert.equal(b.listenerCount('delivered'), 0)
+    // A stream returned before its first step leaves no listener behind.
+    const unused = b.events({ types: ['drop'] })
+    assert.equal(b.listenerCount('drop'), 1)
+    await unused.return(undefined)
+    assert.equal(b.listenerCount('drop'), 0)
+    // A type it cannot stream is refused at the call (it listened for it and waited for good).
+    assert.throws(() => b.events({ types: ['message' as never] }), InvalidArgumentError)
+    assert.throws(() => b.events({ types: ['closed' as never] }), InvalidArgumentError)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
 test('two peers that each connect to the other settle on one connection, quietly, and lose nothing', async () => {
   const linkB = new Link()
   const linkJ = new Link()

@@ -24,7 +24,7 @@ import { DedupWindow, SEEN_DONE } from './dedup.ts'
 import { StoreDeletes } from './store-deletes.ts'
 import { checkIdentityCertificate } from '../link/certificate.ts'
 import type {
-  BatchMessagesOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEvents, MessagingOptions,
+  BatchMessagesOptions, DrainOptions, DrainResult, MessagingStats, PeerStats, StatsCounts, EventsOptions, KeepaliveOptions, Message, MessagesOptions, MessagingEvent, MessagingEventType, MessagingEvents, MessagingOptions,
   SendOptions, SendResult
 } from './types.ts'
 import { settleFields } from '../settle.ts'
@@ -80,6 +80,9 @@ const PREFETCH_MESSAGES = 65_536
 
 /** send()'s default options: one shared object instead of a new one per call. */
 const NO_OPTIONS: SendOptions = Object.freeze({})
+
+/** What events() streams by default, and all it can. */
+const EVENT_TYPES: readonly MessagingEventType[] = ['connect', 'disconnect', 'delivered', 'drop', 'error']
 
 /** Throws InvalidArgumentError for a send option outside its domain. */
 function checkSendOptions (o: SendOptions): void {
@@ -522,15 +525,22 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
 
   /**
    * The events as an async iterable of `{ type, ...fields }`, for code that
-   * prefers a loop to callbacks. Leaving the loop removes its listeners. A
-   * consumer that falls behind by more than `bufferSize` events loses the oldest;
-   * `missed` on the next event says how many.
+   * prefers a loop to callbacks. It listens from the moment `events()` is called
+   * (an event between the call and the loop's first step is kept for it); leaving
+   * the loop, `return()` (even while a step waits), the signal or close() ends it
+   * and removes its listeners. A consumer that falls behind by more than
+   * `bufferSize` events loses the oldest; `missed` on the next event says how many.
+   * An unknown type in `types` is refused with InvalidArgumentError.
    */
-  async * events (options: EventsOptions = {}): AsyncGenerator<MessagingEvent & { missed?: number }> {
-    const types = options.types ?? (['connect', 'disconnect', 'delivered', 'drop', 'error'] as const)
+  events (options: EventsOptions = {}): AsyncGenerator<MessagingEvent & { missed?: number }> {
+    const types: readonly MessagingEventType[] = options.types ?? EVENT_TYPES
+    if (!Array.isArray(types as unknown) || types.some((t) => !EVENT_TYPES.includes(t))) {
+      throw new InvalidArgumentError(`events: types must be an array of ${EVENT_TYPES.map((t) => `'${t}'`).join(', ')}, got ${JSON.stringify(types)}`)
+    }
     const size = positiveInt(options.bufferSize, 'bufferSize', 1024)
     const buffer: Array<MessagingEvent & { missed?: number }> = []
     let missed = 0
+    let ended = false
     let wake: (() => void) | null = null
     const signal = options.signal
     const stop = (): void => { const w = wake; wake = null; w?.() }
@@ -543,24 +553,41 @@ export class Messaging extends TypedEmitter<MessagingEvents> implements AsyncDis
       this.addListener(type, handler)
       return [type, handler] as const
     })
-    this.once('closed', stop)
-    signal?.addEventListener('abort', stop, { once: true })
-    try {
-      while (true) {
-        const e = buffer.shift()
-        if (e !== undefined) {
-          if (missed > 0) { e.missed = missed; missed = 0 }
-          yield e
-          continue
-        }
-        if (this.closing !== null || signal?.aborted === true) return
-        await new Promise<void>((resolve) => { wake = resolve })
-      }
-    } finally {
+    const end = (): void => {
+      if (ended) return
+      ended = true
       for (const [type, handler] of handlers) this.removeListener(type, handler)
       this.off('closed', stop)
       signal?.removeEventListener('abort', stop)
+      buffer.length = 0
+      stop()
     }
+    this.once('closed', stop)
+    signal?.addEventListener('abort', stop, { once: true })
+    const closing = (): boolean => this.closing !== null
+    async function * loop (): AsyncGenerator<MessagingEvent & { missed?: number }> {
+      try {
+        while (!ended) {
+          const e = buffer.shift()
+          if (e !== undefined) {
+            if (missed > 0) { e.missed = missed; missed = 0 }
+            yield e
+            continue
+          }
+          if (closing() || signal?.aborted === true) return
+          await new Promise<void>((resolve) => { wake = resolve })
+        }
+      } finally {
+        end()
+      }
+    }
+    const gen = loop()
+    // An async generator's return() waits for a pending next() to settle, and on a
+    // generator never started skips its finally: end() first wakes the one and
+    // removes the listeners for the other.
+    const generatorReturn = gen.return.bind(gen)
+    gen.return = async (value) => { end(); return await generatorReturn(value) }
+    return gen
   }
 
   /**
