@@ -5,6 +5,7 @@ import {
   LevelStore, RpcClient, RpcCodecError, RpcRemoteError, RpcServer, messagingDefaults, type ConnectOptions, type ListenOptions, type Message, type MessagingOptions
 } from '../src/index.ts'
 import { randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
 import { DedupWindow } from '../src/messaging/dedup.ts'
 import { PlainPeer } from './helpers/plain-peer.ts'
 import { LogWatch, RawPeer, connected, pair, payload, take, waitFor } from './helpers/util.ts'
@@ -548,6 +549,21 @@ test('events() listens from the call, not from the first step of the loop; retur
     // A type it cannot stream is refused at the call (it listened for it and waited for good).
     assert.throws(() => b.events({ types: ['message' as never] }), InvalidArgumentError)
     assert.throws(() => b.events({ types: ['closed' as never] }), InvalidArgumentError)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
+
+test('console.log of a received message shows its fields, not the packet, duplicate window and inbox it holds', async () => {
+  const { a, b } = await pair()
+  try {
+    const got = take(a, 1)
+    const { uuid } = await b.send('alice', 'hello', { persistent: true })
+    const [m] = await got
+    const shown = inspect(m, { breakLength: Infinity })
+    assert.equal(shown, `Message { from: 'bob', uuid: '${uuid}', ttl: null, persistent: true, flags: 1, data: ${inspect(m!.data)} }`)
+    assert.equal(inspect({ m }, { depth: 0 }), '{ m: [Message] }')
   } finally {
     await a.close()
     await b.close()

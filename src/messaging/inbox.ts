@@ -12,6 +12,7 @@ import type { Message, MessagesOptions } from './types.ts'
 import type { Logger } from '../logging.ts'
 import type { DedupWindow } from './dedup.ts'
 import { settleFields } from '../settle.ts'
+import { INSPECT } from '../logging.ts'
 
 /** Counts the consumers still holding a message; the last one acknowledges it. */
 interface AckTracker { ackRefs: number, ackDone: boolean, ackShared: boolean }
@@ -85,6 +86,13 @@ export class InboundMessage implements Message {
 
   toJSON (): object {
     return { from: this.from, uuid: this.uuid, ttl: this.ttl, flags: this.flags, length: this.data.byteLength }
+  }
+
+  /** console.log(msg) shows the fields of Message, not the packet, the duplicate window and the inbox it holds. */
+  [INSPECT] (depth: number, options: object, inspect: (value: unknown, options: object) => string): string {
+    if (depth < 0) return '[Message]'
+    const { from, uuid, ttl, persistent, flags, data } = this
+    return `Message ${inspect({ from, uuid, ttl, persistent, flags, data }, options)}`
   }
 
   // The fields a message changes after it is made are settled as variable here,
