@@ -1042,12 +1042,16 @@ test('closing the client, or the Messaging, rejects the calls still waiting with
     const waiting = assert.rejects(t.calc.slow('forever'), ClosedError)
     await t.client.close()
     await waiting
-    await assert.rejects(t.calc.add(1, 2), ClosedError)
+    await assert.rejects(t.calc.add(1, 2), { name: 'ClosedError', message: 'the RpcClient is closed' })
     const other = new RpcClient(t.b)
     const waiting2 = assert.rejects(other.call('alice', 'calc', 'slow', ['forever 2']), ClosedError)
     await t.b.close()
     await waiting2
+    // Calls and signals after the Messaging closed say so, not that the RpcClient was closed (it was not).
+    await assert.rejects(other.call('alice', 'calc', 'add', [1, 2]), { name: 'ClosedError', message: /^the RpcClient's Messaging is closed/ })
+    await assert.rejects(other.signal('alice', 'calc', 'ping', [1]), { name: 'ClosedError', message: /^the RpcClient's Messaging is closed/ })
     await other.close()
+    await assert.rejects(other.call('alice', 'calc', 'add', [1, 2]), { name: 'ClosedError', message: /^the RpcClient's Messaging is closed/ })
   } finally {
     await t.close()
   }

@@ -304,7 +304,7 @@ export class RpcClient implements AsyncDisposable {
   }
 
   private request (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: CallOptions | undefined): Promise<Uint8Array | SnakeReply> {
-    if (this.closed) return Promise.reject(new ClosedError('the RpcClient is closed'))
+    if (this.closed) return Promise.reject(this.closedError())
     const timeout = options?.timeout === undefined ? this.timeout : checkTimeout(options.timeout, 'timeout')
     const signal = options?.signal
     if (signal?.aborted === true) return Promise.reject(abortError(signal))
@@ -481,7 +481,7 @@ export class RpcClient implements AsyncDisposable {
   }
 
   private async sendSignal (peer: string, segment: Uint8Array, object: string, method: string, args: readonly unknown[], options: SignalOptions = {}): Promise<void> {
-    if (this.closed) throw new ClosedError('the RpcClient is closed')
+    if (this.closed) throw this.closedError()
     if (!Array.isArray(args)) throw new InvalidArgumentError('the arguments must be an array')
     const kwargs = checkKwargs(options.kwargs)
     // A signal is not held for its peer: away, it goes in the format of the peer's last connection.
@@ -506,6 +506,13 @@ export class RpcClient implements AsyncDisposable {
     if (this.closedHere) answerOrphans(this.mq, this.log)
     const closed = new ClosedError(this.closedHere ? 'the RpcClient was closed' : 'the Messaging was closed')
     for (const [counter] of this.pending.entries()) this.settle(counter, closed)
+  }
+
+  /** Why a call or signal made after the end cannot go: the client's own close(), or its Messaging's. */
+  private closedError (): ClosedError {
+    return new ClosedError(this.closedHere
+      ? 'the RpcClient is closed'
+      : 'the RpcClient\'s Messaging is closed: an RpcClient lasts as long as its Messaging (make a new one on a new Messaging)')
   }
 
   /** A request reached this Messaging, which has no RpcServer: a call is told the object is unknown here. */
