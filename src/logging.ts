@@ -91,7 +91,8 @@ export function pinoLogger (target: FieldsFirstLogger, options: PinoLoggerOption
 }
 
 /**
- * @internal The key Node's util.inspect (and so console.log) looks up on an object
- * for how to show it; a plain symbol, looked up by nothing, in a browser.
+ * The key Node's util.inspect (and so console.log) looks up on an object for how
+ * to show it; a plain symbol, looked up by nothing, in a browser. Not exported by
+ * the package, but kept in the declarations: those of what uses it need it.
  */
 export const INSPECT = Symbol.for('nodejs.util.inspect.custom')
