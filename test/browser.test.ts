@@ -244,6 +244,8 @@ test('a server that floods a page whose consumer does not read: ReceiveOverflowE
   const done = new Promise<string>((resolve) => { floodDone = resolve })
   let second!: () => void
   const secondUp = new Promise<void>((resolve) => { second = resolve })
+  let consumerExists!: () => void
+  const consumerReady = new Promise<void>((resolve) => { consumerExists = resolve })
   server.on('connection', (ws) => {
     ws.on('error', () => {})
     ws.send(hello)
@@ -269,14 +271,15 @@ test('a server that floods a page whose consumer does not read: ReceiveOverflowE
         })
       }
     }
-    pump()
+    // Only once the page's consumer exists: until then only its RpcServer reads, and it lets other messages go.
+    void consumerReady.then(pump)
   })
   const page = await openPage()
   const uncaught: string[] = []
   page.on('pageerror', (err) => { uncaught.push(String(err)) })
   try {
-    await page.evaluate(async (u) => await harness.start(u, 'flood'), `ws://127.0.0.1:${(server.address() as AddressInfo).port}/mq`)
-    await page.evaluate(() => { harness.stall() })
+    await page.evaluate(async (u) => { await harness.start(u, 'flood'); harness.stall() }, `ws://127.0.0.1:${(server.address() as AddressInfo).port}/mq`)
+    consumerExists()
     const outcome = await Promise.race([closed, done])
     assert.equal(typeof outcome, 'object', typeof outcome === 'string' ? outcome : '')
     const close = outcome as Awaited<typeof closed>
