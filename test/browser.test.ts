@@ -223,7 +223,7 @@ test('a server that sends the page a text message: ProtocolError in the page, cl
   }
 })
 
-test('a server that floods a page whose consumer does not read: ReceiveOverflowError in the page once it holds 64 MiB, close code 4008 with the reason to the server, what the page took in is kept, and the page reconnects', async () => {
+test('a server that floods a page whose consumer does not read: ReceiveOverflowError in the page once it holds 64 MiB, close code 4008 with the reason to the server, what the page took in is kept, and the page reconnects', { timeout: 60_000 }, async () => {
   // A plain snakeMQ peer 'node' (no acknowledgements): the first connection sends MESSAGE frames of 16 KiB as fast as the page takes them in, up to 256 MiB.
   const MIB = 1024 * 1024
   const FLOOD = 256 * MIB
@@ -240,8 +240,6 @@ test('a server that floods a page whose consumer does not read: ReceiveOverflowE
   let written = 0
   let floodClose!: (close: { code: number, reason: string, written: number }) => void
   const closed = new Promise<{ code: number, reason: string, written: number }>((resolve) => { floodClose = resolve })
-  let floodDone!: (how: string) => void
-  const done = new Promise<string>((resolve) => { floodDone = resolve })
   let second!: () => void
   const secondUp = new Promise<void>((resolve) => { second = resolve })
   let consumerExists!: () => void
@@ -266,8 +264,7 @@ test('a server that floods a page whose consumer does not read: ReceiveOverflowE
           inFlight--
           if (err !== undefined && err !== null) return
           written += batch.length
-          if (written >= FLOOD) floodDone(`sent all ${written} bytes without being closed`)
-          else pump()
+          pump()
         })
       }
     }
@@ -280,12 +277,11 @@ test('a server that floods a page whose consumer does not read: ReceiveOverflowE
   try {
     await page.evaluate(async (u) => { await harness.start(u, 'flood'); harness.stall() }, `ws://127.0.0.1:${(server.address() as AddressInfo).port}/mq`)
     consumerExists()
-    const outcome = await Promise.race([closed, done])
-    assert.equal(typeof outcome, 'object', typeof outcome === 'string' ? outcome : '')
-    const close = outcome as Awaited<typeof closed>
+    // Without the limit the page takes in all 256 MiB and is never closed (the test's timeout fails it). The
+    // server may write much of the flood before it reads the page's close when the machine is loaded, so the
+    // bound is checked where it holds: what the page held (the error's `held`, below).
+    const close = await closed
     assert.deepEqual({ code: close.code, reason: close.reason }, { code: 4008, reason: 'receive overflow' })
-    // Closed once the page held the limit past its receive buffer (1,024 messages of 16 KiB), with what was on its way then (about 100 MiB in all).
-    assert.ok(close.written < 2 * RECEIVE_HOLD_LIMIT, `${close.written} bytes written before the close`)
     const [error] = await page.evaluate(async () => await harness.errorFields(1))
     assert.equal(error!.name, 'ReceiveOverflowError')
     assert.equal(error!.code, 'ERR_RECEIVE_OVERFLOW')
