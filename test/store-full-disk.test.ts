@@ -13,7 +13,6 @@ import { once } from 'node:events'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Link, Messaging, StoreError } from '../src/index.ts'
 import { LevelStore } from '../src/store/level-node.ts'
@@ -234,7 +233,7 @@ test('deletions of messages delivered while the disk is full are kept and writte
   const consumed = (async () => { for await (const _ of rx.messages()) { /* taking it is finishing it */ } })()
   const log = new LogWatch()
   const txLink = new Link()
-  const tx = new Messaging(txLink, { identity: 'tx', store: await LevelStore.open(directory), logger: log.logger })
+  const tx = new Messaging(txLink, { identity: 'tx', store: await LevelStore.open(directory, { logger: log.logger }), logger: log.logger })
   const delivered = new Set<string>()
   let allDelivered!: () => void
   const whenAllDelivered = new Promise<void>((resolve) => { allDelivered = resolve })
@@ -251,14 +250,16 @@ test('deletions of messages delivered while the disk is full are kept and writte
     // Their deletions come after the disk filled up: they fail (at least some of them).
     await log.until((line) => line.startsWith('deleting delivered messages from the store failed'))
     await rm(filler)
-    // As an application would, send until sends resolve again: the store is writing again.
+    // As an application would, send until sends resolve again: the store is writing again. A send
+    // refused meanwhile (the store closed, reopening) is tried again once the store says it reopened.
     for (;;) {
+      const mark = log.lines.length
       try {
         await tx.send('rx', new Uint8Array(SIZE), { persistent: true })
         break
       } catch (err) {
         assert.ok(err instanceof StoreError, String(err))
-        await delay(20)
+        await log.until((line) => line === 'queue store reopened after a failed write', mark)
       }
     }
   } finally {
